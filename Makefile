@@ -1,0 +1,39 @@
+# gan_lightning — common tasks. `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# torch/torchvision pinned to the builds that install offline on the reference machine; override freely.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install train test tensorboard sweep bench bench-mnist100 clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_PINS)
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(PY) -m gan_lightning model=triple_gan data=mnist $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir outputs --port 6006
+
+sweep: install
+	$(PY) -m gan_lightning -m model=gan data=mnist trainer=debug model.optimizer_g.lr=1e-4,2e-4 seed=1,2
+
+bench: install
+	$(PY) -m bench.speed $(ARGS)
+
+bench-mnist100: install
+	$(PY) -m bench.mnist100 $(ARGS)
+
+clean:
+	rm -rf outputs/*/ .pytest_cache lightning_logs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,56 @@
+"""Command line: ``python -m gan_lightning [group=option ...] [key=value ...]`` (Hydra; ``--help`` lists groups)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from gan_lightning.errors import ConfigError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _config_error(err: BaseException) -> ConfigError | None:
+    while err is not None:
+        if isinstance(err, ConfigError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _discard_run_dir() -> None:
+    """Remove the run directory Hydra made for a run that failed before training (it holds only the config)."""
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 - not under Hydra
+        return
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", "__main__.log", "main.log", "labeled_indices.json"}:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def run(cfg: DictConfig) -> float | None:
+    try:
+        task = instantiate(cfg.task)
+        return task(cfg)
+    except Exception as err:  # noqa: BLE001
+        found = _config_error(err)
+        if found is None:
+            raise
+        _discard_run_dir()
+        print(f"error: {found}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    run()
+
+
+if __name__ == "__main__":
+    main()

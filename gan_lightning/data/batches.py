@@ -1,0 +1,88 @@
+"""Balanced labeled split and a fast in-memory batch iterator (no DataLoader, no workers).
+
+A training batch is a dict of named *streams*, each a ``(uint8 images, labels)`` pair drawn from a source
+(``train`` = the whole training set, ``labeled`` = the labeled subset). Each stream walks its own seeded
+permutation and wraps around, so a 1-example labeled stream and a 400-example unlabeled stream can share an
+iteration, as in Triple-GAN's training script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from gan_lightning.errors import ConfigError
+
+
+def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of ``n_labeled`` examples, ``n_labeled / num_classes`` per class, chosen by a seeded permutation."""
+    if n_labeled <= 0 or n_labeled % num_classes:
+        raise ConfigError(f"data.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
+    per_class = n_labeled // num_classes
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=gen)
+    chosen = []
+    for c in range(num_classes):
+        of_class = order[labels[order] == c]
+        if len(of_class) < per_class:
+            raise ConfigError(f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
+        chosen.append(of_class[:per_class])
+    return torch.cat(chosen).sort().values
+
+
+class StreamBatches:
+    """Iterable of training batches ``{stream: (x_uint8, y)}`` for one epoch.
+
+    ``epoch_length`` batches per epoch; each epoch's permutations come from ``seed`` and the epoch number,
+    so a run is reproducible and a resumed epoch sees the same data. With ``world_size > 1`` each rank takes
+    a disjoint slice of every permutation.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        streams: Mapping[str, Mapping],
+        epoch_length: int,
+        seed: int,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.sources, self.streams, self.epoch_length = sources, streams, epoch_length
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def _indices(self, name: str, n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+        while True:
+            perm = torch.randperm(n, generator=gen)[self.rank :: self.world_size]
+            for start in range(0, len(perm) - batch_size + 1, batch_size):
+                yield perm[start : start + batch_size]
+            if len(perm) < batch_size:  # fewer examples than a batch (e.g. 100 labels, batch 500): sample with repeats
+                yield perm[torch.randint(len(perm), (batch_size,), generator=gen)]
+
+    def __iter__(self) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        iters = {}
+        for i, (name, spec) in enumerate(self.streams.items()):
+            x, _ = self.sources[spec["source"]]
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + i)
+            iters[name] = self._indices(name, len(x), int(spec["batch_size"]), gen)
+        for _ in range(self.epoch_length):
+            batch = {}
+            for name, spec in self.streams.items():
+                x, y = self.sources[spec["source"]]
+                idx = next(iters[name])
+                batch[name] = (x[idx], y[idx])
+            yield batch
+
+
+def epoch_length(sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]], streams: Mapping[str, Mapping], by: str | int, world_size: int = 1) -> int:
+    """Batches per epoch: an int, or one pass of the named stream over its source."""
+    if isinstance(by, int):
+        return by
+    if by not in streams:
+        raise ConfigError(f"epoch_length='{by}' is not a stream; streams are {sorted(streams)} (or give an integer)")
+    n = len(sources[streams[by]["source"]][0]) // world_size
+    return max(1, n // int(streams[by]["batch_size"]))

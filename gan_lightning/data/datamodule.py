@@ -1,0 +1,182 @@
+"""LightningDataModules for MNIST, Fashion-MNIST and CIFAR-10, held in memory as uint8 tensors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from gan_lightning.data.batches import StreamBatches, balanced_split, epoch_length
+from gan_lightning.data.sources import Splits, load_cifar10, load_idx
+from gan_lightning.errors import ConfigError
+
+SOURCES = ("train", "labeled")
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test image data with an optional balanced labeled subset.
+
+    Args:
+        data_dir: data root (torchvision's layout underneath).
+        image_shape, num_classes: what the config promises the models (checked against the dataset).
+        streams: named training streams ``{name: {source: train|labeled, batch_size: int}}`` (the model's
+            batch composition); ``epoch_length`` is an int or the name of the stream that defines one epoch.
+        pretrain_streams / pretrain_epochs / pretrain_epoch_length: a different composition for the first
+            epochs (Triple-GAN's classifier pre-training).
+        n_labeled: size of the labeled subset (balanced per class, chosen by ``label_seed``); null = all labels.
+        val_size: hold out this many training examples for validation; 0 = validate on the official test set.
+        index_file: where the labeled indices are written (JSON), null to skip.
+    """
+
+    name: str = ""
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_shape: tuple[int, int, int] | list[int],
+        num_classes: int,
+        streams: Mapping[str, Mapping],
+        epoch_length: int | str,
+        n_labeled: int | None = None,
+        label_seed: int = 1,
+        val_size: int = 0,
+        eval_batch_size: int = 1000,
+        pretrain_streams: Mapping[str, Mapping] | None = None,
+        pretrain_epochs: int = 0,
+        pretrain_epoch_length: int | str | None = None,
+        download: bool = True,
+        verify_checksums: bool = True,
+        index_file: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if tuple(image_shape) != tuple(self.image_shape) or int(num_classes) != self.num_classes:
+            raise ConfigError(f"{self.name} has images {tuple(self.image_shape)} and {self.num_classes} classes; "
+                              f"the config says {tuple(image_shape)} and {num_classes}")
+        self.data_dir = str(data_dir)
+        self.streams = {k: dict(v) for k, v in streams.items()}
+        self.pretrain_streams = {k: dict(v) for k, v in (pretrain_streams or {}).items()}
+        self._epoch_length, self.pretrain_epochs = epoch_length, int(pretrain_epochs)
+        self._pretrain_epoch_length = pretrain_epoch_length
+        self.n_labeled, self.label_seed, self.val_size = n_labeled, int(label_seed), int(val_size)
+        self.eval_batch_size, self.download, self.verify = int(eval_batch_size), bool(download), bool(verify_checksums)
+        self.index_file, self.seed = index_file, int(seed)
+        self.splits: Splits | None = None
+        self.labeled_idx: torch.Tensor | None = None
+        self._validate_config()
+
+    def _validate_config(self) -> None:
+        for group in (self.streams, self.pretrain_streams):
+            for name, spec in group.items():
+                if spec.get("source") not in SOURCES:
+                    raise ConfigError(f"stream '{name}': source={spec.get('source')!r} is not one of {list(SOURCES)}")
+                if int(spec.get("batch_size", 0)) <= 0:
+                    raise ConfigError(f"stream '{name}': batch_size={spec.get('batch_size')} must be a positive integer")
+        if self.n_labeled is not None and self.n_labeled <= 0:
+            raise ConfigError(f"data.n_labeled={self.n_labeled} must be positive (or null for all labels)")
+        if self.eval_batch_size <= 0:
+            raise ConfigError(f"data.eval_batch_size={self.eval_batch_size} must be a positive integer")
+        if self.val_size < 0:
+            raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
+
+    # -- loading ---------------------------------------------------------------------------------------
+    def _load(self, download: bool) -> Splits:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        if self.download:  # runs on one process per node, before setup
+            self._load(download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        splits = self._load(download=False)
+        if tuple(splits.train_x.shape[1:]) != tuple(self.image_shape):
+            raise ConfigError(f"{self.name}: images are {tuple(splits.train_x.shape[1:])}, expected {tuple(self.image_shape)}")
+        if self.val_size:
+            if self.val_size >= len(splits.train_x):
+                raise ConfigError(f"data.val_size={self.val_size} leaves no training data ({len(splits.train_x)} examples)")
+            order = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(self.label_seed + 7919))
+            val, train = order[: self.val_size], order[self.val_size :]
+            self.val_set = (splits.train_x[val], splits.train_y[val])
+            splits = Splits(splits.train_x[train], splits.train_y[train], splits.test_x, splits.test_y)
+        else:
+            self.val_set = (splits.test_x, splits.test_y)
+        if self.n_labeled is not None:
+            if self.n_labeled > len(splits.train_y):
+                raise ConfigError(f"data.n_labeled={self.n_labeled} is larger than the training set ({len(splits.train_y)})")
+            self.labeled_idx = balanced_split(splits.train_y, self.n_labeled, self.num_classes, self.label_seed)
+        else:
+            self.labeled_idx = torch.arange(len(splits.train_y))
+        self.splits = splits
+        self._write_index_file()
+
+    def _write_index_file(self) -> None:
+        if not self.index_file or self.n_labeled is None or (self.trainer is not None and self.trainer.global_rank != 0):
+            return
+        path = Path(self.index_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed,
+                   "val_size": self.val_size, "indices": self.labeled_idx.tolist()}
+        path.write_text(json.dumps(payload))
+
+    # -- loaders ---------------------------------------------------------------------------------------
+    @property
+    def sources(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        assert self.splits is not None, "call setup() first"
+        s = self.splits
+        return {"train": (s.train_x, s.train_y), "labeled": (s.train_x[self.labeled_idx], s.train_y[self.labeled_idx])}
+
+    def in_pretraining(self, epoch: int) -> bool:
+        return bool(self.pretrain_streams) and epoch < self.pretrain_epochs
+
+    def train_dataloader(self) -> StreamBatches:
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        pre = self.in_pretraining(epoch)
+        streams = self.pretrain_streams if pre else self.streams
+        by = (self._pretrain_epoch_length or self._epoch_length) if pre else self._epoch_length
+        sources = self.sources
+        return StreamBatches(sources, streams, epoch_length(sources, streams, by, world), self.seed, epoch, rank, world)
+
+    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # shard evaluation; metrics are reduced across ranks
+            x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
+        return [(x[i : i + self.eval_batch_size], y[i : i + self.eval_batch_size]) for i in range(0, len(x), self.eval_batch_size)]
+
+    def val_dataloader(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self._eval_batches(*self.val_set)
+
+    def test_dataloader(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        assert self.splits is not None
+        return self._eval_batches(self.splits.test_x, self.splits.test_y)
+
+
+class MNISTDataModule(ImageDataModule):
+    name, image_shape, num_classes = "MNIST", (1, 28, 28), 10
+
+    def _load(self, download: bool) -> Splits:
+        return load_idx(self.data_dir, "MNIST", download, self.verify)
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    name, image_shape, num_classes = "FashionMNIST", (1, 28, 28), 10
+
+    def _load(self, download: bool) -> Splits:
+        return load_idx(self.data_dir, "FashionMNIST", download, self.verify)
+
+
+class CIFAR10DataModule(ImageDataModule):
+    name, image_shape, num_classes = "CIFAR10", (3, 32, 32), 10
+
+    def _load(self, download: bool) -> Splits:
+        return load_cifar10(self.data_dir, download, self.verify)
+
+

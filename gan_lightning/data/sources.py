@@ -1,0 +1,146 @@
+"""Read the standard image datasets from torchvision's on-disk layout into uint8 tensors.
+
+MNIST / Fashion-MNIST: ``<root>/<Name>/raw/*-idx?-ubyte[.gz]``; CIFAR-10: ``<root>/cifar-10-batches-py``.
+Every file is checked against the md5 of its published (decompressed) content.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan_lightning.errors import ConfigError
+
+
+@dataclass
+class Splits:
+    """uint8 images (N, C, H, W) and int64 labels (N,) of the official train and test sets."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# md5 of the decompressed files as published.
+IDX_MD5 = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def _check_md5(data: bytes, expected: str | None, path: Path) -> None:
+    if expected is not None and hashlib.md5(data).hexdigest() != expected:
+        raise ConfigError(f"checksum mismatch for {path}: the file is corrupt or not the published one; delete it and re-download")
+
+
+def _read_maybe_gz(raw: Path, stem: str) -> tuple[bytes, Path] | None:
+    for path in (raw / stem, raw / f"{stem}.gz"):
+        if path.is_file():
+            data = path.read_bytes()
+            return (gzip.decompress(data) if path.suffix == ".gz" else data), path
+    return None
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """IDX format: 2 zero bytes, a type byte (0x08 = uint8), the rank, then big-endian int32 sizes."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ConfigError(f"{path} is not an uint8 IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _missing_message(root: Path, folder: Path, files: list[str]) -> str:
+    return (
+        f"dataset not found under data root {root}: expected {', '.join(files)} (each may be .gz) in {folder}; "
+        "set paths.data_dir=... or GAN_LIGHTNING_DATA, or allow the download (data.download=true, needs internet)"
+    )
+
+
+def load_idx(root: str | Path, name: str, download: bool, verify: bool = True) -> Splits:
+    """Load MNIST-style datasets (``name`` is torchvision's class name: MNIST, FashionMNIST)."""
+    root = Path(root)
+    raw = root / name / "raw"
+    if download and any(_read_maybe_gz(raw, f) is None for f in IDX_FILES):
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, name)(str(root), train=True, download=True)
+            getattr(torchvision.datasets, name)(str(root), train=False, download=True)
+        except Exception as err:  # noqa: BLE001 - any network failure means "not available offline"
+            raise ConfigError(_missing_message(root, raw, list(IDX_FILES)) + f" (download failed: {type(err).__name__})") from err
+    arrays = {}
+    for stem in IDX_FILES:
+        found = _read_maybe_gz(raw, stem)
+        if found is None:
+            raise ConfigError(_missing_message(root, raw, list(IDX_FILES)))
+        data, path = found
+        if verify:
+            _check_md5(data, IDX_MD5.get(name, {}).get(stem), path)
+        arrays[stem] = torch.from_numpy(_parse_idx(data, path).copy())
+    return Splits(
+        train_x=arrays["train-images-idx3-ubyte"].unsqueeze(1),
+        train_y=arrays["train-labels-idx1-ubyte"].long(),
+        test_x=arrays["t10k-images-idx3-ubyte"].unsqueeze(1),
+        test_y=arrays["t10k-labels-idx1-ubyte"].long(),
+    )
+
+
+def load_cifar10(root: str | Path, download: bool, verify: bool = True) -> Splits:
+    """Load CIFAR-10 from torchvision's python-pickle batches."""
+    root = Path(root)
+    folder = root / CIFAR10_DIR
+    names = list(CIFAR10_MD5)
+    if download and not all((folder / n).is_file() for n in names):
+        import torchvision
+
+        try:
+            torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(_missing_message(root, folder, names) + f" (download failed: {type(err).__name__})") from err
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for n in names:
+        path = folder / n
+        if not path.is_file():
+            raise ConfigError(_missing_message(root, folder, names).replace(" (each may be .gz)", ""))
+        data = path.read_bytes()
+        if verify:
+            _check_md5(data, CIFAR10_MD5[n], path)
+        entry = pickle.loads(data, encoding="latin1")
+        parts[n] = (np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(entry["labels"]))
+    train = [parts[n] for n in names[:-1]]
+    return Splits(
+        train_x=torch.from_numpy(np.concatenate([x for x, _ in train])),
+        train_y=torch.from_numpy(np.concatenate([y for _, y in train])).long(),
+        test_x=torch.from_numpy(parts["test_batch"][0].copy()),
+        test_y=torch.from_numpy(parts["test_batch"][1]).long(),
+    )

@@ -1,0 +1,5 @@
+"""One exception type for every problem a user can fix by changing the command line or the files."""
+
+
+class ConfigError(ValueError):
+    """Bad input detected before (or instead of) training: printed as one line, exit status 2."""

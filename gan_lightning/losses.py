@@ -1,0 +1,104 @@
+"""Loss terms as pure functions of network outputs.
+
+Discriminators return logits; ``-log D`` and ``-log(1 - D)`` are computed as softplus of the logit, which is
+the binary cross-entropy of the official scripts without its overflow. Equation numbers refer to
+Goodfellow et al. 2014 ("GAN") and Li et al. 2017, *Triple Generative Adversarial Nets* ("Triple-GAN").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_real(logits: torch.Tensor) -> torch.Tensor:
+    """Per-example ``-log D`` (the pair is labelled real)."""
+    return F.softplus(-logits)
+
+
+def bce_fake(logits: torch.Tensor) -> torch.Tensor:
+    """Per-example ``-log(1 - D)`` (the pair is labelled fake)."""
+    return F.softplus(logits)
+
+
+# --- GAN ------------------------------------------------------------------------------------------------
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAN Eq. (1), the discriminator's side: ``-E[log D(x)]`` and ``-E[log(1 - D(G(z)))]`` (returned apart)."""
+    return bce_real(real_logits).mean(), bce_fake(fake_logits).mean()
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+    """Generator loss. ``minimax``: GAN Eq. (1) as written, minimise ``E[log(1 - D(G(z)))]``;
+    ``non_saturating``: the paper's practical variant (Sec. 3), minimise ``-E[log D(G(z))]``."""
+    if kind == "non_saturating":
+        return bce_real(fake_logits).mean()
+    if kind == "minimax":
+        return -bce_fake(fake_logits).mean()
+    raise ValueError(f"unknown generator loss {kind!r}; choose 'non_saturating' or 'minimax'")
+
+
+# --- Triple-GAN: the adversarial game, Eq. (1) U(C, G, D) -------------------------------------------------
+def d_real(logits: torch.Tensor) -> torch.Tensor:
+    """Triple-GAN Eq. (1), first term: ``-E_p(x,y)[log D(x, y)]`` over real pairs."""
+    return bce_real(logits).mean()
+
+
+def d_fake_g(logits: torch.Tensor) -> torch.Tensor:
+    """Triple-GAN Eq. (1), third term (D's side, before its (1 - alpha)): ``-E_pg[log(1 - D(G(z,y), y))]``."""
+    return bce_fake(logits).mean()
+
+
+def d_fake_c(logits: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Triple-GAN Eq. (1), second term (D's side, before its alpha): ``-E_pc[log(1 - D(x, y))]``.
+
+    ``probs=None``: logits of the pairs (x, argmax C(x)). Otherwise ``logits`` is (B, K) for every class and the
+    expectation over y ~ p_c(y|x) is taken exactly with the (detached) class probabilities.
+    """
+    if probs is None:
+        return bce_fake(logits).mean()
+    return (probs.detach() * bce_fake(logits)).sum(1).mean()
+
+
+def g_adversarial(logits: torch.Tensor) -> torch.Tensor:
+    """Triple-GAN Eq. (1) for G (non-saturating form, as the official code): ``-E_pg[log D(G(z,y), y)]``."""
+    return bce_real(logits).mean()
+
+
+def c_adversarial(logits: torch.Tensor, probs: torch.Tensor, objective: str = "argmax") -> torch.Tensor:
+    """Triple-GAN Eq. (1) for C (non-saturating): ``-E_x E_{y~p_c(y|x)}[log D(x, y)]``; the gradient reaches C
+    through p_c (Sec. 3.2). ``integrate``: ``logits`` (B, K) for all classes, weighted by ``probs``;
+    ``argmax``: ``logits`` (B,) at C's hard label, weighted by C's max probability."""
+    if objective == "integrate":
+        return (probs * bce_real(logits)).sum(1).mean()
+    if objective == "argmax":
+        return (probs.max(1).values * bce_real(logits)).mean()
+    raise ValueError(f"unknown Triple-GAN objective {objective!r}; choose 'argmax' or 'integrate'")
+
+
+# --- Triple-GAN: C's regularisers -------------------------------------------------------------------------
+def supervised(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Triple-GAN Eq. (2), R_L: cross-entropy of C on labeled pairs ``E_p(x,y)[-log p_c(y|x)]``."""
+    return F.cross_entropy(logits, targets)
+
+
+def pseudo_label(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Triple-GAN Eq. (3), R_P: cross-entropy of C on generated pairs ``E_pg[-log p_c(y|x)]``."""
+    return F.cross_entropy(logits, targets)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Confidence term on unlabeled data (Triple-GAN Sec. 4 / official script): mean ``H(p_c(.|x))``."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(1).mean()
+
+
+def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Balance term (official script): cross-entropy of the batch-mean prediction against the uniform
+    distribution, ``-(1/K) sum_k log mean_x p_c(k|x)``; small when C uses every class equally."""
+    mean = F.softmax(logits, dim=1).mean(0).clamp_min(eps)
+    return -mean.log().mean()
+
+
+def l2(weight: torch.Tensor) -> torch.Tensor:
+    """Weight decay on C's last layer: the sum of squared weights."""
+    return weight.pow(2).sum()

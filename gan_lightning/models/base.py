@@ -1,0 +1,135 @@
+"""What every game shares: uint8 batches scaled on the device, optimizers from config, checkpoints that
+carry their run config, and the test-set evaluation of a classifier with its EMA copy."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MinMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from gan_lightning.errors import ConfigError
+
+RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
+
+
+class GameModule(L.LightningModule):
+    """Base LightningModule of the games (manual optimization: each game runs its own D/G/C steps).
+
+    Args:
+        data_range: ``tanh`` scales images to [-1, 1], ``unit`` to [0, 1] (the generator's output range).
+        latent_dist: ``normal`` N(0, 1) or ``uniform`` U(0, 1) latent codes.
+    """
+
+    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal") -> None:
+        super().__init__()
+        if data_range not in RANGES:
+            raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
+        if latent_dist not in ("normal", "uniform"):
+            raise ConfigError(f"model.latent_dist={latent_dist!r} is not one of ['normal', 'uniform']")
+        self.automatic_optimization = False
+        self.data_range, self.latent_dist = data_range, latent_dist
+        self.run_config: dict | None = None
+
+    # -- data ------------------------------------------------------------------------------------------
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [0, 255] -> float in the model's range (done on the device, after the transfer)."""
+        lo, hi = RANGES[self.data_range]
+        return x.float().mul_((hi - lo) / 255.0).add_(lo)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Model range -> [0, 1] for images and grids."""
+        lo, hi = RANGES[self.data_range]
+        return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict):
+            return {k: self.on_after_batch_transfer(v, dataloader_idx) for k, v in batch.items()}
+        x, y = batch
+        return (self.scale(x) if x.dtype == torch.uint8 else x), y
+
+    def sample_z(self, n: int, dim: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        device = device or self.device
+        if self.latent_dist == "uniform":
+            return torch.rand(n, dim, generator=generator, device=device)
+        return torch.randn(n, dim, generator=generator, device=device)
+
+    # -- optimization helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def build_optimizer(factory: Callable, module: nn.Module, name: str) -> torch.optim.Optimizer:
+        opt = factory(params=[p for p in module.parameters() if p.requires_grad])
+        for group in opt.param_groups:
+            if group["lr"] <= 0:
+                raise ConfigError(f"model.{name}.lr={group['lr']} must be positive")
+        return opt
+
+    def step(self, opt, loss: torch.Tensor) -> None:
+        """One update of the network that owns ``opt``; only its parameters receive gradients."""
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
+
+
+class ClassifierEvaluation:
+    """Mixin: test/val accuracy of ``self.classifier`` and of its EMA copy ``self.ema`` (torchmetrics),
+    best-so-far errors, and a confusion-matrix figure of the EMA classifier at the end of training."""
+
+    classifier: nn.Module
+    ema: AveragedModel
+
+    def init_evaluation(self, classifier: nn.Module, num_classes: int, ema_decay: float) -> None:
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay={ema_decay} must be in [0, 1)")
+        self.num_classes = num_classes
+        self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self.val_acc = nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
+        self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})
+        self.confmat = MulticlassConfusionMatrix(num_classes)
+
+    def update_ema(self) -> None:
+        self.ema.update_parameters(self.classifier)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc["c"].update(self.classifier(x).argmax(1), y)
+        pred_ema = self.ema(x).argmax(1)
+        self.val_acc["ema"].update(pred_ema, y)
+        self.confmat.update(pred_ema, y)
+
+    def on_validation_epoch_end(self) -> None:
+        for k in ("c", "ema"):
+            err = 1.0 - self.val_acc[k].compute()
+            self.val_acc[k].reset()
+            if not self.trainer.sanity_checking:
+                self.best_err[k].update(err)
+                self.log(f"val/err_{k}", err, prog_bar=k == "ema", sync_dist=False)
+                self.log(f"val/acc_{k}", 1.0 - err)
+                self.log(f"val/best_err_{k}", self.best_err[k].compute())
+        if self.trainer.sanity_checking:
+            self.confmat.reset()
+
+    def on_train_end(self) -> None:
+        """Confusion matrix of the EMA classifier on the last validation pass, as a TensorBoard figure."""
+        if self.trainer.global_rank != 0 or self.confmat.confmat.sum() == 0:
+            return
+        fig, _ = self.confmat.plot()
+        fig.set_size_inches(6, 6)
+        for logger in self.trainer.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure("val/confusion_matrix_ema", fig, global_step=self.global_step)
+        self.confmat.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.confmat.reset()

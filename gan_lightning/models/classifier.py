@@ -1,0 +1,37 @@
+"""Supervised baseline: the classifier alone, trained on the labeled examples only (same split, same evaluation
+as Triple-GAN's C): the number the semi-supervised game has to beat."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from torch import nn
+
+from gan_lightning import losses
+from gan_lightning.models.base import ClassifierEvaluation, GameModule
+
+
+class Classifier(ClassifierEvaluation, GameModule):
+    """Args:
+        classifier: the network (logits); optimizer: its optimizer factory.
+        l2_weight: weight of the L2 penalty on the classifier's last layer (``classifier.head``).
+        ema_decay: decay of the evaluated EMA copy.
+    """
+
+    def __init__(self, classifier: nn.Module, optimizer: Callable, num_classes: int = 10, l2_weight: float = 1e-4,
+                 ema_decay: float = 0.99, data_range: str = "unit") -> None:
+        super().__init__(data_range=data_range)
+        self.save_hyperparameters(ignore=["classifier"])
+        self.classifier = classifier
+        self.init_evaluation(classifier, num_classes, ema_decay)
+
+    def configure_optimizers(self):
+        return self.build_optimizer(self.hparams.optimizer, self.classifier, "optimizer")
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch["labeled"]
+        ce = losses.supervised(self.classifier(x), y)
+        loss = ce + self.hparams.l2_weight * losses.l2(self.classifier.head.weight) if self.hparams.l2_weight else ce
+        self.step(self.optimizers(), loss)
+        self.update_ema()
+        self.log_dict({"train/c/supervised": ce.detach(), "train/c/loss": loss.detach()})

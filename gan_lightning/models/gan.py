@@ -1,0 +1,96 @@
+"""The GAN game (Goodfellow et al. 2014, Algorithm 1) with ``d_steps`` discriminator updates per
+``g_steps`` generator updates; also the conditional GAN (Mirza & Osindero 2014) when ``conditional=True``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from gan_lightning import losses
+from gan_lightning.errors import ConfigError
+from gan_lightning.models.base import GameModule
+
+
+class GAN(GameModule):
+    """Args:
+        generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
+        optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
+        loss: ``non_saturating`` (-log D(G(z))) or ``minimax`` (log(1 - D(G(z)))) for G.
+        d_steps, g_steps: per cycle of ``d_steps + g_steps`` batches, the first ``d_steps`` update D, the rest G.
+        conditional: pass labels to both networks; fakes get labels drawn uniformly.
+        grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
+                 latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
+                 g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
+                 data_range: str = "tanh", latent_dist: str = "normal") -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist)
+        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        if loss not in ("non_saturating", "minimax"):
+            raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")
+        if d_steps < 1 or g_steps < 1:
+            raise ConfigError(f"model.d_steps={d_steps} and model.g_steps={g_steps} must both be >= 1")
+        if conditional != (getattr(generator, "label", None) is not None) or conditional != (getattr(discriminator, "label", None) is not None):
+            raise ConfigError("model.conditional must match the networks: give both num_classes > 0 (conditional) or neither")
+        self.generator, self.discriminator = generator, discriminator
+        self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        gen = torch.Generator().manual_seed(grid_seed)
+        if conditional:  # one row per class, the same z down each column
+            z = self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu")
+            self.register_buffer("fixed_z", z.repeat(self.num_classes, 1))
+            self.register_buffer("fixed_y", torch.arange(self.num_classes).repeat_interleave(grid_size))
+            self.grid_nrow = grid_size
+        else:
+            self.register_buffer("fixed_z", self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu"))
+            self.register_buffer("fixed_y", torch.zeros(grid_size, dtype=torch.long))
+            self.grid_nrow = int(round(grid_size**0.5))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, y) if self.conditional else self.generator(z)
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(x, y) if self.conditional else self.discriminator(x)
+
+    def configure_optimizers(self):
+        return [self.build_optimizer(self.hparams.optimizer_g, self.generator, "optimizer_g"),
+                self.build_optimizer(self.hparams.optimizer_d, self.discriminator, "optimizer_d")]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch["real"]
+        opt_g, opt_d = self.optimizers()
+        n = x.shape[0]
+        z = self.sample_z(n, self.latent_dim)
+        y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
+        phase = int(self.iteration) % (self.hparams.d_steps + self.hparams.g_steps)
+        self.iteration += 1
+        if phase < self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
+            self.toggle_optimizer(opt_d)
+            with torch.no_grad():
+                fake = self(z, y_fake)
+            real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
+            loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
+            self.step(opt_d, loss_real + loss_fake)
+            self.untoggle_optimizer(opt_d)
+            self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
+                           "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()},
+                          prog_bar=False)
+        else:  # --- G step
+            self.toggle_optimizer(opt_g)
+            fake_logits = self._d(self(z, y_fake), y_fake)
+            loss_g = losses.g_loss(fake_logits, self.hparams.loss)
+            self.step(opt_g, loss_g)
+            self.untoggle_optimizer(opt_g)
+            self.log("train/g/loss", loss_g, prog_bar=True)
+
+    @torch.no_grad()
+    def sample_images(self) -> tuple[torch.Tensor, int]:
+        """Fixed-noise samples in [0, 1] and the grid's row length (conditional: one row per class)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.to_unit(self(self.fixed_z, self.fixed_y))
+        self.generator.train(was_training)
+        return images, self.grid_nrow

@@ -1,0 +1,214 @@
+"""Triple-GAN (Li et al., NIPS 2017) for semi-supervised classification, as in the official MNIST script.
+
+Players: a classifier C (p_c(y|x)), a conditional generator G (p_g(x|y)), a discriminator D(x, y).
+One iteration (the paper's Algorithm 1) = one D step, one G step, one C step:
+
+    D: real pairs (x_l, y_l) and (x_u', argmax C(x_u'))      vs.   fake pairs (G(z, y), y) and (x_u, y ~ C)
+    G: make D call (G(z, y), y) real
+    C: make D call (x_u, y ~ C) real + R_L (labeled CE) + entropy + balance + L2 [+ alpha_P * R_P from an epoch]
+
+Before the game C is pre-trained on labeled + unlabeled data (``pretrain_epochs``). Epochs of the game are
+counted from 1 after pre-training, as in the official script. Each loss term is logged on its own and has a
+weight in ``weights`` (0 switches it off); the adversarial terms are further scaled by alpha / (1 - alpha).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from gan_lightning import losses
+from gan_lightning.errors import ConfigError
+from gan_lightning.models.base import ClassifierEvaluation, GameModule
+
+DEFAULT_WEIGHTS = {
+    "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
+    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1,
+}
+PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4}
+
+
+class TripleGAN(ClassifierEvaluation, GameModule):
+    """Args:
+        classifier, generator, discriminator: the three networks (C(x) -> logits, G(z, y) -> image, D(x, y) -> logit).
+        optimizer_c, optimizer_g, optimizer_d: optimizer factories of the game; ``optimizer_pretrain``: C's pre-training.
+        alpha: weight of C's fake pairs in U(C, G, D) (G's get 1 - alpha), Eq. (1).
+        objective: C's adversarial gradient, ``integrate`` (exact expectation over classes) or ``argmax``.
+        weights: weight of every loss term (see ``DEFAULT_WEIGHTS``); ``pretrain_weights``: C's pre-training loss.
+        d_unlabeled_real: D also sees unlabeled images with C's hard label as real pairs (official script).
+        pseudo_label_epoch: first game epoch of the pseudo-label term R_P (Eq. 3).
+        adv_warmup_epochs: ramp C's adversarial and pseudo-label weights linearly from 0 over these game epochs.
+        lr_anneal_epoch / lr_anneal_factor: after this game epoch every learning rate is multiplied by the factor each epoch.
+        generator_batch: size of G's batch, class-balanced (generator_batch / num_classes per class).
+        ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
+    """
+
+    def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
+                 optimizer_c: Callable, optimizer_g: Callable, optimizer_d: Callable, optimizer_pretrain: Callable,
+                 num_classes: int = 10, latent_dim: int = 100, alpha: float = 0.5, objective: str = "argmax",
+                 weights: Mapping[str, float] | None = None, pretrain_weights: Mapping[str, float] | None = None,
+                 pretrain_epochs: int = 30, d_unlabeled_real: bool = True, pseudo_label_epoch: int = 300,
+                 adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
+                 generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
+                 data_range: str = "unit", latent_dist: str = "uniform") -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist)
+        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator"])
+        self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
+        self.pretrain_weights = self._check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"model.alpha={alpha} must be in [0, 1]")
+        if objective not in ("argmax", "integrate"):
+            raise ConfigError(f"model.objective={objective!r} is not one of ['argmax', 'integrate']")
+        if generator_batch <= 0 or generator_batch % num_classes:
+            raise ConfigError(f"model.generator_batch={generator_batch} must be a positive multiple of the {num_classes} classes")
+        if pretrain_epochs < 0 or adv_warmup_epochs < 0:
+            raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
+        self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
+        self.init_evaluation(classifier, num_classes, ema_decay)
+        self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
+        gen = torch.Generator().manual_seed(grid_seed)
+        self.register_buffer("fixed_z", self.sample_z(grid_columns, self.latent_dim, generator=gen, device="cpu").repeat(num_classes, 1))
+        self.register_buffer("fixed_y", torch.arange(num_classes).repeat_interleave(grid_columns))
+        self.register_buffer("g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False)
+
+    @staticmethod
+    def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ConfigError(f"model.{name} has unknown terms {unknown}; known terms are {sorted(defaults)}")
+        return {**defaults, **{k: float(v) for k, v in given.items()}}
+
+    # -- schedule ----------------------------------------------------------------------------------------
+    @property
+    def game_epoch(self) -> int:
+        """1-based epoch of the game (0 or less during pre-training)."""
+        return self.current_epoch - self.hparams.pretrain_epochs + 1
+
+    def lr_factor(self, epoch: int) -> float:
+        """LR multiplier for Lightning epoch ``epoch``: constant, then ``factor ** (game_epoch - anneal_epoch)``."""
+        game_epoch = epoch - self.hparams.pretrain_epochs + 1
+        return self.hparams.lr_anneal_factor ** max(0, game_epoch - self.hparams.lr_anneal_epoch)
+
+    def adv_ramp(self) -> float:
+        """Warm-up of C's adversarial and pseudo-label weights: 0 -> 1 over ``adv_warmup_epochs`` game epochs."""
+        n = self.hparams.adv_warmup_epochs
+        if n == 0:
+            return 1.0
+        steps_per_epoch = max(1, self.trainer.num_training_batches) if self._trainer is not None else 1
+        progress = (self.game_epoch - 1) + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / steps_per_epoch
+        return float(min(1.0, max(0.0, progress / n)))
+
+    def configure_optimizers(self):
+        opt_d = self.build_optimizer(self.hparams.optimizer_d, self.discriminator, "optimizer_d")
+        opt_g = self.build_optimizer(self.hparams.optimizer_g, self.generator, "optimizer_g")
+        opt_c = self.build_optimizer(self.hparams.optimizer_c, self.classifier, "optimizer_c")
+        opt_pre = self.build_optimizer(self.hparams.optimizer_pretrain, self.classifier, "optimizer_pretrain")
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "epoch"} for o in (opt_d, opt_g, opt_c)]
+        return [opt_d, opt_g, opt_c, opt_pre], scheds
+
+    def on_train_epoch_end(self) -> None:
+        for sched in self.lr_schedulers():
+            sched.step()
+
+    # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
+    def classifier_terms(self, x_l, y_l, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        logits_l = self.classifier(x_l)
+        terms = {"c_supervised": losses.supervised(logits_l, y_l)}
+        if weights["c_entropy"]:
+            terms["c_entropy"] = losses.entropy(logits_u)
+        if weights["c_balance"]:
+            terms["c_balance"] = losses.class_balance(logits_u)
+        if weights["c_l2"]:
+            terms["c_l2"] = losses.l2(self.classifier.head.weight)
+        return terms
+
+    def _log_terms(self, prefix: str, terms: Mapping[str, torch.Tensor], total: torch.Tensor) -> None:
+        self.log_dict({f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()})
+        self.log(f"{prefix}/loss", total.detach(), prog_bar=prefix == "train/c")
+
+    # -- training --------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> None:
+        if self.game_epoch <= 0:
+            self.pretrain_step(batch)
+        else:
+            self.game_step(batch)
+        self.update_ema()
+
+    def pretrain_step(self, batch) -> None:
+        """C alone: CE on labeled data + entropy and balance on unlabeled data + L2 (official pre-training)."""
+        opt_pre = self.optimizers()[3]
+        (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
+        w = self.pretrain_weights
+        terms = self.classifier_terms(x_l, y_l, self.classifier(x_u), w)
+        loss = sum(w[k] * v for k, v in terms.items())
+        self.step(opt_pre, loss)
+        self._log_terms("pretrain/c", terms, loss)
+
+    def game_step(self, batch) -> None:
+        opt_d, opt_g, opt_c, _ = self.optimizers()
+        w, a, K = self.weights, self.alpha, self.hparams.num_classes
+        (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
+        (x_dl, y_dl), (x_du, _) = batch["d_labeled"], batch["d_unlabeled"]
+
+        # C's and G's forward passes are taken once: their weights do not change before their own step.
+        logits_u = self.classifier(x_u)
+        probs_u = logits_u.softmax(1)
+        with torch.no_grad():
+            y_du = self.classifier(x_du).argmax(1)
+        y_g = self.g_labels
+        x_g = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
+        if self.objective == "integrate":  # every (x_u, k) pair, weighted by p_c(k | x_u)
+            x_c, y_c = x_u.repeat_interleave(K, 0), torch.arange(K, device=self.device).repeat(len(x_u))
+        else:  # (x_u, argmax C(x_u)), weighted by max p_c
+            x_c, y_c = x_u, probs_u.argmax(1)
+
+        # ---- D step: real pairs vs. G's and C's pairs (Eq. 1); D has no batch statistics, so one forward.
+        self.toggle_optimizer(opt_d)
+        real_x = torch.cat([x_dl, x_du]) if self.hparams.d_unlabeled_real else x_dl
+        real_y = torch.cat([y_dl, y_du]) if self.hparams.d_unlabeled_real else y_dl
+        logits = self.discriminator(torch.cat([real_x, x_g.detach(), x_c]), torch.cat([real_y, y_g, y_c]))
+        l_real, l_g, l_c = logits.split([len(real_x), len(x_g), len(x_c)])
+        d_terms = {"d_real": losses.d_real(l_real), "d_fake_g": losses.d_fake_g(l_g),
+                   "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u) if self.objective == "integrate" else losses.d_fake_c(l_c)}
+        d_scale = {"d_real": 1.0, "d_fake_g": 1.0 - a, "d_fake_c": a}
+        loss_d = sum(w[k] * d_scale[k] * v for k, v in d_terms.items())
+        self.step(opt_d, loss_d)
+        self.untoggle_optimizer(opt_d)
+        self._log_terms("train/d", d_terms, loss_d)
+
+        # ---- G step: fool the updated D on (G(z, y), y).
+        self.toggle_optimizer(opt_g)
+        g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
+        loss_g = w["g_adv"] * (1.0 - a) * g_adv
+        self.step(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+        self._log_terms("train/g", {"g_adv": g_adv}, loss_g)
+
+        # ---- C step: fool the updated D on (x_u, y ~ C) + R_L + regularisers [+ R_P].
+        self.toggle_optimizer(opt_c)
+        ramp = self.adv_ramp()
+        d_c = self.discriminator(x_c, y_c)
+        c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
+        c_terms.update(self.classifier_terms(x_l, y_l, logits_u, w))
+        scale = {"c_adv": a * ramp, "c_pseudo": ramp}
+        if w["c_pseudo"] and self.game_epoch >= self.hparams.pseudo_label_epoch:
+            with torch.no_grad():
+                x_p = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
+            c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g)
+        loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
+        self.step(opt_c, loss_c)
+        self.untoggle_optimizer(opt_c)
+        self._log_terms("train/c", c_terms, loss_c)
+
+    # -- samples -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_images(self) -> tuple[torch.Tensor, int]:
+        """G(z, y) with one row per class and the same z down each column, in [0, 1]."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.to_unit(self.generator(self.fixed_z, self.fixed_y))
+        self.generator.train(was_training)
+        return images, self.hparams.grid_columns

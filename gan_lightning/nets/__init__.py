@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks: generators, discriminators, classifiers and their building blocks."""

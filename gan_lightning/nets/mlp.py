@@ -1,0 +1,80 @@
+"""Fully-connected generator and discriminators (Goodfellow et al. 2014; Mirza & Osindero 2014 when conditional)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gan_lightning.nets.blocks import LabelCode, Maxout, check_image_shape
+
+
+class MLPGenerator(nn.Module):
+    """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (Tanh)."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256, 512, 1024),
+                 num_classes: int = 0, label_mode: str = "onehot", label_dim: int | None = None, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.image_shape = check_image_shape("MLPGenerator", image_shape, "any (C, H, W)", True)
+        self.latent_dim = int(latent_dim)
+        self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
+        layers: list[nn.Module] = []
+        width = self.latent_dim + (self.label.dim if self.label else 0)
+        for h in hidden:
+            layers += [nn.Linear(width, h)] + ([nn.BatchNorm1d(h)] if batch_norm else []) + [nn.LeakyReLU(0.2)]
+            width = h
+        layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label is not None:
+            z = torch.cat([z, self.label(y, z.dtype)], dim=1)
+        return self.net(z).view(-1, *self.image_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """image (and optionally y) -> hidden LeakyReLU layers with dropout -> one logit."""
+
+    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256), num_classes: int = 0,
+                 label_mode: str = "onehot", label_dim: int | None = None, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.image_shape = check_image_shape("MLPDiscriminator", image_shape, "any (C, H, W)", True)
+        self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
+        layers: list[nn.Module] = []
+        width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.flatten(1)
+        if self.label is not None:
+            h = torch.cat([h, self.label(y, h.dtype)], dim=1)
+        return self.net(h).squeeze(1)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """Goodfellow et al. 2014's MNIST discriminator: dropout on the input, maxout hidden layers, one logit."""
+
+    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (240, 240), pieces: int = 5,
+                 input_dropout: float = 0.2, dropout: float = 0.5, num_classes: int = 0, label_mode: str = "onehot") -> None:
+        super().__init__()
+        self.image_shape = check_image_shape("MaxoutDiscriminator", image_shape, "any (C, H, W)", True)
+        self.label = LabelCode(num_classes, label_mode) if num_classes else None
+        layers: list[nn.Module] = [nn.Dropout(input_dropout)]
+        width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
+        for h in hidden:
+            layers += [Maxout(width, h, pieces), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x.flatten(1)
+        if self.label is not None:
+            h = torch.cat([h, self.label(y, h.dtype)], dim=1)
+        return self.net(h).squeeze(1)

@@ -1,0 +1,52 @@
+"""``task=train``: build datamodule, model, callbacks, logger and trainer from the config, then fit."""
+
+from __future__ import annotations
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gan_lightning.errors import ConfigError
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+def build(cfg: DictConfig):
+    """Instantiate (datamodule, model, trainer) and load the data, so every input error surfaces before training."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged."""
+    datamodule, model, trainer = build(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path not in (None, "last"):
+        from pathlib import Path
+
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(_flatten(model.run_config))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metric = cfg.get("optimized_metric")
+    if metric and metric in trainer.callback_metrics:
+        return float(trainer.callback_metrics[metric])
+    return None
