@@ -86,3 +86,17 @@ def epoch_length(sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]], strea
         raise ConfigError(f"epoch_length='{by}' is not a stream; streams are {sorted(streams)} (or give an integer)")
     n = len(sources[streams[by]["source"]][0]) // world_size
     return max(1, n // int(streams[by]["batch_size"]))
+
+
+class EvalBatches:
+    """Sequential ``(x, y)`` batches of an evaluation set (one loader, sized, re-iterable)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]

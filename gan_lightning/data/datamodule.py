@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from gan_lightning.data.batches import StreamBatches, balanced_split, epoch_length
+from gan_lightning.data.batches import EvalBatches, StreamBatches, balanced_split, epoch_length
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx
 from gan_lightning.errors import ConfigError
 
@@ -145,16 +145,16 @@ class ImageDataModule(L.LightningDataModule):
         sources = self.sources
         return StreamBatches(sources, streams, epoch_length(sources, streams, by, world), self.seed, epoch, rank, world)
 
-    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> EvalBatches:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # shard evaluation; metrics are reduced across ranks
             x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
-        return [(x[i : i + self.eval_batch_size], y[i : i + self.eval_batch_size]) for i in range(0, len(x), self.eval_batch_size)]
+        return EvalBatches(x, y, self.eval_batch_size)
 
-    def val_dataloader(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def val_dataloader(self) -> EvalBatches:
         return self._eval_batches(*self.val_set)
 
-    def test_dataloader(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def test_dataloader(self) -> EvalBatches:
         assert self.splits is not None
         return self._eval_batches(self.splits.test_x, self.splits.test_y)
 

@@ -14,6 +14,7 @@ weight in ``weights`` (0 switches it off); the adversarial terms are further sca
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -110,8 +111,10 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         return [opt_d, opt_g, opt_c, opt_pre], scheds
 
     def on_train_epoch_end(self) -> None:
-        for sched in self.lr_schedulers():
-            sched.step()
+        with warnings.catch_warnings():  # during pre-training the game's optimizers have not stepped yet
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for sched in self.lr_schedulers():
+                sched.step()
 
     # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
     def classifier_terms(self, x_l, y_l, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
