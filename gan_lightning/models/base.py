@@ -25,23 +25,30 @@ class GameModule(L.LightningModule):
     Args:
         data_range: ``tanh`` scales images to [-1, 1], ``unit`` to [0, 1] (the generator's output range).
         latent_dist: ``normal`` N(0, 1) or ``uniform`` U(0, 1) latent codes.
+        channels_last: keep conv weights and image batches in NHWC memory layout (faster convolutions on
+            CPU and on tensor cores; the results are the same up to float rounding).
     """
 
-    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal") -> None:
+    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True) -> None:
         super().__init__()
         if data_range not in RANGES:
             raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
         if latent_dist not in ("normal", "uniform"):
             raise ConfigError(f"model.latent_dist={latent_dist!r} is not one of ['normal', 'uniform']")
         self.automatic_optimization = False
-        self.data_range, self.latent_dist = data_range, latent_dist
+        self.data_range, self.latent_dist, self.channels_last = data_range, latent_dist, bool(channels_last)
         self.run_config: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # -- data ------------------------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float in the model's range (done on the device, after the transfer)."""
         lo, hi = RANGES[self.data_range]
-        return x.float().mul_((hi - lo) / 255.0).add_(lo)
+        x = x.float().mul_((hi - lo) / 255.0).add_(lo)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Model range -> [0, 1] for images and grids."""

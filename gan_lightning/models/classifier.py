@@ -19,8 +19,8 @@ class Classifier(ClassifierEvaluation, GameModule):
     """
 
     def __init__(self, classifier: nn.Module, optimizer: Callable, num_classes: int = 10, l2_weight: float = 1e-4,
-                 ema_decay: float = 0.99, data_range: str = "unit") -> None:
-        super().__init__(data_range=data_range)
+                 ema_decay: float = 0.99, data_range: str = "unit", channels_last: bool = True) -> None:
+        super().__init__(data_range=data_range, channels_last=channels_last)
         self.save_hyperparameters(ignore=["classifier"])
         self.classifier = classifier
         self.init_evaluation(classifier, num_classes, ema_decay)

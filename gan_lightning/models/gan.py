@@ -26,8 +26,8 @@ class GAN(GameModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
                  latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
                  g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
-                 data_range: str = "tanh", latent_dist: str = "normal") -> None:
-        super().__init__(data_range=data_range, latent_dist=latent_dist)
+                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True) -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         self.save_hyperparameters(ignore=["generator", "discriminator"])
         if loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")

@@ -53,8 +53,8 @@ class TripleGAN(ClassifierEvaluation, GameModule):
                  pretrain_epochs: int = 30, d_unlabeled_real: bool = True, pseudo_label_epoch: int = 300,
                  adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
-                 data_range: str = "unit", latent_dist: str = "uniform") -> None:
-        super().__init__(data_range=data_range, latent_dist=latent_dist)
+                 data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True) -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         self.save_hyperparameters(ignore=["classifier", "generator", "discriminator"])
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = self._check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
