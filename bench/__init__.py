@@ -1,0 +1,1 @@
+"""Measured benchmarks: each writes JSON + Markdown under bench/results/."""
