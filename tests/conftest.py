@@ -1,0 +1,49 @@
+"""Shared fixtures: the real data root, config composition, and subprocess runs of the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import gan_lightning  # noqa: F401 - registers the config resolvers
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+
+def _data_root() -> Path | None:
+    for candidate in (os.environ.get("GAN_LIGHTNING_DATA"), ROOT / "data", ROOT.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            return Path(candidate).resolve()
+    return None
+
+
+DATA_ROOT = _data_root()
+needs_mnist = pytest.mark.skipif(DATA_ROOT is None, reason="real MNIST files not found (set GAN_LIGHTNING_DATA)")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if DATA_ROOT is None:
+        pytest.skip("real MNIST files not found (set GAN_LIGHTNING_DATA)")
+    return DATA_ROOT
+
+
+def compose_cfg(overrides: list[str], output_dir: str | Path = "/tmp/gan_lightning_test"):
+    """The project's real config, composed as the CLI would (paths filled in for use outside a Hydra run)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={DATA_ROOT}", *overrides])
+
+
+def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m gan_lightning ARGS`` in a subprocess writing into ``run_dir``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if data_root is not None:
+        env["GAN_LIGHTNING_DATA"] = str(data_root)
+    cmd = [sys.executable, "-m", "gan_lightning", *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
