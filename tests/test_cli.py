@@ -1,0 +1,84 @@
+"""Real subprocess runs of ``python -m gan_lightning``: outputs, TensorBoard events read back, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import needs_mnist, run_cli
+
+FAST = ["trainer=debug", "callbacks.progress_bar=null"]
+
+
+def events(run_dir):
+    files = sorted((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert files, f"no event file in {run_dir / 'tb'}"
+    acc = EventAccumulator(str(files[-1]), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+@needs_mnist
+def test_gan_run_writes_config_checkpoint_and_image_grid(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=dcgan", "data=mnist", *FAST, "model.generator.base_channels=16", "model.discriminator.base_channels=16"], run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
+    acc = events(run_dir)
+    grids = acc.Images("samples/grid")
+    assert [g.step for g in grids] == [0, 1] and grids[0].width > 200 and grids[0].height > 200  # an 8x8 grid of 28x28
+    assert {"train/d/loss", "train/g/loss", "train/d/D(x)", "train/d/D(G(z))"} <= set(acc.Tags()["scalars"])
+
+
+@needs_mnist
+def test_triple_gan_two_epochs_on_real_mnist_with_100_labels(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=triple_gan", "data=mnist", "epochs=1", "model.pretrain_epochs=1", "trainer=debug",
+                    "callbacks.progress_bar=null", "trainer.limit_val_batches=1.0", "data.eval_batch_size=2500"], run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    indices = json.loads((run_dir / "labeled_indices.json").read_text())
+    assert indices["n_labeled"] == 100 and len(set(indices["indices"])) == 100
+    acc = events(run_dir)
+    tags = set(acc.Tags()["scalars"])
+    assert {"val/err_c", "val/err_ema", "val/acc_ema", "val/best_err_ema", "pretrain/c/loss", "train/c/adv", "train/d/fake_c"} <= tags
+    errs = [e.value for e in acc.Scalars("val/err_c")]
+    assert len(errs) == 2 and all(0.0 <= e <= 1.0 for e in errs)
+    grid = acc.Images("samples/grid")[-1]
+    assert grid.height > grid.width * 0.9  # 10 class rows x 10 columns
+    assert "val/confusion_matrix_ema" in acc.Tags()["images"]
+
+
+def test_missing_data_is_one_clear_line_and_nothing_is_left(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=gan", "data.download=false", *FAST], run_dir, data_root=tmp_path / "empty")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert lines[-1].startswith("error: dataset not found under data root") and "train-images-idx3-ubyte" in lines[-1]
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["model=nope"], "Could not find 'model/nope'"),
+    (["data=svhn"], "Could not find 'data/svhn'"),
+])
+def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
+    proc = run_cli(args, tmp_path / "run")
+    assert proc.returncode != 0 and expected in proc.stderr
+    assert "triple_gan" in proc.stderr or "mnist" in proc.stderr  # Hydra lists the available options
+
+
+def test_model_that_cannot_take_the_data_shape(tmp_path):
+    proc = run_cli(["model=dcgan", "data=mnist", "data.image_shape=[1,30,30]"], tmp_path / "run")
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_lists_the_config_groups(tmp_path):
+    proc = run_cli(["--help"], tmp_path / "run")
+    assert proc.returncode == 0
+    for group in ("model:", "data:", "trainer:", "experiment:", "triple_gan", "dcgan", "fashion_mnist"):
+        assert group in proc.stdout

@@ -1,0 +1,72 @@
+"""Every loss term against a direct computation on a tiny hand-made batch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gan_lightning import losses
+
+LOGITS = torch.tensor([2.0, -1.0, 0.5])
+C_LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.1, 0.2, 0.3]])
+
+
+def sig(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_gan_losses():
+    real, fake = losses.d_loss(torch.tensor([1.0, 3.0]), torch.tensor([-2.0]))
+    assert real.item() == pytest.approx(-(math.log(sig(1)) + math.log(sig(3))) / 2, rel=1e-6)
+    assert fake.item() == pytest.approx(-math.log(1 - sig(-2)), rel=1e-6)
+    assert losses.g_loss(torch.tensor([0.5]), "non_saturating").item() == pytest.approx(-math.log(sig(0.5)), rel=1e-6)
+    assert losses.g_loss(torch.tensor([0.5]), "minimax").item() == pytest.approx(math.log(1 - sig(0.5)), rel=1e-6)
+    with pytest.raises(ValueError, match="minimax"):
+        losses.g_loss(LOGITS, "wasserstein")
+
+
+def test_triple_gan_discriminator_terms():
+    expected_real = -sum(math.log(sig(v)) for v in LOGITS.tolist()) / 3
+    expected_fake = -sum(math.log(1 - sig(v)) for v in LOGITS.tolist()) / 3
+    assert losses.d_real(LOGITS).item() == pytest.approx(expected_real, rel=1e-6)
+    assert losses.d_fake_g(LOGITS).item() == pytest.approx(expected_fake, rel=1e-6)
+    assert losses.d_fake_c(LOGITS).item() == pytest.approx(expected_fake, rel=1e-6)
+    # integrate: every class k for each x, weighted by p_c(k|x)
+    probs = torch.softmax(C_LOGITS, 1)
+    d_all = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -2.0]])
+    direct = sum(probs[i, k].item() * -math.log(1 - sig(d_all[i, k].item())) for i in range(2) for k in range(3)) / 2
+    assert losses.d_fake_c(d_all, probs).item() == pytest.approx(direct, rel=1e-6)
+
+
+def test_triple_gan_adversarial_terms_for_g_and_c():
+    assert losses.g_adversarial(LOGITS).item() == pytest.approx(-sum(math.log(sig(v)) for v in LOGITS.tolist()) / 3, rel=1e-6)
+    probs = torch.softmax(C_LOGITS, 1)
+    d_hard = torch.tensor([1.5, -0.5])
+    direct = sum(probs[i].max().item() * -math.log(sig(d_hard[i].item())) for i in range(2)) / 2
+    assert losses.c_adversarial(d_hard, probs, "argmax").item() == pytest.approx(direct, rel=1e-6)
+    d_all = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, -2.0]])
+    direct = sum(probs[i, k].item() * -math.log(sig(d_all[i, k].item())) for i in range(2) for k in range(3)) / 2
+    assert losses.c_adversarial(d_all, probs, "integrate").item() == pytest.approx(direct, rel=1e-6)
+
+
+def test_c_adversarial_gradient_reaches_c_through_its_probabilities():
+    logits = C_LOGITS.clone().requires_grad_(True)
+    losses.c_adversarial(torch.tensor([1.5, -0.5]), torch.softmax(logits, 1), "argmax").backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_classifier_regularisers():
+    probs = torch.softmax(C_LOGITS, 1)
+    entropy = -sum(p * math.log(p) for row in probs.tolist() for p in row) / 2
+    assert losses.entropy(C_LOGITS).item() == pytest.approx(entropy, rel=1e-6)
+    mean = probs.mean(0).tolist()
+    assert losses.class_balance(C_LOGITS).item() == pytest.approx(-sum(math.log(m) for m in mean) / 3, rel=1e-6)
+    targets = torch.tensor([0, 2])
+    ce = -(math.log(probs[0, 0].item()) + math.log(probs[1, 2].item())) / 2
+    assert losses.supervised(C_LOGITS, targets).item() == pytest.approx(ce, rel=1e-6)
+    assert losses.pseudo_label(C_LOGITS, targets).item() == pytest.approx(ce, rel=1e-6)
+    assert losses.l2(torch.tensor([[1.0, -2.0], [3.0, 0.0]])).item() == pytest.approx(14.0)
+    # balance is minimal (= log K) for a batch that uses every class equally
+    assert losses.class_balance(torch.eye(3) * 50).item() == pytest.approx(math.log(3), rel=1e-4)

@@ -1,0 +1,185 @@
+"""The games' training steps on tiny real data: which network each step updates, in which order, the value of
+every logged term, the EMA update, and a baseline that learns."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from gan_lightning.data import MNISTDataModule, StreamBatches
+from gan_lightning.data.batches import EvalBatches
+from gan_lightning.errors import ConfigError
+
+from conftest import compose_cfg
+
+SMALL_TRIPLE = [
+    "model=triple_gan", "model.generator_batch=20", "model.pretrain_epochs=0",
+    "data.streams.c_labeled.batch_size=20", "data.streams.c_unlabeled.batch_size=20",
+    "data.streams.d_labeled.batch_size=2", "data.streams.d_unlabeled.batch_size=20",
+]
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root):
+    dm = MNISTDataModule(str(data_root), (1, 28, 28), 10, {"u": {"source": "train", "batch_size": 1}}, "u", download=False)
+    dm.setup()
+    x, y = dm.splits.train_x[:1000], dm.splits.train_y[:1000]
+    return {"train": (x, y), "labeled": (x[:100], y[:100]), "test": (dm.splits.test_x[:1000], dm.splits.test_y[:1000])}
+
+
+def batches(mnist, cfg, n, key="streams"):
+    sources = {k: mnist[k] for k in ("train", "labeled")}
+    return StreamBatches(sources, cfg.data[key], n, seed=0)
+
+
+class Recorder(L.Callback):
+    """Records, after every optimizer step, which networks' parameters changed since the previous step."""
+
+    def __init__(self, nets: list[str]) -> None:
+        self.nets, self.events, self.metrics = nets, [], []
+
+    def _snapshot(self, module):
+        return {n: [p.detach().clone() for p in getattr(module, n).parameters()] for n in self.nets}
+
+    def on_train_start(self, trainer, module):
+        self.last = self._snapshot(module)
+        for i, opt in enumerate(trainer.optimizers):
+            opt.register_step_post_hook(lambda *_a, i=i: self._after_step(i, module))
+
+    def _after_step(self, i, module):
+        now = self._snapshot(module)
+        changed = {n for n in self.nets if any(not torch.equal(a, b) for a, b in zip(self.last[n], now[n]))}
+        self.events.append((i, changed))
+        self.last = now
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+def fit(model, data, steps, callbacks=(), val=None):
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks),
+                        limit_val_batches=1.0 if val is not None else 0)
+    trainer.fit(model, train_dataloaders=data, val_dataloaders=val)
+    return trainer
+
+
+@pytest.mark.parametrize("d_steps,g_steps,expected", [(1, 1, ["discriminator", "generator"] * 2), (2, 1, ["discriminator"] * 2 + ["generator"])])
+def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, expected):
+    cfg = compose_cfg(["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "data.streams.real.batch_size=32"])
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["generator", "discriminator"])
+    fit(model, batches(mnist, cfg, len(expected)), len(expected), [rec])
+    assert [changed for _, changed in rec.events] == [{n} for n in expected]
+    assert all(math.isfinite(v) for m in rec.metrics for v in m.values())
+
+
+@pytest.mark.parametrize("model_name", ["dcgan", "cgan", "cdcgan", "maxout_gan"])
+def test_every_gan_variant_trains_on_mnist(mnist, model_name):
+    cfg = compose_cfg([f"model={model_name}", "data.streams.real.batch_size=16", "model.discriminator.base_channels=8"] if "dcgan" in model_name
+                      else [f"model={model_name}", "data.streams.real.batch_size=16"])
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["generator", "discriminator"])
+    fit(model, batches(mnist, cfg, 2), 2, [rec])
+    assert [c for _, c in rec.events] == [{"discriminator"}, {"generator"}]
+    images, nrow = model.sample_images()
+    if model_name.startswith("c"):
+        assert images.shape == (100, 1, 28, 28) and nrow == 10  # one row per class
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_triple_gan_step_order_and_parameters_touched(mnist):
+    cfg = compose_cfg(SMALL_TRIPLE)
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["classifier", "generator", "discriminator"])
+    ema_before = [p.detach().clone() for p in model.ema.module.parameters()]
+    fit(model, batches(mnist, cfg, 2), 2, [rec])
+    assert [(i, c) for i, c in rec.events] == [(0, {"discriminator"}), (1, {"generator"}), (2, {"classifier"})] * 2
+    m = rec.metrics[-1]
+    for term in ["train/d/real", "train/d/fake_g", "train/d/fake_c", "train/g/adv", "train/c/adv", "train/c/supervised",
+                 "train/c/entropy", "train/c/balance", "train/c/l2"]:
+        assert math.isfinite(m[term]), term
+    assert "train/c/pseudo" not in m  # R_P starts at game epoch 300
+    assert not all(torch.equal(a, b) for a, b in zip(ema_before, model.ema.module.parameters()))
+
+
+def test_triple_gan_pretraining_only_moves_c(mnist):
+    cfg = compose_cfg(SMALL_TRIPLE + ["model.pretrain_epochs=1", "data.pretrain_streams.c_unlabeled.batch_size=30"])
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["classifier", "generator", "discriminator"])
+    fit(model, batches(mnist, cfg, 3, key="pretrain_streams"), 3, [rec])
+    assert rec.events == [(3, {"classifier"})] * 3
+    assert set(rec.metrics[-1]) >= {"pretrain/c/supervised", "pretrain/c/entropy", "pretrain/c/balance", "pretrain/c/loss"}
+
+
+def _c_step_metrics(mnist, overrides):
+    cfg = compose_cfg(SMALL_TRIPLE + overrides)
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["classifier"])
+    fit(model, batches(mnist, cfg, 1), 1, [rec])
+    return rec.metrics[0]
+
+
+@pytest.mark.parametrize("term,weight", [("c_entropy", 0.3), ("c_balance", 1e-3), ("c_adv", 0.5)])
+def test_switching_a_term_off_removes_exactly_that_term(mnist, term, weight):
+    on = _c_step_metrics(mnist, [])
+    off = _c_step_metrics(mnist, [f"model.weights.{term}=0"])
+    name = "train/c/" + term.split("_", 1)[1]
+    assert on["train/c/supervised"] == pytest.approx(off["train/c/supervised"], rel=1e-6)
+    assert on["train/d/loss"] == pytest.approx(off["train/d/loss"], rel=1e-6)
+    # c_adv is always logged (its weight scales it by alpha); the others are not computed when off
+    assert on["train/c/loss"] - off["train/c/loss"] == pytest.approx(weight * on[name], rel=1e-4, abs=1e-6)
+
+
+def test_pseudo_label_term_and_integrate_objective(mnist):
+    m = _c_step_metrics(mnist, ["model.pseudo_label_epoch=1", "model.objective=integrate"])
+    assert m["train/c/pseudo"] > 0 and math.isfinite(m["train/c/adv"])
+    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
+        + 1e-4 * m["train/c/l2"] + 0.1 * m["train/c/pseudo"]
+    assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
+
+
+def test_ema_update_follows_the_decay(mnist):
+    cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.9"])
+    model = instantiate(cfg.model)
+    model.update_ema()  # first update copies
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.ema.module.parameters()]
+    model.update_ema()
+    for b, e, c in zip(before, model.ema.module.parameters(), model.classifier.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * c, atol=1e-6)
+
+
+def test_bad_model_settings_are_config_errors():
+    for overrides, message in [(["model.alpha=1.5"], "alpha=1.5"), (["model.objective=mean"], "objective"),
+                               (["+model.weights.c_entrpy=1"], "unknown terms \\['c_entrpy'\\]"),
+                               (["model.generator_batch=25"], "multiple of the 10 classes"),
+                               (["model.ema_decay=1.0"], "ema_decay")]:
+        with pytest.raises(Exception) as err:
+            instantiate(compose_cfg(overrides).model)
+        assert any(isinstance(e, ConfigError) for e in (err.value, err.value.__cause__)), overrides
+        assert err.match(message)
+
+
+def test_baseline_classifier_learns_from_100_labels(mnist):
+    cfg = compose_cfg(["model=classifier"])
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["classifier"])
+    data = StreamBatches({"train": mnist["train"], "labeled": mnist["labeled"]}, cfg.data.streams, 60, seed=0)
+    trainer = fit(model, data, 60, [rec], val=EvalBatches(*mnist["test"], 500))
+    first = sum(m["train/c/supervised"] for m in rec.metrics[:5]) / 5
+    last = sum(m["train/c/supervised"] for m in rec.metrics[-5:]) / 5
+    assert last < 0.5 * first
+    assert trainer.callback_metrics["val/acc_c"] > 0.5  # 10 % is chance

@@ -1,0 +1,77 @@
+"""Networks: output shapes on each dataset's image shape, and clear errors for shapes they cannot take."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.nets.blocks import GaussianNoise, Maxout, WNLinear
+from gan_lightning.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_lightning.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
+from gan_lightning.nets.triple_gan import ConcatLabelDiscriminator, ConcatLabelGenerator, ConvClassifier
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("conditional", [0, 10])
+def test_generators_and_discriminators_shapes(shape, conditional):
+    z, y = torch.randn(4, 16), torch.tensor([0, 3, 9, 1])
+    for g, d in [(MLPGenerator(16, shape, (32,), num_classes=conditional), MLPDiscriminator(shape, (32,), num_classes=conditional)),
+                 (DCGANGenerator(16, shape, 8, num_classes=conditional), DCGANDiscriminator(shape, 8, num_classes=conditional))]:
+        x = g(z, y if conditional else None)
+        assert x.shape == (4, *shape) and x.min() >= -1 and x.max() <= 1
+        assert d(x, y if conditional else None).shape == (4,)
+    assert MaxoutDiscriminator(shape, (24,), pieces=3)(torch.rand(4, *shape)).shape == (4,)
+
+
+def test_dcgan_embedding_labels_change_the_output():
+    g = DCGANGenerator(8, (1, 28, 28), 8, num_classes=10, label_mode="embedding").eval()
+    d = DCGANDiscriminator((1, 28, 28), 8, num_classes=10, label_mode="embedding").eval()
+    z = torch.randn(2, 8).repeat(2, 1)
+    y = torch.tensor([0, 0, 5, 5])
+    x = g(z, y)
+    assert not torch.allclose(x[0], x[2])
+    assert not torch.allclose(d(x[:1].repeat(2, 1, 1, 1), torch.tensor([0, 5]))[0], d(x[:1], torch.tensor([5])))
+
+
+def test_dcgan_rejects_shapes_it_cannot_take():
+    with pytest.raises(ConfigError, match=r"DCGANGenerator cannot take images of shape \(1, 30, 30\).*28, 32 or 64"):
+        DCGANGenerator(8, (1, 30, 30))
+    with pytest.raises(ConfigError, match="DCGANDiscriminator cannot take"):
+        DCGANDiscriminator((3, 32, 16))
+
+
+def test_triple_gan_networks_follow_the_official_shapes():
+    c = ConvClassifier((1, 28, 28), 10)
+    convs = [m for m in c.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.out_channels, m.kernel_size[0]) for m in convs] == [(32, 5), (64, 3), (64, 3), (128, 3), (128, 3)]
+    assert all(m.bias is None for m in convs)
+    assert c(torch.rand(5, 1, 28, 28)).shape == (5, 10) and c.embed(torch.rand(2, 1, 28, 28)).shape == (2, 128)
+    g = ConcatLabelGenerator((1, 28, 28), 10, 100)
+    x = g(torch.rand(6, 100), torch.arange(6))
+    assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1  # sigmoid output
+    d = ConcatLabelDiscriminator((1, 28, 28), 10)
+    assert [layer.in_features for layer in d.layers] == [794, 1010, 510, 260, 260] and d.out.in_features == 260
+    assert d(x, torch.arange(6)).shape == (6,)
+
+
+def test_discriminator_noise_only_in_training_mode():
+    d = ConcatLabelDiscriminator((1, 28, 28), 10)
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    d.train()
+    assert not torch.equal(d(x, y), d(x, y))
+    d.eval()
+    assert torch.equal(d(x, y), d(x, y))
+
+
+def test_blocks():
+    wn = WNLinear(5, 3, train_scale=False)
+    w = wn.weight * (wn.scale / wn.weight.norm(dim=1)).unsqueeze(1)
+    assert torch.allclose(w.norm(dim=1), torch.ones(3)) and not wn.scale.requires_grad
+    x = torch.randn(2, 5)
+    assert torch.allclose(wn(x), x @ w.T + wn.bias, atol=1e-6)
+    m = Maxout(4, 2, 3)
+    h = m.linear(x[:, :4]).view(2, 2, 3)
+    assert torch.equal(m(x[:, :4]), h.max(2).values)
+    noise = GaussianNoise(0.5)
+    assert noise(torch.zeros(10000)).std().item() == pytest.approx(0.5, rel=0.05)
