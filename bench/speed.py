@@ -1,0 +1,162 @@
+"""Training speed, side by side in one process: a plain PyTorch loop vs. the framework's Lightning run,
+same networks and batch sizes, for each model. Also FLOPs per iteration and the achieved share of the
+machine's measured matmul peak.
+
+    python -m bench.speed                          # all models on the CPU
+    python -m bench.speed --device cuda --models triple_gan
+
+Writes bench/results/speed_<device>.{json,md}. Median and spread (min-max) over --repeats, warm-up excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
+
+import gan_lightning  # noqa: F401 - config resolvers
+from bench.plain import PlainGAN, PlainTripleGAN
+from gan_lightning.data import StreamBatches
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
+
+
+def build(name: str, overrides: list[str]):
+    extra = ["model.pretrain_epochs=0"] if name == "triple_gan" else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}", "paths.output_dir=/tmp", "paths.data_dir=/tmp", *extra, *overrides])
+    return cfg, instantiate(cfg.model)
+
+
+def data(cfg, n_batches: int, device: str) -> StreamBatches:
+    shape = tuple(cfg.data.image_shape)
+    x = torch.randint(0, 256, (8000, *shape), dtype=torch.uint8)
+    y = torch.randint(0, 10, (8000,))
+    return StreamBatches({"train": (x, y), "labeled": (x[:100], y[:100])}, cfg.data.streams, n_batches, seed=0)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def to(batch, device):
+    return {k: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for k, (x, y) in batch.items()}
+
+
+def time_plain(name, overrides, device, warmup, iters) -> tuple[float, float]:
+    cfg, model = build(name, overrides)
+    model.to(device).train()
+    loop = PlainTripleGAN(model) if name == "triple_gan" else PlainGAN(model)
+    batches = iter(data(cfg, warmup + iters + 1, device))
+    for _ in range(warmup):
+        loop.step(to(next(batches), device))
+    with FlopCounterMode(display=False) as counter:
+        loop.step(to(next(batches), device))
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        loop.step(to(next(batches), device))
+    sync(device)
+    return iters / (time.perf_counter() - start), counter.get_total_flops()
+
+
+class _Clock(L.Callback):
+    def __init__(self, warmup: int, device: str) -> None:
+        self.warmup, self.device, self.times = warmup, device, []
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        sync(self.device)
+        self.times.append(time.perf_counter())
+
+
+def time_framework(name, overrides, device, warmup, iters) -> float:
+    cfg, model = build(name, overrides)
+    clock = _Clock(warmup, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters,
+                            precision=cfg.trainer.precision, logger=L.pytorch.loggers.TensorBoardLogger(tmp), log_every_n_steps=50,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            callbacks=[clock])
+        trainer.fit(model, train_dataloaders=data(cfg, warmup + iters, device))
+    return iters / (clock.times[-1] - clock.times[warmup - 1])
+
+
+def matmul_peak(device: str) -> float:
+    n = 4096 if device == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps = 50 if device == "cuda" else 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
+    args = parser.parse_args()
+    peak = matmul_peak(args.device)
+    rows = []
+    for name in args.models:
+        plain, fw, flops = [], [], 0
+        for _ in range(args.repeats):
+            its, flops = time_plain(name, args.overrides, args.device, args.warmup, args.iters)
+            plain.append(its)
+            fw.append(time_framework(name, args.overrides, args.device, args.warmup, args.iters))
+        cfg, _ = build(name, args.overrides)
+        images = sum(int(s["batch_size"]) for s in cfg.data.streams.values())
+        p, f = summary(plain), summary(fw)
+        rows.append({"model": name, "plain_it_s": p, "framework_it_s": f, "speedup": f["median"] / p["median"],
+                     "images_per_iter": images, "flops_per_iter_plain": flops,
+                     "plain_flop_s": flops * p["median"], "peak_flop_s": peak})
+        print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}", flush=True)
+    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides,
+            "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"speed_{args.device}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s | GFLOP/iter | plain GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, f = r["plain_it_s"], r["framework_it_s"]
+        lines.append(f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
+                     f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {r['flops_per_iter_plain'] / 1e9:.2f} "
+                     f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / peak:.0f} %) |")
+    table = "\n".join(lines)
+    stem.with_suffix(".md").write_text(f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
+                                       f"matmul peak: {peak / 1e9:.0f} GFLOP/s\n\n{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
