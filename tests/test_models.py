@@ -183,3 +183,24 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
     last = sum(m["train/c/supervised"] for m in rec.metrics[-5:]) / 5
     assert last < 0.5 * first
     assert trainer.callback_metrics["val/acc_c"] > 0.5  # 10 % is chance
+
+
+@pytest.mark.parametrize("overrides", [
+    ["experiment=triple_gan_mnist100"], ["experiment=triple_gan_mnist100_fast"], ["experiment=triple_gan_report"],
+    ["experiment=classifier_mnist100"], ["model=triple_gan", "data=fashion_mnist"], ["model=dcgan", "data=cifar10"],
+    ["model=cdcgan", "data=cifar10"],
+])
+def test_every_preset_builds_its_model(overrides):
+    cfg = compose_cfg(overrides)
+    model = instantiate(cfg.model)
+    assert cfg.trainer.max_epochs == cfg.epochs + (cfg.model.get("pretrain_epochs") or 0)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_report_preset_is_the_simplified_game():
+    cfg = compose_cfg(["experiment=triple_gan_report"])
+    model = instantiate(cfg.model)
+    assert model.alpha == 0.3 and not model.hparams.d_unlabeled_real
+    assert model.generator.label.mode == "embedding" and model.discriminator.label.mode == "embedding"
+    x = model.generator(torch.rand(4, 100), torch.arange(4))
+    assert x.min() >= 0 and x.max() <= 1  # sigmoid output, the game's data range

@@ -8,14 +8,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from gan_lightning.nets.blocks import LabelCode, Maxout, check_image_shape
+from gan_lightning.errors import ConfigError
+from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape
 
 
 class MLPGenerator(nn.Module):
-    """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (Tanh)."""
+    """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (``output='tanh'``) or [0, 1] (``'sigmoid'``)."""
 
     def __init__(self, latent_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256, 512, 1024),
-                 num_classes: int = 0, label_mode: str = "onehot", label_dim: int | None = None, batch_norm: bool = False) -> None:
+                 num_classes: int = 0, label_mode: str = "onehot", label_dim: int | None = None, batch_norm: bool = False,
+                 output: str = "tanh") -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPGenerator", image_shape, "any (C, H, W)", True)
         self.latent_dim = int(latent_dim)
@@ -25,7 +27,9 @@ class MLPGenerator(nn.Module):
         for h in hidden:
             layers += [nn.Linear(width, h)] + ([nn.BatchNorm1d(h)] if batch_norm else []) + [nn.LeakyReLU(0.2)]
             width = h
-        layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
+        if output not in ("tanh", "sigmoid"):
+            raise ConfigError(f"MLPGenerator output={output!r} is not one of ['tanh', 'sigmoid']")
+        layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh() if output == "tanh" else nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,23 +39,26 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """image (and optionally y) -> hidden LeakyReLU layers with dropout -> one logit."""
+    """image (and optionally y) -> hidden LeakyReLU layers with dropout -> one logit; optional Gaussian
+    instance noise on the input (``sigma_in``) and after each hidden layer (``sigma_hidden``)."""
 
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256), num_classes: int = 0,
-                 label_mode: str = "onehot", label_dim: int | None = None, dropout: float = 0.3) -> None:
+                 label_mode: str = "onehot", label_dim: int | None = None, dropout: float = 0.3,
+                 sigma_in: float = 0.0, sigma_hidden: float = 0.0) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPDiscriminator", image_shape, "any (C, H, W)", True)
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
+        self.noise_in = GaussianNoise(sigma_in)
         layers: list[nn.Module] = []
         width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), GaussianNoise(sigma_hidden), nn.Dropout(dropout)]
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = x.flatten(1)
+        h = self.noise_in(x.flatten(1))
         if self.label is not None:
             h = torch.cat([h, self.label(y, h.dtype)], dim=1)
         return self.net(h).squeeze(1)
