@@ -11,14 +11,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import ConfigError, TrainingError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _config_error(err: BaseException) -> ConfigError | None:
+def _user_error(err: BaseException) -> ConfigError | TrainingError | None:
     while err is not None:
-        if isinstance(err, ConfigError):
+        if isinstance(err, (ConfigError, TrainingError)):
             return err
         err = err.__cause__ or err.__context__
     return None
@@ -40,12 +40,13 @@ def run(cfg: DictConfig) -> float | None:
         task = instantiate(cfg.task)
         return task(cfg)
     except Exception as err:  # noqa: BLE001
-        found = _config_error(err)
+        found = _user_error(err)
         if found is None:
             raise
-        _discard_run_dir()
+        if isinstance(found, ConfigError):
+            _discard_run_dir()
         print(f"error: {found}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
 def main() -> None:

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """Bad input detected before (or instead of) training: printed as one line, exit status 2."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a loss became NaN/Inf): printed as one line, exit status 3; checkpoints kept."""

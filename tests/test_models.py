@@ -204,3 +204,14 @@ def test_report_preset_is_the_simplified_game():
     assert model.generator.label.mode == "embedding" and model.discriminator.label.mode == "embedding"
     x = model.generator(torch.rand(4, 100), torch.arange(4))
     assert x.min() >= 0 and x.max() <= 1  # sigmoid output, the game's data range
+
+
+def test_non_finite_loss_stops_with_the_network_and_step(mnist):
+    from gan_lightning.errors import TrainingError
+
+    cfg = compose_cfg(["model=gan", "data.streams.real.batch_size=16"])
+    model = instantiate(cfg.model)
+    with torch.no_grad():
+        model.discriminator.net[-1].weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"discriminator loss is nan at global step 0"):
+        fit(model, batches(mnist, cfg, 2), 2)

@@ -14,7 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from gan_lightning.errors import ConfigError
+from gan_lightning.errors import ConfigError, TrainingError
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
 
@@ -76,8 +76,11 @@ class GameModule(L.LightningModule):
                 raise ConfigError(f"model.{name}.lr={group['lr']} must be positive")
         return opt
 
-    def step(self, opt, loss: torch.Tensor) -> None:
-        """One update of the network that owns ``opt``; only its parameters receive gradients."""
+    def step(self, opt, loss: torch.Tensor, net: str) -> None:
+        """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite."""
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the {net} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
+                                "training stopped, the last good checkpoint is kept (try a lower learning rate)")
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()

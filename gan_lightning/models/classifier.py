@@ -32,6 +32,6 @@ class Classifier(ClassifierEvaluation, GameModule):
         x, y = batch["labeled"]
         ce = losses.supervised(self.classifier(x), y)
         loss = ce + self.hparams.l2_weight * losses.l2(self.classifier.head.weight) if self.hparams.l2_weight else ce
-        self.step(self.optimizers(), loss)
+        self.step(self.optimizers(), loss, "classifier")
         self.update_ema()
         self.log_dict({"train/c/supervised": ce.detach(), "train/c/loss": loss.detach()})

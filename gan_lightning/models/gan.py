@@ -73,7 +73,7 @@ class GAN(GameModule):
                 fake = self(z, y_fake)
             real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
             loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
-            self.step(opt_d, loss_real + loss_fake)
+            self.step(opt_d, loss_real + loss_fake, "discriminator")
             self.untoggle_optimizer(opt_d)
             self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
                            "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()},
@@ -82,7 +82,7 @@ class GAN(GameModule):
             self.toggle_optimizer(opt_g)
             fake_logits = self._d(self(z, y_fake), y_fake)
             loss_g = losses.g_loss(fake_logits, self.hparams.loss)
-            self.step(opt_g, loss_g)
+            self.step(opt_g, loss_g, "generator")
             self.untoggle_optimizer(opt_g)
             self.log("train/g/loss", loss_g, prog_bar=True)
 

@@ -147,7 +147,7 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         w = self.pretrain_weights
         terms = self.classifier_terms(x_l, y_l, self.classifier(x_u), w)
         loss = sum(w[k] * v for k, v in terms.items())
-        self.step(opt_pre, loss)
+        self.step(opt_pre, loss, "classifier (pre-training)")
         self._log_terms("pretrain/c", terms, loss)
 
     def game_step(self, batch) -> None:
@@ -178,7 +178,7 @@ class TripleGAN(ClassifierEvaluation, GameModule):
                    "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u) if self.objective == "integrate" else losses.d_fake_c(l_c)}
         d_scale = {"d_real": 1.0, "d_fake_g": 1.0 - a, "d_fake_c": a}
         loss_d = sum(w[k] * d_scale[k] * v for k, v in d_terms.items())
-        self.step(opt_d, loss_d)
+        self.step(opt_d, loss_d, "discriminator")
         self.untoggle_optimizer(opt_d)
         self._log_terms("train/d", d_terms, loss_d)
 
@@ -186,7 +186,7 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         self.toggle_optimizer(opt_g)
         g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
         loss_g = w["g_adv"] * (1.0 - a) * g_adv
-        self.step(opt_g, loss_g)
+        self.step(opt_g, loss_g, "generator")
         self.untoggle_optimizer(opt_g)
         self._log_terms("train/g", {"g_adv": g_adv}, loss_g)
 
@@ -202,7 +202,7 @@ class TripleGAN(ClassifierEvaluation, GameModule):
                 x_p = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
             c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g)
         loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
-        self.step(opt_c, loss_c)
+        self.step(opt_c, loss_c, "classifier")
         self.untoggle_optimizer(opt_c)
         self._log_terms("train/c", c_terms, loss_c)
 
