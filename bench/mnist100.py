@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.tb import read_scalars
+from gan_lightning.tbread import read_scalars
 
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],

@@ -82,3 +82,34 @@ def test_help_lists_the_config_groups(tmp_path):
     assert proc.returncode == 0
     for group in ("model:", "data:", "trainer:", "experiment:", "triple_gan", "dcgan", "fashion_mnist"):
         assert group in proc.stdout
+
+
+@needs_mnist
+def test_multirun_sweep_and_its_summary_table(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DATA_ROOT, ROOT
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT)}
+    cmd = [sys.executable, "-m", "gan_lightning", "-m", "model=classifier", "trainer=debug", "callbacks.progress_bar=null",
+           "model.optimizer.lr=1e-3,3e-4", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    proc = run_cli(["task=summary", f"task.dir={sweep}"], tmp_path / "summary_run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert len(rows) == 2 and sorted(r["overrides"].split()[-1] for r in rows) == ["model.optimizer.lr=1e-3", "model.optimizer.lr=3e-4"]
+    assert all(r["runs"] == "2" for r in rows)
+    errs = [float(r["val/best_err_ema"]) for r in rows]
+    assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)
+    assert "| overrides | runs |" in proc.stdout
+
+
+def test_summary_of_a_missing_directory_is_a_clear_error(tmp_path):
+    proc = run_cli(["task=summary", f"task.dir={tmp_path / 'nope'}"], tmp_path / "run")
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr

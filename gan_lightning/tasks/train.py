@@ -43,9 +43,10 @@ def train(cfg: DictConfig) -> float | None:
 
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
-    for logger in trainer.loggers:
-        logger.log_hyperparams(_flatten(model.run_config))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    for logger in trainer.loggers:  # the whole config next to the final metrics: one HParams view per sweep
+        logger.log_hyperparams(_flatten(model.run_config), final or None)
     metric = cfg.get("optimized_metric")
     if metric and metric in trainer.callback_metrics:
         return float(trainer.callback_metrics[metric])

@@ -1,0 +1,66 @@
+"""``task=summary task.dir=outputs/multirun/<date>/<time>``: one table of a sweep, overrides -> final metrics.
+
+Runs that differ only by ``seed`` are grouped (mean ± std over seeds). Writes ``summary.csv`` and
+``summary.md`` into the sweep directory and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.tbread import read_scalars
+
+
+def collect(sweep_dir: Path, metrics: list[str]) -> list[dict]:
+    rows = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        job = overrides_file.parent.parent
+        overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("hydra.")]
+        scalars = read_scalars(job / "tb") if (job / "tb").is_dir() else {}
+        final = {m: scalars[m][-1][2] for m in metrics if scalars.get(m)}
+        rows.append({"job": job.name, "overrides": overrides, **final})
+    return rows
+
+
+def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = tuple(o for o in r["overrides"] if not o.startswith("seed="))
+        groups.setdefault(key, []).append(r)
+    table = []
+    for key, members in groups.items():
+        entry = {"overrides": " ".join(key) or "(defaults)", "runs": len(members)}
+        for m in metrics:
+            values = [r[m] for r in members if m in r]
+            entry[m] = statistics.fmean(values) if values else float("nan")
+            entry[m + " std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        table.append(entry)
+    return sorted(table, key=lambda e: e[metrics[0]] if e[metrics[0]] == e[metrics[0]] else float("inf"))
+
+
+def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None = None) -> None:  # noqa: A002 - CLI name
+    if not dir or not Path(dir).is_dir():
+        raise ConfigError(f"task.dir={dir} is not a directory; give a multirun directory, e.g. task.dir=outputs/multirun/<date>/<time>")
+    sweep_dir = Path(dir)
+    metrics = list(metrics or ["val/best_err_ema", "val/err_ema"])
+    rows = collect(sweep_dir, metrics)
+    if not rows:
+        raise ConfigError(f"no runs (*/.hydra/overrides.yaml) under {sweep_dir}")
+    table = summarize(rows, metrics)
+    with (sweep_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| overrides | runs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for e in table:
+        cells = [f"{e[m]:.4f} ± {e[m + ' std']:.4f}" for m in metrics]
+        lines.append(f"| {e['overrides']} | {e['runs']} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    (sweep_dir / "summary.md").write_text(text + "\n")
+    print(text)
