@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -50,6 +51,9 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # emitted inside Lightning, not actionable here
+    # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     run()
 
 
