@@ -113,3 +113,24 @@ def test_multirun_sweep_and_its_summary_table(tmp_path):
 def test_summary_of_a_missing_directory_is_a_clear_error(tmp_path):
     proc = run_cli(["task=summary", f"task.dir={tmp_path / 'nope'}"], tmp_path / "run")
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+@needs_mnist
+def test_resume_from_a_checkpoint_continues_where_it_stopped(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    proc = run_cli(["model=triple_gan", *FAST, "model.pretrain_epochs=1"], first)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(["model=triple_gan", *FAST, "model.pretrain_epochs=1", "trainer.max_epochs=3",
+                    f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"], second)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (second / "samples").glob("*.png")) == ["epoch_0002.png"]  # only the new epoch ran
+    import torch
+
+    ckpt = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and len(ckpt["optimizer_states"]) == 4 and "run_config" in ckpt
+    assert any(k.startswith("ema.") for k in ckpt["state_dict"])
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_cli(["model=gan", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path / "run")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -36,13 +38,10 @@ def build(cfg: DictConfig):
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged."""
-    datamodule, model, trainer = build(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path not in (None, "last"):
-        from pathlib import Path
-
-        if not Path(ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
+    datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     for logger in trainer.loggers:  # the whole config next to the final metrics: one HParams view per sweep
