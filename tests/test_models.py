@@ -173,12 +173,12 @@ def test_bad_model_settings_are_config_errors():
 
 
 def test_baseline_classifier_learns_from_100_labels(mnist):
-    cfg = compose_cfg(["model=classifier"])
+    cfg = compose_cfg(["model=classifier", "model.optimizer.lr=2e-3"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier"])
-    data = StreamBatches({"train": mnist["train"], "labeled": mnist["labeled"]}, cfg.data.streams, 60, seed=0)
-    trainer = fit(model, data, 60, [rec], val=EvalBatches(*mnist["test"], 500))
+    data = StreamBatches({"train": mnist["train"], "labeled": mnist["labeled"]}, cfg.data.streams, 150, seed=0)
+    trainer = fit(model, data, 150, [rec], val=EvalBatches(*mnist["test"], 500))
     first = sum(m["train/c/supervised"] for m in rec.metrics[:5]) / 5
     last = sum(m["train/c/supervised"] for m in rec.metrics[-5:]) / 5
     assert last < 0.5 * first

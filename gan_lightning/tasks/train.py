@@ -25,8 +25,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def build(cfg: DictConfig):
     """Instantiate (datamodule, model, trainer) and load the data, so every input error surfaces before training."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -43,7 +43,7 @@ def train(cfg: DictConfig) -> float | None:
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     for logger in trainer.loggers:  # the whole config next to the final metrics: one HParams view per sweep
         logger.log_hyperparams(_flatten(model.run_config), final or None)
     metric = cfg.get("optimized_metric")
