@@ -92,8 +92,8 @@ def time_framework(name, overrides, device, warmup, iters) -> float:
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             callbacks=[clock])
         trainer.fit(model, train_dataloaders=data(cfg, warmup + iters, device))
-    # a GAN batch is one D *or* G update (d_steps + g_steps batches per cycle); the plain loop does both per batch
-    batches_per_iter = 1 if name == "triple_gan" else cfg.model.d_steps + cfg.model.g_steps
+    # a GAN cycle of max(d_steps, g_steps) batches holds d_steps D and g_steps G updates (1:1: both every batch)
+    batches_per_iter = 1 if name == "triple_gan" else max(cfg.model.d_steps, cfg.model.g_steps)
     return iters / (clock.times[-1] - clock.times[warmup - 1]) / batches_per_iter
 
 

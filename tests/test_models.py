@@ -68,14 +68,18 @@ def fit(model, data, steps, callbacks=(), val=None):
     return trainer
 
 
-@pytest.mark.parametrize("d_steps,g_steps,expected", [(1, 1, ["discriminator", "generator"] * 2), (2, 1, ["discriminator"] * 2 + ["generator"])])
-def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, expected):
+@pytest.mark.parametrize("d_steps,g_steps,n,expected", [
+    (1, 1, 2, ["discriminator", "generator"] * 2),
+    (2, 1, 4, ["discriminator", "discriminator", "generator"] * 2),
+    (1, 3, 3, ["generator", "generator", "discriminator", "generator"]),
+])
+def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, n, expected):
     cfg = compose_cfg(["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "data.streams.real.batch_size=32"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
-    fit(model, batches(mnist, cfg, len(expected)), len(expected), [rec])
-    assert [changed for _, changed in rec.events] == [{n} for n in expected]
+    fit(model, batches(mnist, cfg, n), n, [rec])
+    assert [changed for _, changed in rec.events] == [{net} for net in expected]
     assert all(math.isfinite(v) for m in rec.metrics for v in m.values())
 
 
@@ -87,7 +91,7 @@ def test_every_gan_variant_trains_on_mnist(mnist, model_name):
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
     fit(model, batches(mnist, cfg, 2), 2, [rec])
-    assert [c for _, c in rec.events] == [{"discriminator"}, {"generator"}]
+    assert [c for _, c in rec.events] == [{"discriminator"}, {"generator"}] * 2
     images, nrow = model.sample_images()
     if model_name.startswith("c"):
         assert images.shape == (100, 1, 28, 28) and nrow == 10  # one row per class

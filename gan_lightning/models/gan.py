@@ -1,5 +1,6 @@
-"""The GAN game (Goodfellow et al. 2014, Algorithm 1) with ``d_steps`` discriminator updates per
-``g_steps`` generator updates; also the conditional GAN (Mirza & Osindero 2014) when ``conditional=True``."""
+"""The GAN game (Goodfellow et al. 2014, Algorithm 1: k discriminator steps, then one generator step) with
+``d_steps`` discriminator updates per ``g_steps`` generator updates; also the conditional GAN
+(Mirza & Osindero 2014) when ``conditional=True``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class GAN(GameModule):
         generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
         optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
         loss: ``non_saturating`` (-log D(G(z))) or ``minimax`` (log(1 - D(G(z)))) for G.
-        d_steps, g_steps: per cycle of ``d_steps + g_steps`` batches, the first ``d_steps`` update D, the rest G.
+        d_steps, g_steps: D and G updates per cycle of ``max(d_steps, g_steps)`` batches, D before G within a batch:
+            1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
         conditional: pass labels to both networks; fakes get labels drawn uniformly.
         grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
     """
@@ -67,9 +69,10 @@ class GAN(GameModule):
         n = x.shape[0]
         z = self.sample_z(n, self.latent_dim)
         y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
-        phase = int(self.iteration) % (self.hparams.d_steps + self.hparams.g_steps)
+        cycle = max(self.hparams.d_steps, self.hparams.g_steps)
+        phase = int(self.iteration) % cycle
         self.iteration += 1
-        if phase < self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
+        if phase >= cycle - self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
             self.toggle_optimizer(opt_d)
             with torch.no_grad():
                 fake = self(z, y_fake)
@@ -78,9 +81,8 @@ class GAN(GameModule):
             self.step(opt_d, loss_real + loss_fake, "discriminator")
             self.untoggle_optimizer(opt_d)
             self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
-                           "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()},
-                          prog_bar=False)
-        else:  # --- G step
+                           "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
+        if phase >= cycle - self.hparams.g_steps:  # --- G step, on the D just updated
             self.toggle_optimizer(opt_g)
             fake_logits = self._d(self(z, y_fake), y_fake)
             loss_g = losses.g_loss(fake_logits, self.hparams.loss)
