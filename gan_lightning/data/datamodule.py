@@ -85,12 +85,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
 
     # -- loading ---------------------------------------------------------------------------------------
-    def _load(self, download: bool) -> Splits:  # pragma: no cover - overridden
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        if self.download:  # runs on one process per node, before setup
-            self._load(download=True)
+        if self.download:  # one process per node, before setup: fetch missing files, read nothing
+            self._load(download=True, parse=False)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
@@ -162,21 +162,21 @@ class ImageDataModule(L.LightningDataModule):
 class MNISTDataModule(ImageDataModule):
     name, image_shape, num_classes = "MNIST", (1, 28, 28), 10
 
-    def _load(self, download: bool) -> Splits:
-        return load_idx(self.data_dir, "MNIST", download, self.verify)
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:
+        return load_idx(self.data_dir, "MNIST", download, self.verify, parse)
 
 
 class FashionMNISTDataModule(ImageDataModule):
     name, image_shape, num_classes = "FashionMNIST", (1, 28, 28), 10
 
-    def _load(self, download: bool) -> Splits:
-        return load_idx(self.data_dir, "FashionMNIST", download, self.verify)
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:
+        return load_idx(self.data_dir, "FashionMNIST", download, self.verify, parse)
 
 
 class CIFAR10DataModule(ImageDataModule):
     name, image_shape, num_classes = "CIFAR10", (3, 32, 32), 10
 
-    def _load(self, download: bool) -> Splits:
-        return load_cifar10(self.data_dir, download, self.verify)
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:
+        return load_cifar10(self.data_dir, download, self.verify, parse)
 
 

@@ -86,8 +86,9 @@ def _missing_message(root: Path, folder: Path, files: list[str]) -> str:
     )
 
 
-def load_idx(root: str | Path, name: str, download: bool, verify: bool = True) -> Splits:
-    """Load MNIST-style datasets (``name`` is torchvision's class name: MNIST, FashionMNIST)."""
+def load_idx(root: str | Path, name: str, download: bool, verify: bool = True, parse: bool = True) -> Splits | None:
+    """Load MNIST-style datasets (``name`` is torchvision's class name: MNIST, FashionMNIST).
+    ``parse=False`` only makes sure the files are there (downloading them if allowed)."""
     root = Path(root)
     raw = root / name / "raw"
     if download and any(_read_maybe_gz(raw, f) is None for f in IDX_FILES):
@@ -98,6 +99,8 @@ def load_idx(root: str | Path, name: str, download: bool, verify: bool = True) -
             getattr(torchvision.datasets, name)(str(root), train=False, download=True)
         except Exception as err:  # noqa: BLE001 - any network failure means "not available offline"
             raise ConfigError(_missing_message(root, raw, list(IDX_FILES)) + f" (download failed: {type(err).__name__})") from err
+    if not parse:
+        return None
     arrays = {}
     for stem in IDX_FILES:
         found = _read_maybe_gz(raw, stem)
@@ -115,8 +118,8 @@ def load_idx(root: str | Path, name: str, download: bool, verify: bool = True) -
     )
 
 
-def load_cifar10(root: str | Path, download: bool, verify: bool = True) -> Splits:
-    """Load CIFAR-10 from torchvision's python-pickle batches."""
+def load_cifar10(root: str | Path, download: bool, verify: bool = True, parse: bool = True) -> Splits | None:
+    """Load CIFAR-10 from torchvision's python-pickle batches (``parse=False``: only download if missing)."""
     root = Path(root)
     folder = root / CIFAR10_DIR
     names = list(CIFAR10_MD5)
@@ -127,6 +130,8 @@ def load_cifar10(root: str | Path, download: bool, verify: bool = True) -> Split
             torchvision.datasets.CIFAR10(str(root), train=True, download=True)
         except Exception as err:  # noqa: BLE001
             raise ConfigError(_missing_message(root, folder, names) + f" (download failed: {type(err).__name__})") from err
+    if not parse:
+        return None
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for n in names:
         path = folder / n
