@@ -133,3 +133,11 @@ def test_resume_from_a_checkpoint_continues_where_it_stopped(tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     proc = run_cli(["model=gan", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path / "run")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@needs_mnist
+def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=gan", "model.optimizer_g.lr=-1", *FAST], run_dir)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: model.optimizer_g.lr=-1 must be positive"
+    assert not run_dir.exists()

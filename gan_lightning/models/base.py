@@ -68,13 +68,17 @@ class GameModule(L.LightningModule):
         return torch.randn(n, dim, generator=generator, device=device)
 
     # -- optimization helpers ----------------------------------------------------------------------------
-    @staticmethod
-    def build_optimizer(factory: Callable, module: nn.Module, name: str) -> torch.optim.Optimizer:
-        opt = factory(params=[p for p in module.parameters() if p.requires_grad])
-        for group in opt.param_groups:
-            if group["lr"] <= 0:
-                raise ConfigError(f"model.{name}.lr={group['lr']} must be positive")
-        return opt
+    def set_optimizer_factories(self, **factories: Callable) -> None:
+        """Keep the optimizer factories (outside the hparams, so checkpoints load with weights_only) after
+        checking their learning rates, so a bad one is reported before anything runs."""
+        for name, factory in factories.items():
+            lr = getattr(factory, "keywords", {}).get("lr")
+            if lr is not None and not float(lr) > 0:
+                raise ConfigError(f"model.{name}.lr={lr} must be positive")
+        self.optimizer_factories = factories
+
+    def build_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
+        return self.optimizer_factories[name](params=[p for p in module.parameters() if p.requires_grad])
 
     def step(self, opt, loss: torch.Tensor, net: str) -> None:
         """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite."""

@@ -21,14 +21,14 @@ class Classifier(ClassifierEvaluation, GameModule):
     def __init__(self, classifier: nn.Module, optimizer: Callable, num_classes: int = 10, l2_weight: float = 1e-4,
                  ema_decay: float = 0.99, data_range: str = "unit", channels_last: bool = True) -> None:
         super().__init__(data_range=data_range, channels_last=channels_last)
-        # networks and optimizer factories stay out of the hparams: checkpoints then load with weights_only
+        # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "optimizer"])
-        self.optimizer_factories = {"optimizer": optimizer}
+        self.set_optimizer_factories(optimizer=optimizer)
         self.classifier = classifier
         self.init_evaluation(classifier, num_classes, ema_decay)
 
     def configure_optimizers(self):
-        return self.build_optimizer(self.optimizer_factories["optimizer"], self.classifier, "optimizer")
+        return self.build_optimizer("optimizer", self.classifier)
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch["labeled"]

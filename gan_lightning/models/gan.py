@@ -30,9 +30,9 @@ class GAN(GameModule):
                  g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
                  data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
-        # networks and optimizer factories stay out of the hparams: checkpoints then load with weights_only
+        # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
-        self.optimizer_factories = {"optimizer_g": optimizer_g, "optimizer_d": optimizer_d}
+        self.set_optimizer_factories(optimizer_g=optimizer_g, optimizer_d=optimizer_d)
         if loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")
         if d_steps < 1 or g_steps < 1:
@@ -60,8 +60,8 @@ class GAN(GameModule):
         return self.discriminator(x, y) if self.conditional else self.discriminator(x)
 
     def configure_optimizers(self):
-        return [self.build_optimizer(self.optimizer_factories["optimizer_g"], self.generator, "optimizer_g"),
-                self.build_optimizer(self.optimizer_factories["optimizer_d"], self.discriminator, "optimizer_d")]
+        return [self.build_optimizer("optimizer_g", self.generator),
+                self.build_optimizer("optimizer_d", self.discriminator)]
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch["real"]

@@ -55,10 +55,10 @@ class TripleGAN(ClassifierEvaluation, GameModule):
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
                  data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
-        # networks and optimizer factories stay out of the hparams: checkpoints then load with weights_only
+        # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain"])
-        self.optimizer_factories = {"optimizer_c": optimizer_c, "optimizer_g": optimizer_g, "optimizer_d": optimizer_d,
-                                    "optimizer_pretrain": optimizer_pretrain}
+        self.set_optimizer_factories(optimizer_c=optimizer_c, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
+                                     optimizer_pretrain=optimizer_pretrain)
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = self._check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
         if not 0.0 <= alpha <= 1.0:
@@ -106,10 +106,10 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         return float(min(1.0, max(0.0, progress / n)))
 
     def configure_optimizers(self):
-        opt_d = self.build_optimizer(self.optimizer_factories["optimizer_d"], self.discriminator, "optimizer_d")
-        opt_g = self.build_optimizer(self.optimizer_factories["optimizer_g"], self.generator, "optimizer_g")
-        opt_c = self.build_optimizer(self.optimizer_factories["optimizer_c"], self.classifier, "optimizer_c")
-        opt_pre = self.build_optimizer(self.optimizer_factories["optimizer_pretrain"], self.classifier, "optimizer_pretrain")
+        opt_d = self.build_optimizer("optimizer_d", self.discriminator)
+        opt_g = self.build_optimizer("optimizer_g", self.generator)
+        opt_c = self.build_optimizer("optimizer_c", self.classifier)
+        opt_pre = self.build_optimizer("optimizer_pretrain", self.classifier)
         scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "epoch"} for o in (opt_d, opt_g, opt_c)]
         return [opt_d, opt_g, opt_c, opt_pre], scheds
 
