@@ -81,8 +81,11 @@ class GameModule(L.LightningModule):
         return self.optimizer_factories[name](params=[p for p in module.parameters() if p.requires_grad])
 
     def step(self, opt, loss: torch.Tensor, net: str) -> None:
-        """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite."""
-        if not torch.isfinite(loss):
+        """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite.
+        The check reads the loss back from the device, so on accelerators it runs every ``log_every_n_steps``
+        steps only (a host-device sync per step costs GPU runs much of their speed)."""
+        every = 1 if loss.device.type == "cpu" or self._trainer is None else self.trainer.log_every_n_steps
+        if self.global_step % every == 0 and not torch.isfinite(loss):
             raise TrainingError(f"the {net} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
                                 "training stopped, the last good checkpoint is kept (try a lower learning rate)")
         opt.zero_grad(set_to_none=True)

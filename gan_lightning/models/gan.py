@@ -41,7 +41,6 @@ class GAN(GameModule):
             raise ConfigError("model.conditional must match the networks: give both num_classes > 0 (conditional) or neither")
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         gen = torch.Generator().manual_seed(grid_seed)
         if conditional:  # one row per class, the same z down each column
             z = self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu")
@@ -70,8 +69,7 @@ class GAN(GameModule):
         z = self.sample_z(n, self.latent_dim)
         y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
         cycle = max(self.hparams.d_steps, self.hparams.g_steps)
-        phase = int(self.iteration) % cycle
-        self.iteration += 1
+        phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
         if phase >= cycle - self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
             self.toggle_optimizer(opt_d)
             with torch.no_grad():
