@@ -55,7 +55,7 @@ class StreamBatches:
     def __len__(self) -> int:
         return self.epoch_length
 
-    def _indices(self, name: str, n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
         while True:
             perm = torch.randperm(n, generator=gen)[self.rank :: self.world_size]
             for start in range(0, len(perm) - batch_size + 1, batch_size):
@@ -68,7 +68,7 @@ class StreamBatches:
         for i, (name, spec) in enumerate(self.streams.items()):
             x, _ = self.sources[spec["source"]]
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + i)
-            iters[name] = self._indices(name, len(x), int(spec["batch_size"]), gen)
+            iters[name] = self._indices(len(x), int(spec["batch_size"]), gen)
         for _ in range(self.epoch_length):
             batch = {}
             for name, spec in self.streams.items():

@@ -131,11 +131,9 @@ class ClassifierEvaluation:
             self.val_acc[k].reset()
             if not self.trainer.sanity_checking:
                 self.best_err[k].update(err)
-                self.log(f"val/err_{k}", err, prog_bar=k == "ema", sync_dist=False)
+                self.log(f"val/err_{k}", err, prog_bar=k == "ema")
                 self.log(f"val/acc_{k}", 1.0 - err)
                 self.log(f"val/best_err_{k}", self.best_err[k].compute())
-        if self.trainer.sanity_checking:
-            self.confmat.reset()
 
     def on_train_end(self) -> None:
         """Confusion matrix of the EMA classifier on the last validation pass, as a TensorBoard figure."""
