@@ -114,6 +114,8 @@ class ImageDataModule(L.LightningDataModule):
         else:
             self.labeled_idx = torch.arange(len(splits.train_y))
         self.splits = splits
+        full = self.n_labeled is None  # every example labeled: share the training tensors, copy nothing
+        self.labeled_set = (splits.train_x, splits.train_y) if full else (splits.train_x[self.labeled_idx], splits.train_y[self.labeled_idx])
         self._write_index_file()
 
     def _write_index_file(self) -> None:
@@ -129,8 +131,7 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def sources(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         assert self.splits is not None, "call setup() first"
-        s = self.splits
-        return {"train": (s.train_x, s.train_y), "labeled": (s.train_x[self.labeled_idx], s.train_y[self.labeled_idx])}
+        return {"train": (self.splits.train_x, self.splits.train_y), "labeled": self.labeled_set}
 
     def in_pretraining(self, epoch: int) -> bool:
         return bool(self.pretrain_streams) and epoch < self.pretrain_epochs

@@ -98,6 +98,23 @@ class GameModule(L.LightningModule):
             checkpoint["run_config"] = self.run_config
 
 
+class GeneratorGrid:
+    """Mixin for games with a generator: ``sample_images()`` renders G on the fixed codes ``self.fixed_z``,
+    ``self.fixed_y`` (buffers, so they travel with checkpoints) for the ``SampleGrid`` callback."""
+
+    generator: nn.Module
+    grid_nrow: int
+
+    @torch.no_grad()
+    def sample_images(self) -> tuple[torch.Tensor, int]:
+        """Fixed-code samples in [0, 1] (G in eval mode) and the grid's row length."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.to_unit(self(self.fixed_z, self.fixed_y))
+        self.generator.train(was_training)
+        return images, self.grid_nrow
+
+
 class ClassifierEvaluation:
     """Mixin: test/val accuracy of ``self.classifier`` and of its EMA copy ``self.ema`` (torchmetrics),
     best-so-far errors, and a confusion-matrix figure of the EMA classifier at the end of training."""

@@ -11,10 +11,10 @@ from torch import nn
 
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
-from gan_lightning.models.base import GameModule
+from gan_lightning.models.base import GameModule, GeneratorGrid
 
 
-class GAN(GameModule):
+class GAN(GeneratorGrid, GameModule):
     """Args:
         generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
         optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
@@ -42,7 +42,7 @@ class GAN(GameModule):
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
         gen = torch.Generator().manual_seed(grid_seed)
-        if conditional:  # one row per class, the same z down each column
+        if conditional:  # one row per class, the same z down each column (for sample_images)
             z = self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu")
             self.register_buffer("fixed_z", z.repeat(self.num_classes, 1))
             self.register_buffer("fixed_y", torch.arange(self.num_classes).repeat_interleave(grid_size))
@@ -87,12 +87,3 @@ class GAN(GameModule):
             self.step(opt_g, loss_g, "generator")
             self.untoggle_optimizer(opt_g)
             self.log("train/g/loss", loss_g, prog_bar=True)
-
-    @torch.no_grad()
-    def sample_images(self) -> tuple[torch.Tensor, int]:
-        """Fixed-noise samples in [0, 1] and the grid's row length (conditional: one row per class)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.to_unit(self(self.fixed_z, self.fixed_y))
-        self.generator.train(was_training)
-        return images, self.grid_nrow

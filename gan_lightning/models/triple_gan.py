@@ -22,7 +22,7 @@ from torch import nn
 
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
-from gan_lightning.models.base import ClassifierEvaluation, GameModule
+from gan_lightning.models.base import ClassifierEvaluation, GameModule, GeneratorGrid
 
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
@@ -31,7 +31,7 @@ DEFAULT_WEIGHTS = {
 PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4}
 
 
-class TripleGAN(ClassifierEvaluation, GameModule):
+class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     """Args:
         classifier, generator, discriminator: the three networks (C(x) -> logits, G(z, y) -> image, D(x, y) -> logit).
         optimizer_c, optimizer_g, optimizer_d: optimizer factories of the game; ``optimizer_pretrain``: C's pre-training.
@@ -75,6 +75,7 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         gen = torch.Generator().manual_seed(grid_seed)
         self.register_buffer("fixed_z", self.sample_z(grid_columns, self.latent_dim, generator=gen, device="cpu").repeat(num_classes, 1))
         self.register_buffer("fixed_y", torch.arange(num_classes).repeat_interleave(grid_columns))
+        self.grid_nrow = grid_columns  # one row per class, the same z down each column
         self.register_buffer("g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False)
 
     @staticmethod
@@ -209,12 +210,5 @@ class TripleGAN(ClassifierEvaluation, GameModule):
         self.untoggle_optimizer(opt_c)
         self._log_terms("train/c", c_terms, loss_c)
 
-    # -- samples -----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample_images(self) -> tuple[torch.Tensor, int]:
-        """G(z, y) with one row per class and the same z down each column, in [0, 1]."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.to_unit(self.generator(self.fixed_z, self.fixed_y))
-        self.generator.train(was_training)
-        return images, self.hparams.grid_columns
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, y)
