@@ -111,7 +111,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         opt_g = self.build_optimizer("optimizer_g", self.generator)
         opt_c = self.build_optimizer("optimizer_c", self.classifier)
         opt_pre = self.build_optimizer("optimizer_pretrain", self.classifier)
-        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "epoch"} for o in (opt_d, opt_g, opt_c)]
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "epoch", "name": f"lr/{net}"}
+                  for o, net in ((opt_d, "d"), (opt_g, "g"), (opt_c, "c"))]
         return [opt_d, opt_g, opt_c, opt_pre], scheds
 
     def on_train_epoch_end(self) -> None:
