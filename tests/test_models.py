@@ -152,17 +152,32 @@ def test_pseudo_label_term_and_integrate_objective(mnist):
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
 
 
-def test_ema_update_follows_the_decay(mnist):
+def test_ema_update_follows_the_decay_after_its_warm_up(mnist):
     cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.9"])
     model = instantiate(cfg.model)
     model.update_ema()  # first update copies
-    with torch.no_grad():
-        for p in model.classifier.parameters():
-            p.add_(1.0)
-    before = [p.clone() for p in model.ema.module.parameters()]
-    model.update_ema()
-    for b, e, c in zip(before, model.ema.module.parameters(), model.classifier.parameters()):
-        assert torch.allclose(e, 0.9 * b + 0.1 * c, atol=1e-6)
+    for n in range(1, 120):  # update n uses decay min(0.9, (1 + n) / (10 + n)): 2/11 first, 0.9 from n = 80
+        with torch.no_grad():
+            for p in model.classifier.parameters():
+                p.add_(1.0)
+        before = [p.clone() for p in model.ema.module.parameters()]
+        model.update_ema()
+        d = min(0.9, (1 + n) / (10 + n))
+        for b, e, c in zip(before, model.ema.module.parameters(), model.classifier.parameters()):
+            assert torch.allclose(e, d * b + (1 - d) * c, atol=1e-4)
+    assert d == 0.9
+
+
+def test_ema_batch_norm_statistics_follow_the_network_early(mnist):
+    """With BN, the EMA copy must not keep the initial running variance (1) for ~1/(1-decay) steps."""
+    cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.999"])
+    model = instantiate(cfg.model)
+    bn = model.classifier.features[1]
+    for _ in range(50):
+        with torch.no_grad():
+            bn.running_var.fill_(0.01)
+        model.update_ema()
+    assert model.ema.module.features[1].running_var.max() < 0.02
 
 
 def test_bad_model_settings_are_config_errors():

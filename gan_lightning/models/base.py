@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
@@ -99,20 +99,49 @@ class GameModule(L.LightningModule):
 
 
 class GeneratorGrid:
-    """Mixin for games with a generator: ``sample_images()`` renders G on the fixed codes ``self.fixed_z``,
-    ``self.fixed_y`` (buffers, so they travel with checkpoints) for the ``SampleGrid`` callback."""
+    """Mixin for games with a generator: ``generate(z, y)`` renders images in [0, 1] with G in eval mode;
+    ``sample_images()`` renders the fixed codes ``self.fixed_z``, ``self.fixed_y`` (buffers, so they travel with
+    checkpoints) for the ``SampleGrid`` callback. ``conditional`` games take labels (integers or class weights)."""
 
     generator: nn.Module
     grid_nrow: int
+    latent_dim: int
+    num_classes: int
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(getattr(self, "conditional", True))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z[, y]) in [0, 1], G in eval mode (BN running statistics), its previous mode restored."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.to_unit(self(z, y) if self.is_conditional else self(z)).float()
+        self.generator.train(was_training)
+        return images.contiguous()
 
     @torch.no_grad()
     def sample_images(self) -> tuple[torch.Tensor, int]:
-        """Fixed-code samples in [0, 1] (G in eval mode) and the grid's row length."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.to_unit(self(self.fixed_z, self.fixed_y))
-        self.generator.train(was_training)
-        return images, self.grid_nrow
+        """Fixed-code samples in [0, 1] and the grid's row length."""
+        return self.generate(self.fixed_z, self.fixed_y), self.grid_nrow
+
+
+def ema_with_warmup(decay: float) -> Callable:
+    """``multi_avg_fn`` for ``AveragedModel``: exponential moving average whose decay grows as
+    ``min(decay, (1 + n) / (10 + n))`` over the first updates ``n``. Without the warm-up the copy keeps the
+    initial weights and BN statistics (running variance 1) for about ``1 / (1 - decay)`` steps and, with BN,
+    classifies everything as one class long after the network itself has learnt. Integer buffers are copied."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = 1.0 - torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay).to(averaged[0].dtype)
+        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
+
+    return update
 
 
 class ClassifierEvaluation:
@@ -126,7 +155,7 @@ class ClassifierEvaluation:
         if not 0.0 <= ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={ema_decay} must be in [0, 1)")
         self.num_classes = num_classes
-        self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.val_acc = nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
         self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})

@@ -52,7 +52,9 @@ class Maxout(nn.Module):
 
 
 class LabelCode(nn.Module):
-    """Turns integer labels into a code to concatenate: one-hot (``mode='onehot'``) or a learned embedding."""
+    """Turns labels into a code to concatenate: one-hot (``mode='onehot'``) or a learned embedding.
+    Labels are integer classes ``(N,)`` or class weights ``(N, num_classes)`` (soft labels, e.g. to
+    interpolate between classes: the code is the weighted mix of the class codes)."""
 
     def __init__(self, num_classes: int, mode: str = "onehot", dim: int | None = None) -> None:
         super().__init__()
@@ -63,9 +65,16 @@ class LabelCode(nn.Module):
         self.embed = nn.Embedding(num_classes, self.dim) if mode == "embedding" else None
 
     def forward(self, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if y.is_floating_point():
+            return (y @ self.embed.weight if self.embed is not None else y).to(dtype)
         if self.embed is not None:
             return self.embed(y).to(dtype)
-        return F.one_hot(y, self.num_classes).to(dtype)
+        return one_hot(y, self.num_classes, dtype)
+
+
+def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """One-hot code of integer labels; class weights ``(N, num_classes)`` pass through unchanged."""
+    return y.to(dtype) if y.is_floating_point() else F.one_hot(y, num_classes).to(dtype)
 
 
 def check_image_shape(net: str, image_shape, allowed: str, ok: bool) -> tuple[int, int, int]:

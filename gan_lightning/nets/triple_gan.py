@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape
+from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, one_hot
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, padding: str) -> list[nn.Module]:
@@ -62,7 +62,7 @@ class ConcatLabelGenerator(nn.Module):
         self.out = WNLinear(width + num_classes, math.prod(self.image_shape), train_scale=True)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        code = F.one_hot(y, self.num_classes).to(z.dtype)
+        code = one_hot(y, self.num_classes, z.dtype)
         h = z
         for layer in self.hidden:
             h = F.softplus(layer["bn"](layer["fc"](torch.cat([h, code], 1))))
@@ -84,7 +84,7 @@ class ConcatLabelDiscriminator(nn.Module):
         self.out = WNLinear(widths[-1] + num_classes, 1, train_scale=False, init_std=0.1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        code = F.one_hot(y, self.num_classes).to(x.dtype)
+        code = one_hot(y, self.num_classes, x.dtype)
         h = self.noise_in(x.flatten(1))
         for layer in self.layers:
             h = self.noise(F.relu(layer(torch.cat([h, code], 1))))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lightning.errors import ConfigError
+from gan_lightning.checkpoints import read_checkpoint
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -36,16 +34,22 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged."""
+def fit(cfg: DictConfig):
+    """Build everything, fit, and log the whole config next to the final metrics (one HParams view per sweep)."""
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
+    if ckpt_path not in (None, "last"):
+        read_checkpoint(ckpt_path)
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    for logger in trainer.loggers:  # the whole config next to the final metrics: one HParams view per sweep
+    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "gen/"))}
+    for logger in trainer.loggers:
         logger.log_hyperparams(_flatten(model.run_config), final or None)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged."""
+    _, _, trainer = fit(cfg)
     metric = cfg.get("optimized_metric")
     if metric and metric in trainer.callback_metrics:
         return float(trainer.callback_metrics[metric])

@@ -1,0 +1,56 @@
+"""FID, KID, IS and conditional accuracy of the generator during training (every N epochs and at the end)."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation import GeneratorMetrics, load_reference, reference_path
+
+
+class GeneratorEvaluation(L.Callback):
+    """Logs ``gen/fid``, ``gen/kid_mean``, ``gen/is_mean``, ``gen/cond_acc``, ``gen/fid_class/<k>`` ... computed
+    against the test set in the feature space of the dataset's reference network (``task=reference``).
+
+    Args:
+        reference_dir: where reference networks live (``<dir>/<dataset>.pt``); ``reference``: an explicit file.
+        required: fail before training when the reference network is missing (otherwise the metrics are
+            skipped with one message).
+        every_n_epochs: evaluate after every N-th epoch, and after the last one.
+        n_samples, kid_subset_size, per_class, batch_size: see ``GeneratorMetrics``.
+    """
+
+    def __init__(self, reference_dir: str | None = None, reference: str | None = None, required: bool = False,
+                 every_n_epochs: int = 5, n_samples: int = 5000, kid_subset_size: int = 1000, per_class: bool = True,
+                 batch_size: int = 1000) -> None:
+        if every_n_epochs <= 0:
+            raise ConfigError(f"callbacks.generator_metrics.every_n_epochs={every_n_epochs} must be positive")
+        self.reference_dir, self.reference, self.required = reference_dir, reference, bool(required)
+        self.every_n_epochs, self.n_samples, self.kid_subset_size = int(every_n_epochs), int(n_samples), int(kid_subset_size)
+        self.per_class, self.batch_size = bool(per_class), int(batch_size)
+        self.metrics: GeneratorMetrics | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not hasattr(pl_module, "generate") or not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        path = self.reference or (reference_path(self.reference_dir, dm.name) if self.reference_dir else None)
+        try:
+            if path is None:
+                raise ConfigError("callbacks.generator_metrics needs reference_dir or reference")
+            ref = load_reference(path, dm.name)
+        except ConfigError as err:
+            if self.required:
+                raise
+            rank_zero_info(f"generator metrics off: {err}")
+            return
+        self.metrics = GeneratorMetrics(ref, dm.splits.test_x, dm.splits.test_y, n_samples=self.n_samples,
+                                        kid_subset_size=self.kid_subset_size, per_class=self.per_class, batch_size=self.batch_size)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.metrics is None or trainer.sanity_checking or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
+            return
+        values = self.metrics.to(pl_module.device).evaluate(pl_module)
+        pl_module.log_dict({f"gen/{k}": v for k, v in values.items()}, rank_zero_only=True)

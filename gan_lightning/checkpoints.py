@@ -1,0 +1,55 @@
+"""Rebuild a trained game from a checkpoint written by ``task=train`` (the run config travels inside it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+from gan_lightning.errors import ConfigError
+
+
+def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
+    """The checkpoint as a dict (loaded with ``weights_only``), or a one-line ConfigError saying what is wrong."""
+    if path in (None, ""):
+        raise ConfigError(f"{what} is required: give the path of a checkpoint (e.g. outputs/<date>/<time>/checkpoints/last.ckpt)")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}={path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means the same thing to the user
+        raise ConfigError(f"{what}={path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"{what}={path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def load_game(path: str | Path, what: str = "ckpt_path"):
+    """(model in eval mode on CPU, run config) from a training checkpoint; one-line ConfigError when the file is
+    missing, unreadable, not from gan_lightning, or does not match the networks its config describes."""
+    ckpt = read_checkpoint(path, what)
+    run_config = ckpt.get("run_config")
+    if not isinstance(run_config, dict) or "model" not in run_config:
+        raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
+    try:
+        model = instantiate(run_config["model"], _convert_="all")
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"{what}={path}: its model config cannot be built here ({type(err).__name__}: {err})") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)[:160]
+        raise ConfigError(f"{what}={path} does not fit its model ({first})") from None
+    model.run_config = run_config
+    return model.eval(), run_config
+
+
+def build_datamodule(run_config: dict, data_dir: str):
+    """The datamodule a checkpoint was trained on, reading files from ``data_dir`` (set up, ready to use)."""
+    data_cfg = {**run_config["data"], "data_dir": data_dir, "index_file": None, "download": run_config["data"].get("download", True)}
+    datamodule = instantiate(data_cfg, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule

@@ -1,0 +1,158 @@
+"""How good is a generator, measured offline: FID, KID and Inception Score (torchmetrics) in the feature space of
+the dataset's reference network, and for conditional generators the conditional accuracy (does the reference
+net see class y in G(z, y)?) and the FID of each class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation.reference import ReferenceNet
+
+
+class _SharedPass:
+    """Runs the reference network once per batch for every metric that looks at the same batch."""
+
+    def __init__(self, reference: ReferenceNet) -> None:
+        self.reference, self._last, self._version, self._out = reference, None, -1, None
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the last batch is held, so a new batch can never reuse its memory and pass for it
+        if x is not self._last or x._version != self._version:
+            with torch.no_grad():
+                self._out = self.reference.features_and_logits(x)
+            self._last, self._version = x, x._version
+        return self._out
+
+
+class ReferenceFeatures(nn.Module):
+    """The ``feature=`` module given to torchmetrics: penultimate features (FID, KID) or logits (IS)."""
+
+    def __init__(self, shared: _SharedPass, output: str) -> None:
+        super().__init__()
+        self.shared, self.index = shared, {"features": 0, "logits": 1}[output]
+        ref = shared.reference
+        self.num_features = ref.num_features if output == "features" else ref.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(x)[self.index]
+
+
+class GeneratorMetrics:
+    """Evaluate generators against ``real`` images (uint8 ``(N, C, H, W)`` and labels) of one dataset.
+
+    Args:
+        reference: the dataset's reference network.
+        real_x, real_y: the real images (uint8) and labels, usually the test set; their features are computed
+            once and kept for every later evaluation.
+        n_samples: generated images per evaluation (class-balanced for conditional generators).
+        kid_subset_size: size of KID's random subsets (capped by the sample counts). is_splits: IS splits.
+        per_class: FID of each class (conditional generators).
+        batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
+    """
+
+    def __init__(self, reference: ReferenceNet, real_x: torch.Tensor, real_y: torch.Tensor, n_samples: int = 10000,
+                 kid_subset_size: int = 1000, is_splits: int = 10, per_class: bool = True, batch_size: int = 1000, seed: int = 0) -> None:
+        if n_samples < 2 * reference.num_classes:
+            raise ConfigError(f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed")
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size={batch_size} must be positive")
+        self.reference, self.n_samples, self.batch_size, self.seed = reference, int(n_samples), int(batch_size), int(seed)
+        self.num_classes, self.per_class = reference.num_classes, bool(per_class)
+        self.real_x, self.real_y = real_x, real_y
+        self.shared = _SharedPass(reference)
+        feats, logits = ReferenceFeatures(self.shared, "features"), ReferenceFeatures(self.shared, "logits")
+        subset = max(2, min(kid_subset_size, self.n_samples, len(real_x)))
+        self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False)
+        self.kid = KernelInceptionDistance(feature=feats, subset_size=subset, reset_real_features=False)
+        self.inception = InceptionScore(feature=logits, splits=is_splits)
+        self.class_fid = nn.ModuleList(FrechetInceptionDistance(feature=feats, reset_real_features=False) for _ in range(self.num_classes))
+        self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.device = torch.device("cpu")
+        self._real_done = False
+
+    def to(self, device) -> "GeneratorMetrics":
+        self.device = torch.device(device)
+        for m in (self.reference, self.fid, self.kid, self.inception, self.class_fid, self.cond_acc):
+            m.to(self.device)
+        return self
+
+    def _batches(self, x: torch.Tensor, y: torch.Tensor):
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size].to(self.device)
+            yield (xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()), y[i:i + self.batch_size].to(self.device)
+
+    def _add_real(self) -> None:
+        for xb, yb in self._batches(self.real_x, self.real_y):
+            self.fid.update(xb, real=True)
+            self.kid.update(xb, real=True)
+            if self.per_class:
+                for k in range(self.num_classes):
+                    if (yb == k).any():
+                        self.class_fid[k].update(xb[yb == k], real=True)
+        self._real_done = True
+
+    def codes(self, latent_dim: int, latent: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed latent codes and class-balanced labels of every evaluation."""
+        gen = torch.Generator().manual_seed(self.seed)
+        z = latent(self.n_samples, latent_dim, generator=gen, device="cpu")
+        y = torch.arange(self.num_classes).repeat(self.n_samples // self.num_classes + 1)[: self.n_samples]
+        return z, y
+
+    @torch.no_grad()
+    def evaluate_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """Metrics of given images in [0, 1] (``labels``: the asked classes, or None for unconditional ones)."""
+        if not self._real_done:
+            self._add_real()
+        for m in (self.fid, self.kid, self.inception, self.cond_acc, *self.class_fid):
+            m.reset()
+        if labels is None:
+            labels = torch.full((len(images),), -1, dtype=torch.long)
+        for xb, yb in self._batches(images, labels):
+            self.fid.update(xb, real=False)
+            self.kid.update(xb, real=False)
+            self.inception.update(xb)
+            if (yb >= 0).all():
+                self.cond_acc.update(self.shared(xb)[1].argmax(1), yb)
+                if self.per_class:
+                    for k in range(self.num_classes):
+                        if (yb == k).any():
+                            self.class_fid[k].update(xb[yb == k], real=False)
+        kid_mean, kid_std = self.kid.compute()
+        is_mean, is_std = self.inception.compute()
+        out = {"fid": float(self.fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+               "is_mean": float(is_mean), "is_std": float(is_std)}
+        if (labels >= 0).all():
+            out["cond_acc"] = float(self.cond_acc.compute())
+            if self.per_class:
+                per = [float(m.compute()) for m in self.class_fid]
+                out.update({f"fid_class/{k}": v for k, v in enumerate(per)})
+                out["fid_class_mean"] = sum(per) / len(per)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Metrics of a game's generator (``model.generate``), on the same latent codes every time."""
+        z, y = self.codes(model.latent_dim, model.sample_z)
+        conditional = model.is_conditional
+        images = torch.cat([model.generate(zb.to(model.device), yb.to(model.device) if conditional else None).cpu()
+                            for zb, yb in zip(z.split(self.batch_size), y.split(self.batch_size))])
+        return self.evaluate_images(images, y if conditional else None)
+
+
+def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+    """``{name: metrics}`` as a Markdown table (FID, KID, IS, conditional accuracy, mean per-class FID)."""
+    cols = [("FID", "fid", "{:.2f}"), ("KID x 1e3", "kid_mean", "{:.2f}"), ("IS", "is_mean", "{:.2f}"),
+            ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
+    lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, m in rows.items():
+        cells = [(fmt.format(m[key] * (1e3 if key == "kid_mean" else 1)) if key in m else "-") for _, key, fmt in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""``task=evaluate``: FID, KID, IS, conditional accuracy and per-class FID of generator checkpoints, as a table.
+
+    python -m gan_lightning task=evaluate ckpt_path=outputs/.../last.ckpt
+    python -m gan_lightning task=evaluate 'task.checkpoints={gan: a.ckpt, dcgan: b.ckpt}'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from gan_lightning.checkpoints import build_datamodule, load_game
+from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_table, reference_path
+
+
+def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | None = None, n_samples: int = 10000,
+             kid_subset_size: int = 1000, device: str = "cpu", out_dir: str | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set."""
+    checkpoints = dict(checkpoints or {})
+    if cfg.get("ckpt_path"):
+        checkpoints.setdefault(Path(cfg.ckpt_path).parent.parent.name or "checkpoint", cfg.ckpt_path)
+    if not checkpoints:
+        raise ConfigError("task=evaluate needs ckpt_path=<file> or task.checkpoints={name: file, ...}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
+    games = {name: load_game(path, f"task.checkpoints.{name}") for name, path in checkpoints.items()}  # all checked first
+    for name, (model, _) in games.items():
+        if not hasattr(model, "generate"):
+            raise ConfigError(f"checkpoint {name} holds a {type(model).__name__}, which has no generator to evaluate")
+    rows, evaluators = {}, {}
+    for name, (model, run_config) in games.items():
+        dm_name = run_config["data"]["_target_"]
+        if dm_name not in evaluators:
+            dm = build_datamodule(run_config, cfg.paths.data_dir)
+            ref = load_reference(reference or reference_path(cfg.paths.reference_dir, dm.name), dm.name)
+            evaluators[dm_name] = GeneratorMetrics(ref, dm.splits.test_x, dm.splits.test_y, n_samples=n_samples,
+                                                   kid_subset_size=kid_subset_size).to(device)
+        rows[name] = evaluators[dm_name].evaluate(model.to(device))
+        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in rows[name].items() if not k.startswith("fid_class/")), flush=True)
+    table = markdown_table(rows)
+    out = Path(out_dir or cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps({"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "n_samples": n_samples, "metrics": rows}, indent=1))
+    (out / "evaluation.md").write_text(table + "\n")
+    print(table)
+    return rows
