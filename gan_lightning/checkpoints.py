@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,7 +19,9 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what}={path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file also triggers pickle-protocol warnings: one line is enough
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means the same thing to the user
         raise ConfigError(f"{what}={path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

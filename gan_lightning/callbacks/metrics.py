@@ -18,17 +18,18 @@ class GeneratorEvaluation(L.Callback):
         required: fail before training when the reference network is missing (otherwise the metrics are
             skipped with one message).
         every_n_epochs: evaluate after every N-th epoch, and after the last one.
+        n_real: real test images compared with (the first N; null: the whole test set).
         n_samples, kid_subset_size, per_class, batch_size: see ``GeneratorMetrics``.
     """
 
     def __init__(self, reference_dir: str | None = None, reference: str | None = None, required: bool = False,
-                 every_n_epochs: int = 5, n_samples: int = 5000, kid_subset_size: int = 1000, per_class: bool = True,
+                 every_n_epochs: int = 5, n_samples: int = 5000, n_real: int | None = None, kid_subset_size: int = 1000, per_class: bool = True,
                  batch_size: int = 1000) -> None:
         if every_n_epochs <= 0:
             raise ConfigError(f"callbacks.generator_metrics.every_n_epochs={every_n_epochs} must be positive")
         self.reference_dir, self.reference, self.required = reference_dir, reference, bool(required)
         self.every_n_epochs, self.n_samples, self.kid_subset_size = int(every_n_epochs), int(n_samples), int(kid_subset_size)
-        self.per_class, self.batch_size = bool(per_class), int(batch_size)
+        self.per_class, self.batch_size, self.n_real = bool(per_class), int(batch_size), n_real
         self.metrics: GeneratorMetrics | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -45,7 +46,8 @@ class GeneratorEvaluation(L.Callback):
                 raise
             rank_zero_info(f"generator metrics off: {err}")
             return
-        self.metrics = GeneratorMetrics(ref, dm.splits.test_x, dm.splits.test_y, n_samples=self.n_samples,
+        n = len(dm.splits.test_y) if self.n_real is None else int(self.n_real)
+        self.metrics = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=self.n_samples,
                                         kid_subset_size=self.kid_subset_size, per_class=self.per_class, batch_size=self.batch_size)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

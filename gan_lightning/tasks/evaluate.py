@@ -18,7 +18,7 @@ from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_
 
 
 def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | None = None, n_samples: int = 10000,
-             kid_subset_size: int = 1000, device: str = "cpu", out_dir: str | None = None) -> dict[str, dict[str, float]]:
+             n_real: int | None = None, kid_subset_size: int = 1000, device: str = "cpu", out_dir: str | None = None) -> dict[str, dict[str, float]]:
     """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set."""
     checkpoints = dict(checkpoints or {})
     if cfg.get("ckpt_path"):
@@ -37,7 +37,8 @@ def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | 
         if dm_name not in evaluators:
             dm = build_datamodule(run_config, cfg.paths.data_dir)
             ref = load_reference(reference or reference_path(cfg.paths.reference_dir, dm.name), dm.name)
-            evaluators[dm_name] = GeneratorMetrics(ref, dm.splits.test_x, dm.splits.test_y, n_samples=n_samples,
+            n = len(dm.splits.test_y) if n_real is None else int(n_real)
+            evaluators[dm_name] = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=n_samples,
                                                    kid_subset_size=kid_subset_size).to(device)
         rows[name] = evaluators[dm_name].evaluate(model.to(device))
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in rows[name].items() if not k.startswith("fid_class/")), flush=True)
