@@ -54,6 +54,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # emitted inside Lightning, not actionable here
     # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+    # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done batches)
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+    # torchmetrics' notice that KID/IS keep their features: they are bounded by the configured sample counts
+    warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
     run()
 
 

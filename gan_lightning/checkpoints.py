@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from gan_lightning.errors import ConfigError
 
@@ -56,3 +59,17 @@ def build_datamodule(run_config: dict, data_dir: str):
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, made atomic: the checkpoint is written to a hidden temporary file in
+    the same directory and renamed over the target, so a kill during a save leaves the previous file intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -37,12 +37,14 @@ def data_root() -> Path:
 def compose_cfg(overrides: list[str], output_dir: str | Path = "/tmp/gan_lightning_test"):
     """The project's real config, composed as the CLI would (paths filled in for use outside a Hydra run)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={DATA_ROOT}", *overrides])
+        return compose("config", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={DATA_ROOT}",
+                                            f"paths.reference_dir={output_dir}/no-reference", *overrides])
 
 
 def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m gan_lightning ARGS`` in a subprocess writing into ``run_dir``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # runs see no reference network (so no generator metrics) unless a test passes paths.reference_dir
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GAN_LIGHTNING_REFERENCE": str(Path(run_dir).parent / "no-reference")}
     if data_root is not None:
         env["GAN_LIGHTNING_DATA"] = str(data_root)
     cmd = [sys.executable, "-m", "gan_lightning", *args, f"hydra.run.dir={run_dir}"]

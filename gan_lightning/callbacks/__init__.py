@@ -1,6 +1,7 @@
-"""Training callbacks: image grids of the generator's samples, generator metrics."""
+"""Training callbacks: image grids of the generator's samples, generator metrics, checkpoint on interrupt."""
 
 from gan_lightning.callbacks.images import SampleGrid
+from gan_lightning.callbacks.interrupt import SaveOnInterrupt
 from gan_lightning.callbacks.metrics import GeneratorEvaluation
 
-__all__ = ["GeneratorEvaluation", "SampleGrid"]
+__all__ = ["GeneratorEvaluation", "SampleGrid", "SaveOnInterrupt"]

@@ -48,12 +48,14 @@ class StreamBatches:
         epoch: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        skip: int = 0,
     ) -> None:
         self.sources, self.streams, self.epoch_length = sources, streams, epoch_length
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.skip = int(skip)  # batches of this epoch already trained (a run resumed mid-epoch): drawn, not yielded
 
     def __len__(self) -> int:
-        return self.epoch_length
+        return self.epoch_length - self.skip
 
     def _indices(self, n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
         while True:
@@ -69,7 +71,10 @@ class StreamBatches:
             x, _ = self.sources[spec["source"]]
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + i)
             iters[name] = self._indices(len(x), int(spec["batch_size"]), gen)
-        for _ in range(self.epoch_length):
+        for _ in range(self.skip):
+            for name in self.streams:
+                next(iters[name])
+        for _ in range(self.epoch_length - self.skip):
             batch = {}
             for name, spec in self.streams.items():
                 x, y = self.sources[spec["source"]]

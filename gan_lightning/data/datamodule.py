@@ -144,7 +144,9 @@ class ImageDataModule(L.LightningDataModule):
         streams = self.pretrain_streams if pre else self.streams
         by = (self._pretrain_epoch_length or self._epoch_length) if pre else self._epoch_length
         sources = self.sources
-        return StreamBatches(sources, streams, epoch_length(sources, streams, by, world), self.seed, epoch, rank, world)
+        # resumed from a checkpoint saved mid-epoch (Ctrl+C, SIGTERM): the epoch continues where it stopped
+        skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None and trainer.fit_loop.restarting else 0
+        return StreamBatches(sources, streams, epoch_length(sources, streams, by, world), self.seed, epoch, rank, world, skip)
 
     def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> EvalBatches:
         trainer = self.trainer

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lightning.checkpoints import read_checkpoint
+from gan_lightning.errors import ConfigError
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -40,7 +43,12 @@ def build(cfg: DictConfig):
 def fit(cfg: DictConfig):
     """Build everything, fit, and log the whole config next to the final metrics (one HParams view per sweep)."""
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path not in (None, "last"):
+    if ckpt_path == "last":  # the run directory's own last.ckpt: resume a run by giving its directory
+        ckpt_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path=last: there is no {ckpt_path}; resume a run with hydra.run.dir=<its directory> "
+                              "ckpt_path=last, or give ckpt_path=<file>")
+    if ckpt_path is not None:
         read_checkpoint(ckpt_path)
     datamodule, model, trainer = build(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -1,0 +1,124 @@
+"""Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) mid-training and resumed ends with the same weights
+as an uninterrupted run; checkpoint writes are atomic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_lightning.checkpoints import AtomicCheckpointIO
+
+from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
+
+pytestmark = needs_mnist
+RUN = ["model=gan", "trainer=debug", "trainer.limit_train_batches=80", "trainer.max_epochs=3", "logger=none",
+       "callbacks.sample_grid=null"]
+
+
+def _last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def _start(run_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(run_dir.parent / "none")}
+    return subprocess.Popen([sys.executable, "-m", "gan_lightning", *RUN, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < end, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resume") / "full"
+    proc = run_cli(RUN, run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _last(run_dir)
+
+
+def test_sigkill_then_resume_with_ckpt_path_last_reaches_the_same_weights(uninterrupted, tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = _start(run_dir)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)  # end of epoch 0
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    saved = _last(run_dir)  # a kill never leaves a half-written checkpoint
+    assert saved["global_step"] < uninterrupted["global_step"]
+    resumed = run_cli(RUN + ["ckpt_path=last"], run_dir)  # the same run directory: its own last.ckpt
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = _last(run_dir)
+    assert final["global_step"] == uninterrupted["global_step"] and final["epoch"] == uninterrupted["epoch"]
+    # same data order, random streams (restored RNG states), optimizer states: identical on CPU
+    assert _max_diff(final["state_dict"], uninterrupted["state_dict"]) == 0.0
+
+
+def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches(uninterrupted, tmp_path):
+    run_dir = tmp_path / "stopped"
+    proc = _start(run_dir)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.5)  # into epoch 1
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saved epoch" in err and "resume with ckpt_path=" in err
+    saved = _last(run_dir)
+    batches_per_epoch = uninterrupted["global_step"] // 3 // 2  # 2 optimizer steps per batch
+    assert saved["global_step"] // 2 % batches_per_epoch != 0, "the stop was expected inside an epoch"
+    resumed = run_cli(RUN + [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = _last(tmp_path / "resumed")
+    assert final["global_step"] == uninterrupted["global_step"]
+    assert _max_diff(final["state_dict"], uninterrupted["state_dict"]) == 0.0
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    with pytest.raises(Exception):  # fails while writing: the previous file must survive untouched
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": lambda: None}, target)
+    assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_cli(RUN + ["ckpt_path=last"], tmp_path / "fresh")
+    assert proc.returncode == 2
+    assert "ckpt_path=last: there is no" in proc.stderr and "hydra.run.dir=<its directory>" in proc.stderr
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_unwritable_output_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    proc = run_cli(RUN, blocker / "run")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: hydra.run.dir={blocker / 'run'} cannot be written (Not a directory); choose another with hydra.run.dir=<dir>"
+    assert blocker.read_text() == "not a directory"
+
+
+def test_corrupt_checkpoint_for_resume_is_a_clear_error(tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    proc = run_cli(RUN + [f"ckpt_path={broken}"], tmp_path / "run")
+    assert proc.returncode == 2
+    assert f"ckpt_path={broken} is not a readable checkpoint" in proc.stderr
+    assert not (tmp_path / "run").exists()
