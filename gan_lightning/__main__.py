@@ -56,6 +56,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done batches)
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+    # validation metrics are torchmetrics objects, already reduced across processes when they are computed
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     # torchmetrics' notice that KID/IS keep their features: they are bounded by the configured sample counts
     warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
     run()

@@ -70,11 +70,12 @@ class GeneratorMetrics:
         self.shared = _SharedPass(reference)
         feats, logits = ReferenceFeatures(self.shared, "features"), ReferenceFeatures(self.shared, "logits")
         subset = max(2, min(kid_subset_size, self.n_samples, len(real_x)))
-        self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False)
-        self.kid = KernelInceptionDistance(feature=feats, subset_size=subset, reset_real_features=False)
-        self.inception = InceptionScore(feature=logits, splits=is_splits)
-        self.class_fid = nn.ModuleList(FrechetInceptionDistance(feature=feats, reset_real_features=False) for _ in range(self.num_classes))
-        self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        local = {"sync_on_compute": False}  # computed by one process (rank 0 under DDP): never wait for the others
+        self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False, **local)
+        self.kid = KernelInceptionDistance(feature=feats, subset_size=subset, reset_real_features=False, **local)
+        self.inception = InceptionScore(feature=logits, splits=is_splits, **local)
+        self.class_fid = nn.ModuleList(FrechetInceptionDistance(feature=feats, reset_real_features=False, **local) for _ in range(self.num_classes))
+        self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro", **local)
         self.device = torch.device("cpu")
         self._real_done = False
 

@@ -17,6 +17,7 @@ from torchmetrics import MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from gan_lightning.errors import ConfigError, TrainingError
+from gan_lightning.strategies import average_gradients
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
 
@@ -92,6 +93,7 @@ class GameModule(L.LightningModule):
                                 "training stopped, the last good checkpoint is kept (try a lower learning rate)")
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        average_gradients([p for group in opt.param_groups for p in group["params"]])  # trainer=ddp: this network only
         opt.step()
 
     # -- checkpoints -------------------------------------------------------------------------------------
@@ -210,15 +212,19 @@ class ClassifierEvaluation:
                 self.log(f"val/best_err_{k}", self.best_err[k].compute())
 
     def on_train_end(self) -> None:
-        """Confusion matrix of the EMA classifier on the last validation pass, as a TensorBoard figure."""
-        if self.trainer.global_rank != 0 or self.confmat.confmat.sum() == 0:
+        """Confusion matrix of the EMA classifier on the last validation pass, as a TensorBoard figure
+        (computed on every process: the counts are summed across them; drawn by rank 0)."""
+        if self.confmat.update_count == 0:
             return
-        fig, _ = self.confmat.plot()
+        counts = self.confmat.compute()
+        self.confmat.reset()
+        if self.trainer.global_rank != 0:
+            return
+        fig, _ = self.confmat.plot(val=counts)
         fig.set_size_inches(6, 6)
         for logger in self.trainer.loggers:
             if hasattr(logger.experiment, "add_figure"):
                 logger.experiment.add_figure("val/confusion_matrix_ema", fig, global_step=self.global_step)
-        self.confmat.reset()
 
     def on_validation_epoch_start(self) -> None:
         self.confmat.reset()
