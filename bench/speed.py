@@ -83,8 +83,10 @@ class _Clock(L.Callback):
         self.times.append(time.perf_counter())
 
 
-def time_framework(name, overrides, device, warmup, iters) -> float:
+def time_framework(name, overrides, device, warmup, iters, compile_networks: bool = False) -> float:
     cfg, model = build(name, overrides)
+    if compile_networks:  # trainer.compile=true
+        model.compile_networks()
     clock = _Clock(warmup, device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters,
@@ -125,6 +127,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--compile", action="store_true", help="the framework's networks under torch.compile (trainer.compile=true); "
+                        "compilation happens in the warm-up, which should then be a few iterations longer")
     parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
     args = parser.parse_args()
     peak = matmul_peak(args.device)
@@ -134,7 +138,7 @@ def main() -> None:
         for _ in range(args.repeats):
             its, flops = time_plain(name, args.overrides, args.device, args.warmup, args.iters)
             plain.append(its)
-            fw.append(time_framework(name, args.overrides, args.device, args.warmup, args.iters))
+            fw.append(time_framework(name, args.overrides, args.device, args.warmup, args.iters, args.compile))
         cfg, _ = build(name, args.overrides)
         images = sum(int(s["batch_size"]) for s in cfg.data.streams.values())
         p, f = summary(plain), summary(fw)
@@ -144,11 +148,11 @@ def main() -> None:
         print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides,
+            "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
             "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"speed_{args.device}"
+    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else ""))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s | GFLOP/iter | plain GFLOP/s (% of peak) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -34,7 +34,11 @@ def build(cfg: DictConfig):
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     if not loggers:  # `logger=none`: nothing to monitor learning rates into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    compile_cfg = trainer_cfg.pop("compile", False)  # not a Trainer argument: applied to the networks
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    if compile_cfg:  # true, or torch.compile options such as {mode: max-autotune}
+        model.compile_networks(**(compile_cfg if isinstance(compile_cfg, dict) else {}))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model, trainer
