@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # torch/torchvision pinned to the builds that install offline on the reference machine; override freely.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install train test tensorboard sweep bench bench-mnist100 clean
+.PHONY: install train test tensorboard sweep bench bench-mnist100 bench-generators reference evaluate sample analyze clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,24 @@ bench: install
 
 bench-mnist100: install
 	$(PY) -m bench.mnist100 $(ARGS)
+
+bench-generators: install
+	$(PY) -m bench.generators $(ARGS)
+
+# the reference feature network of a dataset (FID/KID/IS): make reference DATA=fashion_mnist
+DATA ?= mnist
+reference: install
+	$(PY) -m gan_lightning task=reference data=$(DATA) $(ARGS)
+
+# make evaluate CKPT=outputs/<date>/<time>/checkpoints/last.ckpt  -> FID, KID, IS, cond. accuracy table
+evaluate: install
+	$(PY) -m gan_lightning task=evaluate ckpt_path=$(CKPT) $(ARGS)
+
+sample: install
+	$(PY) -m gan_lightning task=sample ckpt_path=$(CKPT) $(ARGS)
+
+analyze: install
+	$(PY) -m gan_lightning task=analyze ckpt_path=$(CKPT) $(ARGS)
 
 clean:
 	rm -rf outputs/*/ .pytest_cache lightning_logs
