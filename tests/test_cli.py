@@ -107,6 +107,8 @@ def test_multirun_sweep_and_its_summary_table(tmp_path):
     errs = [float(r["val/best_err_ema"]) for r in rows]
     assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)
     assert "| overrides | runs |" in proc.stdout
+    assert "Every run: `model=classifier trainer=debug callbacks.progress_bar=null`" in proc.stdout  # shared, shown once
+    assert all(r["overrides"].startswith("model.optimizer.lr=") for r in rows)
 
 
 def test_summary_of_a_missing_directory_is_a_clear_error(tmp_path):

@@ -28,10 +28,19 @@ def collect(sweep_dir: Path, metrics: list[str]) -> list[dict]:
     return rows
 
 
+def common_overrides(rows: list[dict]) -> list[str]:
+    """Overrides every run of the sweep shares (shown once, above the table)."""
+    if len(rows) < 2:
+        return []
+    shared = set.intersection(*(set(r["overrides"]) for r in rows))
+    return [o for o in rows[0]["overrides"] if o in shared]
+
+
 def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
+    common = set(common_overrides(rows))
     for r in rows:
-        key = tuple(o for o in r["overrides"] if not o.startswith("seed="))
+        key = tuple(o for o in r["overrides"] if not o.startswith("seed=") and o not in common)
         groups.setdefault(key, []).append(r)
     table = []
     for key, members in groups.items():
@@ -61,6 +70,7 @@ def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None =
     for e in table:
         cells = [f"{e[m]:.4f} ± {e[m + ' std']:.4f}" for m in metrics]
         lines.append(f"| {e['overrides']} | {e['runs']} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
+    common = common_overrides(rows)
+    text = ("Every run: `" + " ".join(common) + "`\n\n" if common else "") + "\n".join(lines)
     (sweep_dir / "summary.md").write_text(text + "\n")
     print(text)
