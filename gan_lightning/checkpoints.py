@@ -52,10 +52,10 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     return model.eval(), run_config
 
 
-def build_datamodule(run_config: dict, data_dir: str):
-    """The datamodule a checkpoint was trained on, reading files from ``data_dir`` (set up, ready to use)."""
-    data_cfg = {**run_config["data"], "data_dir": data_dir, "index_file": None, "download": run_config["data"].get("download", True)}
-    datamodule = instantiate(data_cfg, _convert_="all")
+def build_datamodule(data_cfg: dict, data_dir: str):
+    """A datamodule from a (resolved) data config, e.g. the one a checkpoint was trained on, reading files from
+    ``data_dir`` and writing no index file (set up, ready to use)."""
+    datamodule = instantiate({**data_cfg, "data_dir": data_dir, "index_file": None}, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

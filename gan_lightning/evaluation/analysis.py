@@ -28,7 +28,11 @@ def fgsm(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float) -
 
 @torch.no_grad()
 def accuracy(network: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    return sum(int((network(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size))) / len(y)
+    """Accuracy of ``network`` on images in [0, 1] (uint8 images are scaled batch by batch)."""
+    correct = 0
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        correct += int((network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) == yb).sum())
+    return correct / len(y)
 
 
 def fgsm_curve(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, batch_size: int = 500) -> list[dict]:

@@ -17,7 +17,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from gan_lightning.checkpoints import build_datamodule, load_game  # noqa: E402
@@ -28,10 +27,7 @@ from gan_lightning.evaluation import analysis, load_reference  # noqa: E402
 def _classifier(cfg: DictConfig, network: str, reference: str | None):
     """(network in eval mode with frozen weights, name, datamodule)."""
     if reference:
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-        datamodule = instantiate({**data_cfg, "index_file": None}, _convert_="all")
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.data_dir)
         net, name = load_reference(reference, datamodule.name), f"reference ({reference})"
     else:
         model, run_config = load_game(cfg.ckpt_path)
@@ -43,7 +39,7 @@ def _classifier(cfg: DictConfig, network: str, reference: str | None):
             raise ConfigError(f"ckpt_path={cfg.ckpt_path}: its classifier takes {model.data_range} images; analysis needs [0, 1] inputs")
         net = model.ema.module if network == "ema" else model.classifier
         name = f"{type(model).__name__} {'EMA C' if network == 'ema' else 'C'}"
-        datamodule = build_datamodule(run_config, cfg.paths.data_dir)
+        datamodule = build_datamodule(run_config["data"], cfg.paths.data_dir)
     return net.eval().requires_grad_(False), name, datamodule
 
 
@@ -112,7 +108,7 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     fig.savefig(out / "class_visualisation.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": curve[0]["accuracy"] if curve[0]["epsilon"] == 0 else analysis.accuracy(net, x, y),
+    result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": analysis.accuracy(net, x, y),
               "fgsm": curve, "class_visualisation_prob": [float(p) for p in probs]}
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("classifier", "accuracy", "fgsm")}))

@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | 
     for name, (model, run_config) in games.items():
         dm_name = run_config["data"]["_target_"]
         if dm_name not in evaluators:
-            dm = build_datamodule(run_config, cfg.paths.data_dir)
+            dm = build_datamodule(run_config["data"], cfg.paths.data_dir)
             ref = load_reference(reference or reference_path(cfg.paths.reference_dir, dm.name), dm.name)
             n = len(dm.splits.test_y) if n_real is None else int(n_real)
             evaluators[dm_name] = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=n_samples,
