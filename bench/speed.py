@@ -1,9 +1,10 @@
 """Training speed, side by side in one process: a plain PyTorch loop vs. the framework's Lightning run,
 same networks and batch sizes, for each model. Also FLOPs per iteration and the achieved share of the
-machine's measured matmul peak.
+machine's measured matmul peak. For Triple-GAN also the framework's own iteration in a bare loop (no
+Lightning): the difference to the Lightning run is Lightning's overhead.
 
     python -m bench.speed                          # all models on the CPU
-    python -m bench.speed --device cuda --models triple_gan
+    python -m bench.speed --device cuda --models triple_gan --cuda-graphs
 
 Writes bench/results/speed_<device>.{json,md}. Median and spread (min-max) over --repeats, warm-up excluded.
 One iteration = one update of every network (GANs: a D step and a G step; Triple-GAN: D, G and C steps).
@@ -29,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.plain import PlainGAN, PlainTripleGAN
 from gan_lightning.data import StreamBatches
+from gan_lightning.graphs import IterationGraph, make_capturable
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
@@ -74,6 +76,31 @@ def time_plain(name, overrides, device, warmup, iters) -> tuple[float, float]:
     return iters / (time.perf_counter() - start), counter.get_total_flops()
 
 
+def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False) -> float | None:
+    """The framework's own iteration (``model.iteration``: same losses, steps and EMA update as its Lightning
+    run) in a loop without Lightning; ``None`` for games without one."""
+    cfg, model = build(name, overrides)
+    if not hasattr(model, "iteration"):
+        return None
+    model.to(device).train()
+    model.setup("fit")
+    optimizers = model.configure_optimizers()[0]
+    model.bare_steps = True
+    graph = IterationGraph() if cuda_graphs else None
+    if graph is not None:
+        make_capturable(optimizers)
+    batches = iter(data(cfg, warmup + iters, device))
+    step = lambda: model.iteration(model.on_after_batch_transfer(to(next(batches), device), 0), optimizers, graph)  # noqa: E731
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return iters / (time.perf_counter() - start)
+
+
 class _Clock(L.Callback):
     def __init__(self, warmup: int, device: str) -> None:
         self.warmup, self.device, self.times = warmup, device, []
@@ -83,10 +110,12 @@ class _Clock(L.Callback):
         self.times.append(time.perf_counter())
 
 
-def time_framework(name, overrides, device, warmup, iters, compile_networks: bool = False) -> float:
+def time_framework(name, overrides, device, warmup, iters, compile_networks: bool = False, cuda_graphs: bool = False) -> float:
     cfg, model = build(name, overrides)
     if compile_networks:  # trainer.compile=true
         model.compile_networks()
+    if cuda_graphs and hasattr(model, "enable_cuda_graphs"):  # trainer.cuda_graphs=true
+        model.enable_cuda_graphs()
     clock = _Clock(warmup, device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters,
@@ -129,41 +158,56 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--compile", action="store_true", help="the framework's networks under torch.compile (trainer.compile=true); "
                         "compilation happens in the warm-up, which should then be a few iterations longer")
+    parser.add_argument("--cuda-graphs", action="store_true", help="Triple-GAN's iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
     parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
     args = parser.parse_args()
+    if args.cuda_graphs and args.device != "cuda":
+        parser.error("--cuda-graphs needs --device cuda")
+    warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:
-        plain, fw, flops = [], [], 0
+        plain, fw, bare, flops = [], [], [], 0
         for _ in range(args.repeats):
-            its, flops = time_plain(name, args.overrides, args.device, args.warmup, args.iters)
+            its, flops = time_plain(name, args.overrides, args.device, warmup, args.iters)
             plain.append(its)
-            fw.append(time_framework(name, args.overrides, args.device, args.warmup, args.iters, args.compile))
+            fw.append(time_framework(name, args.overrides, args.device, warmup, args.iters, args.compile, args.cuda_graphs))
+            if not args.compile:
+                bare.append(time_bare(name, args.overrides, args.device, warmup, args.iters, args.cuda_graphs))
         cfg, _ = build(name, args.overrides)
         images = sum(int(s["batch_size"]) for s in cfg.data.streams.values())
         p, f = summary(plain), summary(fw)
+        b = summary(bare) if bare and None not in bare else None
         rows.append({"model": name, "plain_it_s": p, "framework_it_s": f, "speedup": f["median"] / p["median"],
+                     "bare_framework_step_it_s": b, "lightning_overhead": 1 - f["median"] / b["median"] if b else None,
                      "images_per_iter": images, "flops_per_iter_plain": flops,
                      "plain_flop_s": flops * p["median"], "peak_flop_s": peak})
-        print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}", flush=True)
+        extra = f", its step without Lightning {b['median']:.2f} it/s" if b else ""
+        print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
+            "iters": args.iters, "warmup": warmup, "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
             "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else ""))
+    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else "") + ("_graphs" if args.cuda_graphs else ""))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s | GFLOP/iter | plain GFLOP/s (% of peak) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s "
+             "| framework step without Lightning it/s (Lightning overhead) | GFLOP/iter | plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        p, f = r["plain_it_s"], r["framework_it_s"]
+        p, f, b = r["plain_it_s"], r["framework_it_s"], r["bare_framework_step_it_s"]
+        bare_cell = f"{b['median']:.2f} ({100 * r['lightning_overhead']:.1f} %)" if b else "-"
+        fw_flop_s = r["flops_per_iter_plain"] * f["median"]
         lines.append(f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
-                     f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {r['flops_per_iter_plain'] / 1e9:.2f} "
-                     f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / peak:.0f} %) |")
+                     f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {bare_cell} | {r['flops_per_iter_plain'] / 1e9:.2f} "
+                     f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / peak:.0f} %) | {fw_flop_s / 1e9:.1f} ({100 * fw_flop_s / peak:.0f} %) |")
     table = "\n".join(lines)
     stem.with_suffix(".md").write_text(f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
-                                       f"matmul peak: {peak / 1e9:.0f} GFLOP/s\n\n{table}\n")
+                                       f"matmul peak: {peak / 1e9:.0f} GFLOP/s; {meta['iters']} timed iterations after {warmup} warm-up, "
+                                       f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
+                                       f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
+                                       f"\n\n{table}\n")
     print(table)
 
 

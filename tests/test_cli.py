@@ -143,3 +143,15 @@ def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
     proc = run_cli(["model=gan", "model.optimizer_g.lr=-1", *FAST], run_dir)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: model.optimizer_g.lr=-1 must be positive"
     assert not run_dir.exists()
+
+
+@needs_mnist
+@pytest.mark.parametrize("args,expected", [
+    (["model=gan"], "error: trainer.cuda_graphs=true is supported by model=triple_gan, not by GAN"),
+    (["model=triple_gan", "trainer.accelerator=cpu"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible"),
+])
+def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expected):
+    run_dir = tmp_path / "run"
+    proc = run_cli([*args, *FAST, "trainer.cuda_graphs=true"], run_dir)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == expected
+    assert not run_dir.exists()

@@ -53,3 +53,92 @@ def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):
     compiled = _losses(["model=gan", "trainer.compile=true"], keys, tmp_path / "a")
     eager = _losses(["model=gan", "trainer.compile=false"], keys, tmp_path / "b")
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+TRIPLE = ["model=triple_gan", "model.generator_batch=20", "data.streams.c_labeled.batch_size=20", "data.streams.c_unlabeled.batch_size=20",
+          "data.streams.d_labeled.batch_size=2", "data.streams.d_unlabeled.batch_size=20", "data.pretrain_streams.c_unlabeled.batch_size=40"]
+GAME_KEYS = ["train/d/loss", "train/g/loss", "train/c/loss", "train/c/adv"]
+
+
+def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4) -> torch.Tensor:
+    """The losses of ``model.iteration`` in a plain loop without Lightning, with graph-safe steps (``bare_steps``:
+    the optimizers' own steps, requires_grad toggling, the EMA update without host reads)."""
+    cfg = compose_cfg(["trainer=debug", "logger=none", "callbacks=none", *overrides], output_dir=tmp_path)
+    datamodule, model, _ = build(cfg)
+    model.train()
+    model.setup("fit")
+    optimizers = model.configure_optimizers()[0]
+    model.bare_steps = True
+    values = []
+    for batch, _ in zip(datamodule.train_dataloader(), range(steps)):
+        logs = model.iteration(model.on_after_batch_transfer(batch, 0), optimizers)
+        values.append([float(logs[k]) for k in keys])
+    return torch.tensor(values)
+
+
+def test_graph_safe_iteration_without_lightning_gives_the_lightning_losses(tmp_path):
+    overrides = [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"]
+    keys = [*GAME_KEYS, "train/c/pseudo"]
+    bare = _bare_losses(overrides, keys, tmp_path / "a")
+    lightning = _losses(overrides, keys, tmp_path / "b")
+    assert bare.shape == (4, len(keys)) and bool(torch.isfinite(bare).all())
+    torch.testing.assert_close(bare, lightning, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_safe_ema_update_equals_the_averaged_model_update():
+    cfg = compose_cfg(TRIPLE + ["model.ema_decay=0.9"])
+    models = [instantiate_model(cfg), instantiate_model(cfg)]
+    models[1].load_state_dict(models[0].state_dict())
+    models[1].bare_steps = True
+    for n in range(15):
+        for model in models:
+            with torch.no_grad():
+                for p in model.classifier.parameters():
+                    p.add_(0.01 * (n + 1))
+                for b in model.classifier.buffers():
+                    b.add_(1)
+            model.update_ema()
+    for a, b in zip(models[0].ema.state_dict().values(), models[1].ema.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert int(models[1].ema.n_averaged) == 15
+
+
+def instantiate_model(cfg):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.model, _convert_="all")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graphs_give_the_losses_of_eager_mode(tmp_path):
+    """Pre-training, game and game with R_P: each recorded once and replayed, with eager mode's losses."""
+    overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7",
+                 "model.pretrain_epochs=1", "epochs=2", "model.pseudo_label_epoch=2", "seed=3"]
+    keys = ["pretrain/c/loss", *GAME_KEYS, "train/c/pseudo"]
+
+    def run(graphs: bool, tmp):
+        cfg = compose_cfg(["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none", *overrides,
+                           f"trainer.cuda_graphs={graphs}"], output_dir=tmp)
+        datamodule, model, trainer = build(cfg)
+        record = _Steps()
+        trainer.callbacks.append(record)
+        trainer.fit(model, datamodule=datamodule)
+        return model, trainer, record.values
+
+    model, trainer, graphed = run(True, tmp_path / "a")
+    _, _, eager = run(False, tmp_path / "b")
+    assert model.iteration_graph.captures == 3 and trainer.global_step == 7 + 2 * 7 * 3
+    assert len(graphed) == len(eager) == 21
+    for g, e in zip(graphed, eager):
+        assert g.keys() == e.keys()
+        torch.testing.assert_close(torch.tensor([g[k] for k in keys if k in g]), torch.tensor([e[k] for k in keys if k in e]), rtol=1e-4, atol=1e-5)
+
+
+class _Steps(L.Callback):
+    """Every loss logged at each step (pre-training and game keys as they appear)."""
+
+    def __init__(self) -> None:
+        self.values = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "pretrain/"))})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -41,6 +42,8 @@ class GameModule(L.LightningModule):
         self.automatic_optimization = False
         self.data_range, self.latent_dist, self.channels_last = data_range, latent_dist, bool(channels_last)
         self.run_config: dict | None = None
+        # steps without Lightning's hooks and host reads: inside a CUDA graph, or in a loop without a trainer
+        self.bare_steps = False
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -96,7 +99,13 @@ class GameModule(L.LightningModule):
     def step(self, opt, loss: torch.Tensor, net: str) -> None:
         """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite.
         The check reads the loss back from the device, so on accelerators it runs every ``log_every_n_steps``
-        steps only (a host-device sync per step costs GPU runs much of their speed)."""
+        steps only (a host-device sync per step costs GPU runs much of their speed). With ``bare_steps`` the
+        update is the optimizer's own, and the caller checks the losses (``check_finite``)."""
+        if self.bare_steps:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return
         every = 1 if loss.device.type == "cpu" or self._trainer is None else self.trainer.log_every_n_steps
         if self.global_step % every == 0 and not torch.isfinite(loss):
             raise TrainingError(f"the {net} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
@@ -105,6 +114,34 @@ class GameModule(L.LightningModule):
         self.manual_backward(loss)
         average_gradients([p for group in opt.param_groups for p in group["params"]])  # trainer=ddp: this network only
         opt.step()
+
+    def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
+        """``step``'s check for losses computed with ``bare_steps``: ``{network name: loss}``."""
+        every = 1 if self._trainer is None or self.device.type == "cpu" else self.trainer.log_every_n_steps
+        if self.global_step % every:
+            return
+        values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
+        for (net, _), value in zip(losses.items(), values):
+            if not np.isfinite(value):
+                raise TrainingError(f"the {net} loss is {value} at global step {self.global_step} (epoch {self.current_epoch}); "
+                                    "training stopped, the last good checkpoint is kept (try a lower learning rate)")
+
+    @staticmethod
+    @contextmanager
+    def training_only(opt, optimizers) -> Iterator[None]:
+        """Inside the block only ``opt``'s parameters require gradients (Lightning's ``toggle_optimizer``, also
+        without a trainer): a backward pass through another network computes no gradients for its weights."""
+        state = {p: p.requires_grad for o in optimizers for g in o.param_groups for p in g["params"]}
+        for p in state:
+            p.requires_grad_(False)
+        for g in opt.param_groups:
+            for p in g["params"]:
+                p.requires_grad_(state[p])
+        try:
+            yield
+        finally:
+            for p, flag in state.items():
+                p.requires_grad_(flag)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -202,7 +239,21 @@ class ClassifierEvaluation:
         self.confmat = MulticlassConfusionMatrix(num_classes)
 
     def update_ema(self) -> None:
-        self.ema.update_parameters(self.classifier)
+        """One EMA update. With ``bare_steps`` (inside a CUDA graph) the averaging function is applied directly:
+        ``AveragedModel.update_parameters`` reads its counter back to the host; the copy has been initialised by
+        an earlier update."""
+        if not (self.bare_steps and getattr(self, "_ema_started", False)):
+            self.ema.update_parameters(self.classifier)
+            self._ema_started = True
+            return
+        averaged = [*self.ema.module.parameters(), *self.ema.module.buffers()]
+        current = [*self.classifier.parameters(), *self.classifier.buffers()]
+        floats = [(a.detach(), c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
+        others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
+        self.ema.multi_avg_fn(*map(list, zip(*floats)), self.ema.n_averaged)
+        if others:
+            torch._foreach_copy_(*map(list, zip(*others)))
+        self.ema.n_averaged += 1
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

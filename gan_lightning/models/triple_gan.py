@@ -22,6 +22,7 @@ from torch import nn
 
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
+from gan_lightning.graphs import IterationGraph, make_capturable
 from gan_lightning.models.base import ClassifierEvaluation, GameModule, GeneratorGrid
 
 DEFAULT_WEIGHTS = {
@@ -77,6 +78,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.register_buffer("fixed_y", torch.arange(num_classes).repeat_interleave(grid_columns))
         self.grid_nrow = grid_columns  # one row per class, the same z down each column
         self.register_buffer("g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False)
+        self.register_buffer("ramp", torch.ones(()), persistent=False)  # adv_ramp() of the current step
 
     @staticmethod
     def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
@@ -133,30 +135,74 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             terms["c_l2"] = losses.l2(self.classifier.head.weight)
         return terms
 
-    def _log_terms(self, prefix: str, terms: Mapping[str, torch.Tensor], total: torch.Tensor) -> None:
-        self.log_dict({f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()})
-        self.log(f"{prefix}/loss", total.detach(), prog_bar=prefix == "train/c")
-
     # -- training --------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> None:
-        if self.game_epoch <= 0:
-            self.pretrain_step(batch)
-        else:
-            self.game_step(batch)
-        self.update_ema()
+    def enable_cuda_graphs(self, warmup: int = 3) -> None:
+        """On a CUDA device, record each kind of iteration (pre-training, game, game with R_P) as one CUDA graph
+        after ``warmup`` eager iterations and replay it (``trainer.cuda_graphs=true``)."""
+        self.iteration_graph = IterationGraph(warmup)
 
-    def pretrain_step(self, batch) -> None:
+    @property
+    def pseudo_label_on(self) -> bool:
+        return bool(self.weights["c_pseudo"]) and self.game_epoch >= self.hparams.pseudo_label_epoch
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        opts = self.optimizers()
+        graph = getattr(self, "iteration_graph", None) if self.device.type == "cuda" else None
+        if graph is None:
+            logs = self.iteration(batch, opts)
+        else:  # the graph holds raw optimizer steps: Lightning's step counter is advanced here
+            raw = [o.optimizer for o in opts]
+            make_capturable(raw)
+            self.bare_steps = True
+            try:
+                logs = self.iteration(batch, raw, graph)
+            finally:
+                self.bare_steps = False
+            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))  # the graph overwrites its outputs
+            for opt in (opts[3],) if self.game_epoch <= 0 else opts[:3]:
+                opt._on_before_step()
+                opt._on_after_step()
+            self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
+        shown = "train/c/loss"  # on the progress bar
+        self.log_dict({k: v for k, v in logs.items() if k != shown})
+        if shown in logs:
+            self.log(shown, logs[shown], prog_bar=True)
+
+    LOSS_NAMES = {"discriminator": "train/d", "generator": "train/g", "classifier": "train/c", "classifier (pre-training)": "pretrain/c"}
+
+    def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
+        """One training iteration (pre-training step or game step, then the EMA update) with the given
+        optimizers ``[D, G, C, C's pre-training]``; returns every loss term by its logged name. Runs
+        through ``graph`` when given."""
+        if self.game_epoch <= 0:
+            key, step = "pretrain", self.pretrain_step
+        else:
+            self.ramp.fill_(self.adv_ramp())
+            key, step = ("game", self.pseudo_label_on), self.game_step
+
+        def run(inputs):
+            logs = step(inputs, optimizers)
+            self.update_ema()
+            return logs
+
+        return run(batch) if graph is None else graph(key, run, batch)
+
+    @staticmethod
+    def _named(prefix: str, terms: Mapping[str, torch.Tensor], total: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**{f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()}, f"{prefix}/loss": total.detach()}
+
+    def pretrain_step(self, batch, optimizers) -> dict[str, torch.Tensor]:
         """C alone: CE on labeled data + entropy and balance on unlabeled data + L2 (official pre-training)."""
-        opt_pre = self.optimizers()[3]
+        opt_pre = optimizers[3]
         (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
         w = self.pretrain_weights
         terms = self.classifier_terms(x_l, y_l, self.classifier(x_u), w)
         loss = sum(w[k] * v for k, v in terms.items())
         self.step(opt_pre, loss, "classifier (pre-training)")
-        self._log_terms("pretrain/c", terms, loss)
+        return self._named("pretrain/c", terms, loss)
 
-    def game_step(self, batch) -> None:
-        opt_d, opt_g, opt_c, _ = self.optimizers()
+    def game_step(self, batch, optimizers) -> dict[str, torch.Tensor]:
+        opt_d, opt_g, opt_c, _ = optimizers
         w, a, K = self.weights, self.alpha, self.hparams.num_classes
         (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
         (x_dl, y_dl), (x_du, _) = batch["d_labeled"], batch["d_unlabeled"]
@@ -174,42 +220,38 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             x_c, y_c = x_u, probs_u.argmax(1)
 
         # ---- D step: real pairs vs. G's and C's pairs (Eq. 1); D has no batch statistics, so one forward.
-        self.toggle_optimizer(opt_d)
-        real_x = torch.cat([x_dl, x_du]) if self.hparams.d_unlabeled_real else x_dl
-        real_y = torch.cat([y_dl, y_du]) if self.hparams.d_unlabeled_real else y_dl
-        logits = self.discriminator(torch.cat([real_x, x_g.detach(), x_c]), torch.cat([real_y, y_g, y_c]))
-        l_real, l_g, l_c = logits.split([len(real_x), len(x_g), len(x_c)])
-        d_terms = {"d_real": losses.d_real(l_real), "d_fake_g": losses.d_fake_g(l_g),
-                   "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u) if self.objective == "integrate" else losses.d_fake_c(l_c)}
-        d_scale = {"d_real": 1.0, "d_fake_g": 1.0 - a, "d_fake_c": a}
-        loss_d = sum(w[k] * d_scale[k] * v for k, v in d_terms.items())
-        self.step(opt_d, loss_d, "discriminator")
-        self.untoggle_optimizer(opt_d)
-        self._log_terms("train/d", d_terms, loss_d)
+        with self.training_only(opt_d, optimizers):
+            real_x = torch.cat([x_dl, x_du]) if self.hparams.d_unlabeled_real else x_dl
+            real_y = torch.cat([y_dl, y_du]) if self.hparams.d_unlabeled_real else y_dl
+            logits = self.discriminator(torch.cat([real_x, x_g.detach(), x_c]), torch.cat([real_y, y_g, y_c]))
+            l_real, l_g, l_c = logits.split([len(real_x), len(x_g), len(x_c)])
+            d_terms = {"d_real": losses.d_real(l_real), "d_fake_g": losses.d_fake_g(l_g),
+                       "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u) if self.objective == "integrate" else losses.d_fake_c(l_c)}
+            d_scale = {"d_real": 1.0, "d_fake_g": 1.0 - a, "d_fake_c": a}
+            loss_d = sum(w[k] * d_scale[k] * v for k, v in d_terms.items())
+            self.step(opt_d, loss_d, "discriminator")
 
         # ---- G step: fool the updated D on (G(z, y), y).
-        self.toggle_optimizer(opt_g)
-        g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
-        loss_g = w["g_adv"] * (1.0 - a) * g_adv
-        self.step(opt_g, loss_g, "generator")
-        self.untoggle_optimizer(opt_g)
-        self._log_terms("train/g", {"g_adv": g_adv}, loss_g)
+        with self.training_only(opt_g, optimizers):
+            g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
+            loss_g = w["g_adv"] * (1.0 - a) * g_adv
+            self.step(opt_g, loss_g, "generator")
 
-        # ---- C step: fool the updated D on (x_u, y ~ C) + R_L + regularisers [+ R_P].
-        self.toggle_optimizer(opt_c)
-        ramp = self.adv_ramp()
-        d_c = self.discriminator(x_c, y_c)
-        c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
-        c_terms.update(self.classifier_terms(x_l, y_l, logits_u, w))
-        scale = {"c_adv": a * ramp, "c_pseudo": ramp}
-        if w["c_pseudo"] and self.game_epoch >= self.hparams.pseudo_label_epoch:
-            with torch.no_grad():
-                x_p = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
-            c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g)
-        loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
-        self.step(opt_c, loss_c, "classifier")
-        self.untoggle_optimizer(opt_c)
-        self._log_terms("train/c", c_terms, loss_c)
+        # ---- C step: fool the updated D on (x_u, y ~ C) + R_L + regularisers [+ R_P], the adversarial and
+        # pseudo-label weights scaled by the warm-up ramp (a device tensor, so a recorded graph follows it).
+        with self.training_only(opt_c, optimizers):
+            d_c = self.discriminator(x_c, y_c)
+            c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
+            c_terms.update(self.classifier_terms(x_l, y_l, logits_u, w))
+            scale = {"c_adv": a * self.ramp, "c_pseudo": self.ramp}
+            if self.pseudo_label_on:
+                with torch.no_grad():
+                    x_p = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
+                c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g)
+            loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
+            self.step(opt_c, loss_c, "classifier")
+        return {**self._named("train/d", d_terms, loss_d), **self._named("train/g", {"g_adv": g_adv}, loss_g),
+                **self._named("train/c", c_terms, loss_c)}
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.generator(z, y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -36,12 +37,32 @@ def build(cfg: DictConfig):
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     compile_cfg = trainer_cfg.pop("compile", False)  # not a Trainer argument: applied to the networks
+    if trainer_cfg.pop("cuda_graphs", False):  # nor this: the model records its iterations
+        check_cuda_graphs(model, trainer_cfg, compile_cfg)
+        model.enable_cuda_graphs()
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     if compile_cfg:  # true, or torch.compile options such as {mode: max-autotune}
         model.compile_networks(**(compile_cfg if isinstance(compile_cfg, dict) else {}))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model, trainer
+
+
+def check_cuda_graphs(model, trainer_cfg: dict, compile_cfg) -> None:
+    """``trainer.cuda_graphs=true`` needs one CUDA GPU, a precision without a gradient scaler, and a game that records its steps."""
+    problem = None
+    if not hasattr(model, "enable_cuda_graphs"):
+        problem = f"is supported by model=triple_gan, not by {type(model).__name__}"
+    elif trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
+        problem = "needs a CUDA GPU (trainer=gpu) and none is visible"
+    elif str(trainer_cfg.get("precision")) in ("16-mixed", "16", "16-true"):
+        problem = f"does not work with precision={trainer_cfg.get('precision')} (its gradient scaler reads values back); use bf16-mixed or 32-true"
+    elif trainer_cfg.get("devices", 1) not in (1, "1", [0]) or "ddp" in str(trainer_cfg.get("strategy", "")):
+        problem = "runs on one GPU (trainer.devices=1, no DDP)"
+    elif compile_cfg:
+        problem = "and trainer.compile=true exclude each other; choose one"
+    if problem:
+        raise ConfigError(f"trainer.cuda_graphs=true {problem}")
 
 
 def fit(cfg: DictConfig):
