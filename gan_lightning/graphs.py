@@ -20,6 +20,8 @@ def make_capturable(optimizers) -> None:
     """Switch optimizers to their graph-safe form: ``capturable`` steps, learning rates and step counts as
     device tensors (schedulers then change the learning rate in place, which a replayed graph sees)."""
     for opt in optimizers:
+        if all(isinstance(group["lr"], torch.Tensor) for group in opt.param_groups):
+            continue  # done already
         for group in opt.param_groups:
             device = group["params"][0].device
             if "capturable" in group:

@@ -113,7 +113,7 @@ def instantiate_model(cfg):
 def test_cuda_graphs_give_the_losses_of_eager_mode(tmp_path):
     """Pre-training, game and game with R_P: each recorded once and replayed, with eager mode's losses."""
     overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7",
-                 "model.pretrain_epochs=1", "epochs=2", "model.pseudo_label_epoch=2", "seed=3"]
+                 "model.pretrain_epochs=1", "epochs=2", "trainer.max_epochs=3", "model.pseudo_label_epoch=2", "seed=3"]
     keys = ["pretrain/c/loss", *GAME_KEYS, "train/c/pseudo"]
 
     def run(graphs: bool, tmp):

@@ -158,11 +158,16 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                 logs = self.iteration(batch, raw, graph)
             finally:
                 self.bare_steps = False
-            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))  # the graph overwrites its outputs
             for opt in (opts[3],) if self.game_epoch <= 0 else opts[:3]:
                 opt._on_before_step()
                 opt._on_after_step()
             self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
+        if graph is not None:
+            # Step scalars reach the logger every `log_every_n_steps` batches; under CUDA graphs they are logged
+            # only then, which saves Lightning's per-call bookkeeping (most of a replayed step's host time).
+            if not self.trainer._logger_connector.should_update_logs:
+                return
+            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))  # the next replay overwrites them
         shown = "train/c/loss"  # on the progress bar
         self.log_dict({k: v for k, v in logs.items() if k != shown})
         if shown in logs:
