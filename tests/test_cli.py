@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -155,3 +156,18 @@ def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expe
     proc = run_cli([*args, *FAST, "trainer.cuda_graphs=true"], run_dir)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == expected
     assert not run_dir.exists()
+
+
+@needs_mnist
+def test_csv_logger_gets_the_metrics_and_the_config(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["model=triple_gan", "logger=tensorboard_csv", *FAST, "model.pretrain_epochs=1", "data.pretrain_streams.c_unlabeled.batch_size=50",
+                    "data.streams.c_unlabeled.batch_size=50", "data.streams.d_unlabeled.batch_size=50"], run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    errors = [float(r["val/err_ema"]) for r in rows if r.get("val/err_ema")]
+    assert len(errors) == 2 and all(0.0 <= e <= 1.0 for e in errors)
+    final = [r for r in rows if r.get("hparam/val/err_ema")]
+    assert len(final) == 1 and float(final[0]["hparam/val/err_ema"]) == pytest.approx(errors[-1])
+    assert "model/alpha: 0.5" in (run_dir / "csv" / "hparams.yaml").read_text()
+    assert "val/err_ema" in events(run_dir).Tags()["scalars"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,7 +80,13 @@ def fit(cfg: DictConfig):
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "gen/"))}
     for logger in trainer.loggers:
-        logger.log_hyperparams(_flatten(model.run_config), final or None)
+        if isinstance(logger, TensorBoardLogger):  # the HParams view pairs the config with the final metrics
+            logger.log_hyperparams(_flatten(model.run_config), final or None)
+        else:
+            logger.log_hyperparams(_flatten(model.run_config))
+            if final:
+                logger.log_metrics(final, step=trainer.global_step)
+            logger.save()
     return datamodule, model, trainer
 
 
