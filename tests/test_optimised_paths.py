@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 
+from gan_lightning.graphs import IterationGraph, make_capturable
 from gan_lightning.tasks.train import build
 
 from conftest import compose_cfg, needs_mnist
@@ -109,13 +110,44 @@ def instantiate_model(cfg):
     return instantiate(cfg.model, _convert_="all")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-def test_cuda_graphs_give_the_losses_of_eager_mode(tmp_path):
-    """Pre-training, game and game with R_P: each recorded once and replayed, with eager mode's losses
-    (deterministic kernels in both runs: otherwise atomics-based reductions drift apart over the steps)."""
-    overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7", "trainer.deterministic=warn",
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+
+
+@needs_cuda
+def test_replayed_cuda_graph_computes_the_eager_iteration(tmp_path):
+    """The same iteration, optimizers in their graph-safe form, eager vs. recorded and replayed: equal losses
+    step after step (deterministic kernels, so both runs reduce in the same order)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        runs = []
+        for graphed in (False, True):
+            cfg = compose_cfg([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1", "seed=5"], output_dir=tmp_path)
+            datamodule, model, _ = build(cfg)
+            model.cuda().train()
+            model.setup("fit")
+            optimizers = model.configure_optimizers()[0]
+            make_capturable(optimizers)
+            model.bare_steps = True
+            graph = IterationGraph(warmup=2) if graphed else None
+            values = []
+            for batch, _ in zip(datamodule.train_dataloader(), range(8)):
+                batch = model.on_after_batch_transfer({k: (x.cuda(), y.cuda()) for k, (x, y) in batch.items()}, 0)
+                logs = model.iteration(batch, optimizers, graph)
+                values.append(torch.stack([logs[k] for k in [*GAME_KEYS, "train/c/pseudo"]]).cpu())
+            runs.append(torch.stack(values))
+        assert graph.captures == 1
+        torch.testing.assert_close(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@needs_cuda
+def test_cuda_graphs_train_through_pretraining_game_and_pseudo_labels(tmp_path):
+    """Lightning run: pre-training, game and game with R_P each recorded once; Lightning's step counter and the
+    logged losses follow eager mode (closely: the graph-safe Adam rounds its bias correction in float32, and
+    C's hard labels can flip on such differences)."""
+    overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7",
                  "model.pretrain_epochs=1", "epochs=2", "trainer.max_epochs=3", "model.pseudo_label_epoch=2", "seed=3"]
-    keys = ["pretrain/c/loss", *GAME_KEYS, "train/c/pseudo"]
 
     def run(graphs: bool, tmp):
         cfg = compose_cfg(["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none", *overrides,
@@ -132,7 +164,7 @@ def test_cuda_graphs_give_the_losses_of_eager_mode(tmp_path):
     assert len(graphed) == len(eager) == 21
     for g, e in zip(graphed, eager):
         assert g.keys() == e.keys()
-        torch.testing.assert_close(torch.tensor([g[k] for k in keys if k in g]), torch.tensor([e[k] for k in keys if k in e]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(list(g.values())), torch.tensor(list(e.values())), rtol=2e-2, atol=1e-3)
 
 
 class _Steps(L.Callback):
