@@ -115,6 +115,15 @@ class GameModule(L.LightningModule):
         average_gradients([p for group in opt.param_groups for p in group["params"]])  # trainer=ddp: this network only
         opt.step()
 
+    def logging_step(self) -> bool:
+        """Whether this batch's step scalars reach the logger (every ``log_every_n_steps`` batches). On the CPU
+        every step is logged (``callback_metrics`` stay current); on accelerators the scalars are handed to
+        Lightning only on the batches that reach the logger: its per-call bookkeeping costs a fast GPU step
+        more than the step itself."""
+        if self._trainer is None or self.device.type == "cpu":
+            return True
+        return bool(self.trainer._logger_connector.should_update_logs)
+
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
         """``step``'s check for losses computed with ``bare_steps``: ``{network name: loss}``."""
         every = 1 if self._trainer is None or self.device.type == "cpu" else self.trainer.log_every_n_steps

@@ -70,6 +70,7 @@ class GAN(GeneratorGrid, GameModule):
         y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
         cycle = max(self.hparams.d_steps, self.hparams.g_steps)
         phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
+        log = self.logging_step()
         if phase >= cycle - self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
             self.toggle_optimizer(opt_d)
             with torch.no_grad():
@@ -78,12 +79,14 @@ class GAN(GeneratorGrid, GameModule):
             loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
             self.step(opt_d, loss_real + loss_fake, "discriminator")
             self.untoggle_optimizer(opt_d)
-            self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
-                           "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
+            if log:
+                self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
+                               "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
         if phase >= cycle - self.hparams.g_steps:  # --- G step, on the D just updated
             self.toggle_optimizer(opt_g)
             fake_logits = self._d(self(z, y_fake), y_fake)
             loss_g = losses.g_loss(fake_logits, self.hparams.loss)
             self.step(opt_g, loss_g, "generator")
             self.untoggle_optimizer(opt_g)
-            self.log("train/g/loss", loss_g, prog_bar=True)
+            if log:
+                self.log("train/g/loss", loss_g, prog_bar=True)

@@ -162,12 +162,10 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                 opt._on_before_step()
                 opt._on_after_step()
             self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
-        if graph is not None:
-            # Step scalars reach the logger every `log_every_n_steps` batches; under CUDA graphs they are logged
-            # only then, which saves Lightning's per-call bookkeeping (most of a replayed step's host time).
-            if not self.trainer._logger_connector.should_update_logs:
-                return
-            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))  # the next replay overwrites them
+        if not self.logging_step():
+            return
+        if graph is not None:  # the next replay overwrites the graph's outputs
+            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
         shown = "train/c/loss"  # on the progress bar
         self.log_dict({k: v for k, v in logs.items() if k != shown})
         if shown in logs:
