@@ -90,7 +90,13 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
     if graph is not None:
         make_capturable(optimizers)
     batches = iter(data(cfg, warmup + iters, device))
-    step = lambda: model.iteration(model.on_after_batch_transfer(to(next(batches), device), 0), optimizers, graph)  # noqa: E731
+    # the Lightning run's precision plugin: bf16-mixed = autocast around the step
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed", cache_enabled=False)
+
+    def step():
+        with autocast:
+            model.iteration(model.on_after_batch_transfer(to(next(batches), device), 0), optimizers, graph)
+
     for _ in range(warmup):
         step()
     sync(device)

@@ -110,6 +110,19 @@ def instantiate_model(cfg):
     return instantiate(cfg.model, _convert_="all")
 
 
+def test_bf16_mixed_gives_the_fp32_losses_to_bf16_rounding(tmp_path):
+    """bf16-mixed (the CPU preset's precision) changes the arithmetic, not the game: C's terms of the first step
+    agree with full precision to bf16's 8-bit mantissa; every later loss stays finite. (D's terms are not
+    compared: D's noise is drawn in bf16 there, a different sample, and C's hard labels are near-ties at
+    initialisation, which rounding flips.)"""
+    overrides = [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"]
+    keys = ["train/c/supervised", "train/c/entropy", "train/c/balance", "train/c/pseudo", *GAME_KEYS]
+    bf16 = _losses([*overrides, "trainer.precision=bf16-mixed"], keys, tmp_path / "a")
+    fp32 = _losses([*overrides, "trainer.precision=32-true"], keys, tmp_path / "b")
+    assert not torch.equal(bf16, fp32) and bool(torch.isfinite(bf16).all())  # autocast ran, and trains
+    torch.testing.assert_close(bf16[0, :4], fp32[0, :4], rtol=2e-2, atol=2e-3)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
 
