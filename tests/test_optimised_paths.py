@@ -190,3 +190,20 @@ class _Steps(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.values.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "pretrain/"))})
+
+
+def test_checkpoints_keep_optimizers_in_their_plain_form():
+    """A run with CUDA graphs saves float learning rates and non-capturable optimizers: it resumes on a CPU."""
+    model = instantiate_model(compose_cfg(TRIPLE))
+    opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
+    opt.param_groups[0]["lr"] = torch.tensor(2.5e-4)
+    opt.param_groups[0]["capturable"] = True
+    checkpoint = {"optimizer_states": [opt.state_dict()]}
+    model.on_save_checkpoint(checkpoint)
+    group = checkpoint["optimizer_states"][0]["param_groups"][0]
+    assert group["lr"] == pytest.approx(2.5e-4) and isinstance(group["lr"], float) and group["capturable"] is False
+    assert opt.param_groups[0]["capturable"] is True and isinstance(opt.param_groups[0]["lr"], torch.Tensor)  # the live one is untouched
+    fresh = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
+    fresh.load_state_dict(checkpoint["optimizer_states"][0])
+    model.classifier(torch.rand(2, 1, 28, 28)).sum().backward()
+    fresh.step()  # a capturable Adam would refuse CPU parameters

@@ -166,6 +166,14 @@ class GameModule(L.LightningModule):
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
         checkpoint["rng_states"] = rng_states()
+        # optimizers in their CUDA-graph form are saved in the plain one (float learning rates, not capturable),
+        # so the checkpoint resumes anywhere, on a CPU too; a graphed run converts them again when it resumes
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                if isinstance(group.get("lr"), torch.Tensor):
+                    group["lr"] = float(group["lr"])
+                if group.get("capturable"):
+                    group["capturable"] = False
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A resumed run continues with the random streams (latent codes, dropout, noise) of the saved one."""
