@@ -115,10 +115,7 @@ class GameModule(L.LightningModule):
             loss.backward()
             opt.step()
             return
-        every = 1 if loss.device.type == "cpu" or self._trainer is None else self.trainer.log_every_n_steps
-        if self.global_step % every == 0 and not torch.isfinite(loss):
-            raise TrainingError(f"the {net} loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
-                                "training stopped, the last good checkpoint is kept (try a lower learning rate)")
+        self.check_finite({net: loss})
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         average_gradients([p for group in opt.param_groups for p in group["params"]])  # trainer=ddp: this network only
@@ -134,7 +131,8 @@ class GameModule(L.LightningModule):
         return bool(self.trainer._logger_connector.should_update_logs)
 
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
-        """``step``'s check for losses computed with ``bare_steps``: ``{network name: loss}``."""
+        """Stop training if a loss ``{network name: loss}`` is not finite; it reads the losses back from the
+        device, so on accelerators only every ``log_every_n_steps`` steps."""
         every = 1 if self._trainer is None or self.device.type == "cpu" else self.trainer.log_every_n_steps
         if self.global_step % every:
             return

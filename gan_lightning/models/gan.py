@@ -72,21 +72,19 @@ class GAN(GeneratorGrid, GameModule):
         phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
         log = self.logging_step()
         if phase >= cycle - self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
-            self.toggle_optimizer(opt_d)
-            with torch.no_grad():
-                fake = self(z, y_fake)
-            real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
-            loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
-            self.step(opt_d, loss_real + loss_fake, "discriminator")
-            self.untoggle_optimizer(opt_d)
+            with self.training_only(opt_d, (opt_g, opt_d)):
+                with torch.no_grad():
+                    fake = self(z, y_fake)
+                real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
+                loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
+                self.step(opt_d, loss_real + loss_fake, "discriminator")
             if log:
                 self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
                                "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
         if phase >= cycle - self.hparams.g_steps:  # --- G step, on the D just updated
-            self.toggle_optimizer(opt_g)
-            fake_logits = self._d(self(z, y_fake), y_fake)
-            loss_g = losses.g_loss(fake_logits, self.hparams.loss)
-            self.step(opt_g, loss_g, "generator")
-            self.untoggle_optimizer(opt_g)
+            with self.training_only(opt_g, (opt_g, opt_d)):
+                fake_logits = self._d(self(z, y_fake), y_fake)
+                loss_g = losses.g_loss(fake_logits, self.hparams.loss)
+                self.step(opt_g, loss_g, "generator")
             if log:
                 self.log("train/g/loss", loss_g, prog_bar=True)
