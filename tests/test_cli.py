@@ -149,7 +149,7 @@ def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
 @needs_mnist
 @pytest.mark.parametrize("args,expected", [
     (["model=gan"], "error: trainer.cuda_graphs=true is supported by model=triple_gan, not by GAN"),
-    (["model=triple_gan", "trainer.accelerator=cpu"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible"),
+    (["model=triple_gan", "trainer.accelerator=cpu"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"),
 ])
 def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expected):
     run_dir = tmp_path / "run"

@@ -55,7 +55,7 @@ def check_cuda_graphs(model, trainer_cfg: dict, compile_cfg) -> None:
     if not hasattr(model, "enable_cuda_graphs"):
         problem = f"is supported by model=triple_gan, not by {type(model).__name__}"
     elif trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
-        problem = "needs a CUDA GPU (trainer=gpu) and none is visible"
+        problem = "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
     elif str(trainer_cfg.get("precision")) in ("16-mixed", "16", "16-true"):
         problem = f"does not work with precision={trainer_cfg.get('precision')} (its gradient scaler reads values back); use bf16-mixed or 32-true"
     elif trainer_cfg.get("devices", 1) not in (1, "1", [0]) or "ddp" in str(trainer_cfg.get("strategy", "")):
