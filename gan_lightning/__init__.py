@@ -4,5 +4,9 @@ __version__ = "0.1.0"
 
 from omegaconf import OmegaConf
 
+from gan_lightning.hardware import cpu_precision
+
 # `${sum:a,b}` in configs (e.g. max_epochs = pre-training epochs + game epochs).
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+# `${cpu_precision:}`: bf16-mixed on CPUs with native bf16, else 32-true.
+OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)

@@ -70,3 +70,15 @@ def test_classifier_regularisers():
     assert losses.l2(torch.tensor([[1.0, -2.0], [3.0, 0.0]])).item() == pytest.approx(14.0)
     # balance is minimal (= log K) for a batch that uses every class equally
     assert losses.class_balance(torch.eye(3) * 50).item() == pytest.approx(math.log(3), rel=1e-4)
+
+
+def test_consistency_is_the_squared_distance_of_probabilities():
+    probs = torch.softmax(C_LOGITS, 1)
+    target = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])
+    expected = sum((p - t) ** 2 for row_p, row_t in zip(probs.tolist(), target.tolist()) for p, t in zip(row_p, row_t)) / 2
+    assert losses.consistency(C_LOGITS, target).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.consistency(C_LOGITS, probs).item() == pytest.approx(0.0, abs=1e-12)
+    logits = C_LOGITS.clone().requires_grad_(True)
+    target.requires_grad_(True)
+    losses.consistency(logits, target).backward()
+    assert logits.grad.abs().sum() > 0 and target.grad is None  # the target is a fixed teacher

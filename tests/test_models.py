@@ -152,6 +152,33 @@ def test_pseudo_label_term_and_integrate_objective(mnist):
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
 
 
+AUGMENT = ["model.augment={_target_:gan_lightning.nets.blocks.RandomTranslate,max_shift:2}"]
+
+
+def test_augmented_inputs_and_consistency_term(mnist):
+    m = _c_step_metrics(mnist, AUGMENT + ["model.weights.c_consistency=2.0"])
+    assert m["train/c/consistency"] > 0
+    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
+        + 1e-4 * m["train/c/l2"] + 2.0 * m["train/c/consistency"]
+    assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
+    plain = _c_step_metrics(mnist, [])
+    assert "train/c/consistency" not in plain  # off by default, not computed
+    # the augmentation changes what C sees: same seed, same batch, other labeled loss
+    assert m["train/c/supervised"] != pytest.approx(plain["train/c/supervised"], rel=1e-4)
+
+
+def test_ema_teacher_is_evaluated_in_eval_mode_and_left_as_it_was(mnist):
+    cfg = compose_cfg(SMALL_TRIPLE + AUGMENT)
+    model = instantiate(cfg.model)
+    model.train()
+    x = mnist["train"][0][:8].float() / 255
+    with torch.no_grad(), model.ema_in_eval_mode():
+        assert not model.ema.training
+        first, second = model.ema(x), model.ema(x)
+    assert torch.equal(first, second)  # no dropout, running BN statistics
+    assert model.ema.training
+
+
 def test_ema_update_follows_the_decay_after_its_warm_up(mnist):
     cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.9"])
     model = instantiate(cfg.model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, Maxout, WNLinear
+from gan_lightning.nets.blocks import GaussianNoise, Maxout, RandomTranslate, WNLinear
 from gan_lightning.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from gan_lightning.nets.triple_gan import ConcatLabelDiscriminator, ConcatLabelGenerator, ConvClassifier
@@ -75,3 +75,22 @@ def test_blocks():
     assert torch.equal(m(x[:, :4]), h.max(2).values)
     noise = GaussianNoise(0.5)
     assert noise(torch.zeros(10000)).std().item() == pytest.approx(0.5, rel=0.05)
+
+
+def test_random_translate_moves_each_image_by_its_own_offset():
+    torch.manual_seed(0)
+    x = torch.zeros(200, 2, 12, 10)
+    x[:, :, 6, 4] = 1.0  # one bright pixel, far enough from the edges that no shift loses it
+    shift = RandomTranslate(2)
+    out = shift(x.contiguous(memory_format=torch.channels_last))
+    assert out.shape == x.shape
+    assert torch.equal(out.sum((1, 2, 3)), torch.full((200,), 2.0))  # the pixel moved, in both channels alike
+    assert torch.equal(out[:, 0], out[:, 1])
+    rows, cols = out[:, 0].amax(2).argmax(1), out[:, 0].amax(1).argmax(1)
+    dy, dx = rows - 6, cols - 4
+    assert dy.abs().max() == 2 and dx.abs().max() == 2  # every offset up to the bound occurs ...
+    assert len(set(zip(dy.tolist(), dx.tolist()))) == 25  # ... in every combination, image by image
+    shift.eval()
+    assert shift(x) is x
+    with pytest.raises(ConfigError, match="max_shift=-1"):
+        RandomTranslate(-1)

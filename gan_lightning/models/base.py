@@ -262,6 +262,16 @@ class ClassifierEvaluation:
         self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})
         self.confmat = MulticlassConfusionMatrix(num_classes)
 
+    @contextmanager
+    def ema_in_eval_mode(self) -> Iterator[None]:
+        """The EMA classifier in eval mode (no dropout, BN running statistics), e.g. as a teacher."""
+        was_training = self.ema.training
+        self.ema.eval()
+        try:
+            yield
+        finally:
+            self.ema.train(was_training)
+
     def update_ema(self) -> None:
         """One EMA update. With ``bare_steps`` (inside a CUDA graph) the averaging function is applied directly:
         ``AveragedModel.update_parameters`` reads its counter back to the host; the copy has been initialised by

@@ -27,9 +27,9 @@ from gan_lightning.models.base import ClassifierEvaluation, GameModule, Generato
 
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
-    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1,
+    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1, "c_consistency": 0.0,
 }
-PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4}
+PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0}
 
 
 class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
@@ -45,6 +45,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         lr_anneal_epoch / lr_anneal_factor: after this game epoch every learning rate is multiplied by the factor each epoch.
         generator_batch: size of G's batch, class-balanced (generator_batch / num_classes per class).
         ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
+        augment: random label-preserving transform of C's training inputs (e.g. ``RandomTranslate``); None: none
+            (official). D always sees the images as they are. The ``c_consistency`` term compares C on one draw
+            with the EMA copy of C on another.
     """
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
@@ -54,10 +57,11 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  pretrain_epochs: int = 30, d_unlabeled_real: bool = True, pseudo_label_epoch: int = 300,
                  adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
-                 data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True) -> None:
+                 data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True,
+                 augment: nn.Module | None = None) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
-        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain"])
+        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment"])
         self.set_optimizer_factories(optimizer_c=optimizer_c, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
                                      optimizer_pretrain=optimizer_pretrain)
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
@@ -71,6 +75,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
+        self.augment = augment if augment is not None else nn.Identity()
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
         gen = torch.Generator().manual_seed(grid_seed)
@@ -124,13 +129,19 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                 sched.step()
 
     # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
-    def classifier_terms(self, x_l, y_l, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        logits_l = self.classifier(x_l)
+    def classifier_terms(self, x_l, y_l, x_u, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """R_L on (augmented) labeled data; entropy, balance [, consistency] on C's logits ``logits_u`` of the
+        augmented unlabeled images ``x_u``; L2 on C's last layer."""
+        logits_l = self.classifier(self.augment(x_l))
         terms = {"c_supervised": losses.supervised(logits_l, y_l)}
         if weights["c_entropy"]:
             terms["c_entropy"] = losses.entropy(logits_u)
         if weights["c_balance"]:
             terms["c_balance"] = losses.class_balance(logits_u)
+        if weights["c_consistency"]:
+            with torch.no_grad(), self.ema_in_eval_mode():
+                target = self.ema(self.augment(x_u)).softmax(1)
+            terms["c_consistency"] = losses.consistency(logits_u, target)
         if weights["c_l2"]:
             terms["c_l2"] = losses.l2(self.classifier.head.weight)
         return terms
@@ -199,7 +210,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         opt_pre = optimizers[3]
         (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
         w = self.pretrain_weights
-        terms = self.classifier_terms(x_l, y_l, self.classifier(x_u), w)
+        terms = self.classifier_terms(x_l, y_l, x_u, self.classifier(self.augment(x_u)), w)
         loss = sum(w[k] * v for k, v in terms.items())
         self.step(opt_pre, loss, "classifier (pre-training)")
         return self._named("pretrain/c", terms, loss)
@@ -211,7 +222,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         (x_dl, y_dl), (x_du, _) = batch["d_labeled"], batch["d_unlabeled"]
 
         # C's and G's forward passes are taken once: their weights do not change before their own step.
-        logits_u = self.classifier(x_u)
+        logits_u = self.classifier(self.augment(x_u))
         probs_u = logits_u.softmax(1)
         with torch.no_grad():
             y_du = self.classifier(x_du).argmax(1)
@@ -245,7 +256,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         with self.training_only(opt_c, optimizers):
             d_c = self.discriminator(x_c, y_c)
             c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
-            c_terms.update(self.classifier_terms(x_l, y_l, logits_u, w))
+            c_terms.update(self.classifier_terms(x_l, y_l, x_u, logits_u, w))
             scale = {"c_adv": a * self.ramp, "c_pseudo": self.ramp}
             if self.pseudo_label_on:
                 with torch.no_grad():

@@ -83,3 +83,26 @@ def check_image_shape(net: str, image_shape, allowed: str, ok: bool) -> tuple[in
     if len(shape) != 3 or not ok:
         raise ConfigError(f"{net} cannot take images of shape {shape}; it supports {allowed}")
     return shape
+
+
+class RandomTranslate(nn.Module):
+    """Shifts every image of a batch by its own random whole-pixel offset in [-max_shift, max_shift] along each
+    axis (edges replicated), in training mode; identity in eval mode or with ``max_shift=0``. Runs on the batch's
+    device, the same in any memory format."""
+
+    def __init__(self, max_shift: int = 2) -> None:
+        super().__init__()
+        if int(max_shift) != max_shift or max_shift < 0:
+            raise ConfigError(f"RandomTranslate: max_shift={max_shift} must be a whole number >= 0")
+        self.max_shift = int(max_shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.max_shift
+        if not self.training or m == 0:
+            return x
+        n, c, h, w = x.shape
+        padded = F.pad(x, (m, m, m, m), mode="replicate")
+        offsets = torch.randint(0, 2 * m + 1, (2, n, 1), device=x.device)
+        rows = (offsets[0] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * m)
+        cols = (offsets[1] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+        return padded.gather(2, rows).gather(3, cols)

@@ -1,0 +1,25 @@
+"""Which precision the machine-dependent presets pick, from the CPU's flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from gan_lightning.hardware import cpu_has_native_bf16
+
+HEADER = "processor\t: 0\nvendor_id\t: GenuineIntel\n"
+
+
+@pytest.mark.parametrize("flags,native", [
+    ("fpu sse2 avx2 avx512f avx512bw", False),
+    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", True),
+    ("fpu avx512f amx_bf16 amx_tile", True),
+    ("fpu avx512f avx512_bf16x", False),  # whole flags only
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"{HEADER}flags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(info) is native
+
+
+def test_missing_cpuinfo_means_no_native_bf16(tmp_path):
+    assert cpu_has_native_bf16(tmp_path / "absent") is False
