@@ -2,6 +2,7 @@
 
     python -m bench.mnist100                       # fast preset (60 min on a 2-core CPU) + baseline
     python -m bench.mnist100 --runs pretrain_only  # the ablation: pre-training only for the same hour
+    python -m bench.mnist100 --runs triple_gan_fast pretrain_only --parallel   # both at once, one core each
 
 Each run is a real CLI run; its errors per epoch are read back from its TensorBoard events and written to
 bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C).
@@ -25,21 +26,30 @@ from gan_lightning.tbread import read_scalars
 
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],
-    # the ablation: C's pre-training only, for the fast preset's hour (one bf16 pre-training epoch, evaluation
-    # included, takes 35 s on the 2-core CPU: 103 epochs = 60 min; a fixed count keeps the comparison fair
-    # when the machine is shared)
-    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=103", "epochs=0", "trainer.max_time=null"],
+    # the ablation: C's pre-training only (same augmentation, consistency and learning rate) for the same hour
+    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "epochs=0"],
     "baseline": ["experiment=classifier_mnist100"],
 }
 
 
-def run(name: str, overrides: list[str], out_root: Path, seed: int) -> dict:
-    run_dir = out_root / name
-    cmd = [sys.executable, "-m", "gan_lightning", *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: list[int] | None = None) -> tuple[subprocess.Popen, float]:
+    """Start one CLI run; with ``cores`` it is pinned to them and uses as many threads."""
+    cmd = [sys.executable, "-m", "gan_lightning", *overrides, f"seed={seed}", f"hydra.run.dir={out_root / name}"]
+    env = dict(os.environ)
+    if cores is not None:
+        cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
+        env["OMP_NUM_THREADS"] = str(len(cores))
     print("$", " ".join(cmd), flush=True)
-    start = time.time()
-    subprocess.run(cmd, check=True)
+    log = None if cores is None else (out_root / f"{name}.log").open("w")  # side by side: one log per run
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
+
+
+def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float) -> dict:
+    """Wait for a run and read its error curve back from its TensorBoard events."""
+    if proc.wait():
+        raise SystemExit(f"error: run {name} failed with exit code {proc.returncode}")
     wall = time.time() - start
+    run_dir = out_root / name
     scalars = read_scalars(run_dir / "tb")
     t0 = start
     err_c = {s: (w, v) for w, s, v in scalars.get("val/err_c", [])}
@@ -59,13 +69,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="start the runs together, each pinned to an equal share of the cores (same wall time, same hardware)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [run(name, RUNS[name] + args.extra, out / "runs" / "mnist100", args.seed) for name in args.runs]
-    meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed, "date": time.strftime("%Y-%m-%d %H:%M")}
-    stem = out / ("mnist100" if args.runs == ["triple_gan_fast", "baseline"] else "mnist100_" + "_".join(args.runs))
+    root = out / "runs" / ("mnist100_parallel" if args.parallel else "mnist100")
+    root.mkdir(parents=True, exist_ok=True)
+    cores = sorted(os.sched_getaffinity(0))
+    if args.parallel and len(cores) < len(args.runs):
+        raise SystemExit(f"error: --parallel needs a core per run ({len(args.runs)} runs, {len(cores)} cores)")
+    share = len(cores) // len(args.runs)
+    if args.parallel:
+        started = [launch(name, RUNS[name] + args.extra, root, args.seed, cores[i * share:(i + 1) * share]) for i, name in enumerate(args.runs)]
+        results = [collect(name, RUNS[name] + args.extra, root, *s) for name, s in zip(args.runs, started)]
+    else:
+        results = [collect(name, RUNS[name] + args.extra, root, *launch(name, RUNS[name] + args.extra, root, args.seed)) for name in args.runs]
+    meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
+            "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    default = args.runs == ["triple_gan_fast", "baseline"] and not args.parallel
+    stem = out / ("mnist100" if default else "mnist100_" + "_".join(args.runs) + ("_parallel" if args.parallel else ""))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     with stem.with_suffix(".csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["run", "wall_s", "epoch", "step", "err_c", "err_ema"])
