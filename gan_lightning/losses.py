@@ -102,7 +102,7 @@ def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def consistency(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Consistency on unlabeled data (mean teacher, Tarvainen & Valpola 2017; the journal version of Triple-GAN
     adds such a term to C): squared distance between C's class probabilities on one random augmentation of x and
-    the EMA classifier's (fixed) probabilities on another, summed over classes, averaged over the batch."""
+    the EMA classifier's (fixed) probabilities on another, both with dropout, summed over classes, averaged over the batch."""
     return (F.softmax(logits.float(), dim=1) - target_probs.detach()).pow(2).sum(1).mean()
 
 

@@ -167,16 +167,20 @@ def test_augmented_inputs_and_consistency_term(mnist):
     assert m["train/c/supervised"] != pytest.approx(plain["train/c/supervised"], rel=1e-4)
 
 
-def test_ema_teacher_is_evaluated_in_eval_mode_and_left_as_it_was(mnist):
+def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):
     cfg = compose_cfg(SMALL_TRIPLE + AUGMENT)
     model = instantiate(cfg.model)
-    model.train()
+    model.update_ema()
+    model.eval()
     x = mnist["train"][0][:8].float() / 255
-    with torch.no_grad(), model.ema_in_eval_mode():
-        assert not model.ema.training
+    stats = [b.clone() for b in model.ema.module.buffers() if b.is_floating_point()]
+    with torch.no_grad(), model.ema_as_teacher():
+        assert model.ema.training
         first, second = model.ema(x), model.ema(x)
-    assert torch.equal(first, second)  # no dropout, running BN statistics
-    assert model.ema.training
+    assert not torch.equal(first, second)  # dropout, as the student
+    assert all(torch.equal(a, b) for a, b in zip(stats, [b for b in model.ema.module.buffers() if b.is_floating_point()]))
+    assert not model.ema.training  # the mode it had
+    assert all(m.momentum == 0.1 for m in model.ema.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_ema_update_follows_the_decay_after_its_warm_up(mnist):

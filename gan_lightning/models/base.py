@@ -263,13 +263,19 @@ class ClassifierEvaluation:
         self.confmat = MulticlassConfusionMatrix(num_classes)
 
     @contextmanager
-    def ema_in_eval_mode(self) -> Iterator[None]:
-        """The EMA classifier in eval mode (no dropout, BN running statistics), e.g. as a teacher."""
-        was_training = self.ema.training
-        self.ema.eval()
+    def ema_as_teacher(self) -> Iterator[None]:
+        """The EMA classifier as a mean teacher: in training mode (dropout, batch statistics), as in Tarvainen &
+        Valpola 2017, without moving its BN running statistics (they stay the average of C's)."""
+        norms = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta, was_training = [m.momentum for m in norms], self.ema.training
+        self.ema.train()
+        for m in norms:
+            m.momentum = 0.0
         try:
             yield
         finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
             self.ema.train(was_training)
 
     def update_ema(self) -> None:

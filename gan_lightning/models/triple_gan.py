@@ -139,7 +139,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         if weights["c_balance"]:
             terms["c_balance"] = losses.class_balance(logits_u)
         if weights["c_consistency"]:
-            with torch.no_grad(), self.ema_in_eval_mode():
+            with torch.no_grad(), self.ema_as_teacher():
                 target = self.ema(self.augment(x_u)).softmax(1)
             terms["c_consistency"] = losses.consistency(logits_u, target)
         if weights["c_l2"]:
