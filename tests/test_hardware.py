@@ -23,3 +23,18 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
 
 def test_missing_cpuinfo_means_no_native_bf16(tmp_path):
     assert cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_fast_preset_takes_its_precision_from_the_cpu():
+    from hydra.utils import instantiate
+
+    from gan_lightning.hardware import cpu_precision
+    from gan_lightning.nets.blocks import RandomTranslate
+
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["experiment=triple_gan_mnist100_fast"])
+    assert cfg.trainer.precision == cpu_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
+    model = instantiate(cfg.model)
+    assert isinstance(model.augment, RandomTranslate) and model.augment.max_shift == 2
+    assert model.weights["c_consistency"] > 0 and model.pretrain_weights["c_consistency"] > 0
