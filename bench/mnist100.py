@@ -40,8 +40,10 @@ def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: li
         cmd = ["taskset", "-c", ",".join(map(str, cores)), *cmd]
         env["OMP_NUM_THREADS"] = str(len(cores))
     print("$", " ".join(cmd), flush=True)
-    log = None if cores is None else (out_root / f"{name}.log").open("w")  # side by side: one log per run
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
+    if cores is None:
+        return subprocess.Popen(cmd, env=env), time.time()
+    with (out_root / f"{name}.log").open("w") as log:  # side by side: one log per run (the child keeps its copy)
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
 
 
 def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float) -> dict:
@@ -80,11 +82,12 @@ def main() -> None:
     if args.parallel and len(cores) < len(args.runs):
         raise SystemExit(f"error: --parallel needs a core per run ({len(args.runs)} runs, {len(cores)} cores)")
     share = len(cores) // len(args.runs)
-    if args.parallel:
-        started = [launch(name, RUNS[name] + args.extra, root, args.seed, cores[i * share:(i + 1) * share]) for i, name in enumerate(args.runs)]
-        results = [collect(name, RUNS[name] + args.extra, root, *s) for name, s in zip(args.runs, started)]
-    else:
-        results = [collect(name, RUNS[name] + args.extra, root, *launch(name, RUNS[name] + args.extra, root, args.seed)) for name in args.runs]
+    overrides = {name: RUNS[name] + args.extra for name in args.runs}
+    if args.parallel:  # start all, then wait for each
+        started = [launch(name, overrides[name], root, args.seed, cores[i * share:(i + 1) * share]) for i, name in enumerate(args.runs)]
+        results = [collect(name, overrides[name], root, *s) for name, s in zip(args.runs, started)]
+    else:  # one after the other, on every core
+        results = [collect(name, overrides[name], root, *launch(name, overrides[name], root, args.seed)) for name in args.runs]
     meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
             "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
             "date": time.strftime("%Y-%m-%d %H:%M")}
