@@ -106,6 +106,16 @@ def consistency(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tenso
     return (F.softmax(logits.float(), dim=1) - target_probs.detach()).pow(2).sum(1).mean()
 
 
+def confident_label(logits: torch.Tensor, teacher_probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Self-training on unlabeled data (FixMatch, Sohn et al. 2020, with the EMA classifier as the labeller; a
+    relative of Triple-GAN's R_P, Eq. 3, on real instead of generated images): cross-entropy of C on one augmentation
+    of x against the teacher's hard label on another, for the images whose teacher confidence is at least
+    ``threshold``; the others count as 0 in the batch mean."""
+    confidence, label = teacher_probs.detach().max(1)
+    per_image = F.cross_entropy(logits.float(), label, reduction="none")
+    return (per_image * (confidence >= threshold)).mean()
+
+
 def l2(weight: torch.Tensor) -> torch.Tensor:
     """Weight decay on C's last layer: the sum of squared weights."""
     return weight.pow(2).sum()

@@ -72,6 +72,20 @@ def test_classifier_regularisers():
     assert losses.class_balance(torch.eye(3) * 50).item() == pytest.approx(math.log(3), rel=1e-4)
 
 
+def test_confident_label_is_the_cross_entropy_on_confident_teacher_labels_only():
+    teacher = torch.tensor([[0.96, 0.02, 0.02], [0.5, 0.3, 0.2]])  # only the first is confident at 0.95
+    logp = torch.log_softmax(C_LOGITS, 1)
+    expected = -logp[0, 0].item() / 2  # the unconfident image counts as 0 in the mean
+    assert losses.confident_label(C_LOGITS, teacher, 0.95).item() == pytest.approx(expected, rel=1e-6)
+    both = -(logp[0, 0] + logp[1, 0]).item() / 2  # threshold 0.5: both, each at the teacher's argmax
+    assert losses.confident_label(C_LOGITS, teacher, 0.5).item() == pytest.approx(both, rel=1e-6)
+    assert losses.confident_label(C_LOGITS, teacher, 0.99).item() == 0.0
+    logits = C_LOGITS.clone().requires_grad_(True)
+    teacher.requires_grad_(True)
+    losses.confident_label(logits, teacher, 0.95).backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0 and teacher.grad is None
+
+
 def test_consistency_is_the_squared_distance_of_probabilities():
     probs = torch.softmax(C_LOGITS, 1)
     target = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])

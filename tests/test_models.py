@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from gan_lightning.__main__ import _user_error
 from gan_lightning.data import MNISTDataModule, StreamBatches
 from gan_lightning.data.batches import EvalBatches
 from gan_lightning.errors import ConfigError
@@ -165,6 +166,22 @@ def test_augmented_inputs_and_consistency_term(mnist):
     assert "train/c/consistency" not in plain  # off by default, not computed
     # the augmentation changes what C sees: same seed, same batch, other labeled loss
     assert m["train/c/supervised"] != pytest.approx(plain["train/c/supervised"], rel=1e-4)
+
+
+def test_confident_label_term_with_affine_augmentation(mnist):
+    affine = ["model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}"]
+    # threshold 0: every image gets the teacher's label, so the term is a plain cross-entropy (> 0)
+    m = _c_step_metrics(mnist, affine + ["model.weights.c_confident=0.5", "model.confidence_threshold=0.0"])
+    assert m["train/c/confident"] > 0
+    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
+        + 1e-4 * m["train/c/l2"] + 0.5 * m["train/c/confident"]
+    assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
+    # threshold 1: an untrained teacher is never that sure, nothing is labelled
+    assert _c_step_metrics(mnist, affine + ["model.weights.c_confident=0.5", "model.confidence_threshold=1.0"])["train/c/confident"] == 0.0
+    with pytest.raises(Exception) as err:
+        instantiate(compose_cfg(SMALL_TRIPLE + ["model.confidence_threshold=1.5"]).model)
+    found = _user_error(err.value)  # what the CLI prints
+    assert isinstance(found, ConfigError) and str(found) == "model.confidence_threshold=1.5 must be in [0, 1]"
 
 
 def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):

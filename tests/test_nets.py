@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, Maxout, RandomTranslate, WNLinear
+from gan_lightning.nets.blocks import GaussianNoise, Maxout, RandomAffine, RandomTranslate, WNLinear
 from gan_lightning.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from gan_lightning.nets.triple_gan import ConcatLabelDiscriminator, ConcatLabelGenerator, ConvClassifier
@@ -94,3 +94,31 @@ def test_random_translate_moves_each_image_by_its_own_offset():
     assert shift(x) is x
     with pytest.raises(ConfigError, match="max_shift=-1"):
         RandomTranslate(-1)
+
+
+def test_random_affine_moves_each_image_its_own_way_within_the_bounds():
+    torch.manual_seed(0)
+    x = torch.zeros(300, 1, 28, 28)
+    x[:, :, 13:15, 13:15] = 1.0  # a blob at the centre: rotation and scaling keep it there, shifts move it
+    shifted = RandomAffine(degrees=0, translate=3, scale=(1, 1))(x)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = shifted[:, 0].sum((1, 2))
+    cy, cx = (shifted[:, 0] * ys).sum((1, 2)) / mass - 13.5, (shifted[:, 0] * xs).sum((1, 2)) / mass - 13.5
+    assert cy.abs().max() <= 3 + 1e-4 and cx.abs().max() <= 3 + 1e-4 and cy.abs().max() > 2.5  # up to the bound
+    assert len(set(cx.round(decimals=2).tolist())) > 200  # one draw per image
+    assert torch.allclose(mass, torch.full_like(mass, 4.0), atol=1e-4)  # a shift keeps the blob whole
+    bar = torch.zeros(300, 1, 28, 28)
+    bar[:, :, 4:24, 13:15] = 1.0  # a vertical bar: rotation tilts it, scaling changes its length
+    out = RandomAffine(degrees=20, translate=0, scale=(0.8, 1.2))(bar)
+    length = (out[:, 0].sum(2) > 0.5).sum(1).float()  # rows the bar still crosses
+    assert length.min() < 20 - 2 and length.max() > 20 + 2  # shrunk and grown
+    top, bottom = out[:, 0, 6].argmax(1).float(), out[:, 0, 21].argmax(1).float()  # where the bar crosses two rows
+    tilt = torch.rad2deg(torch.atan2(top - bottom, torch.tensor(15.0)))
+    assert tilt.abs().max() > 12 and tilt.abs().max() < 26  # tilted both ways up to about 20 degrees
+    assert (tilt > 5).any() and (tilt < -5).any()
+    identity = RandomAffine(degrees=0, translate=0, scale=(1, 1))
+    assert torch.allclose(identity(bar), bar, atol=1e-5)
+    m = RandomAffine().eval()
+    assert m(x) is x
+    with pytest.raises(ConfigError, match=r"RandomAffine: .*scale=\[1.2, 0.8\]"):
+        RandomAffine(scale=(1.2, 0.8))

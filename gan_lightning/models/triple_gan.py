@@ -29,8 +29,10 @@ from gan_lightning.models.base import ClassifierEvaluation, GameModule, Generato
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
     "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1, "c_consistency": 0.0,
+    "c_confident": 0.0,
 }
-PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0}
+PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0,
+                    "c_confident": 0.0}
 
 
 class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
@@ -48,7 +50,10 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
         augment: random label-preserving transform of C's training inputs (e.g. ``RandomTranslate``); None: none
             (official). D always sees the images as they are. The ``c_consistency`` term compares C on one draw
-            with the EMA copy of C on another.
+            with the EMA copy of C on another; ``c_confident`` trains C on the EMA copy's hard labels of another
+            draw where its confidence is at least ``confidence_threshold``.
+        teacher_augment: the transform of the EMA copy's inputs for these two terms; None: ``augment`` (e.g. a weak
+            one here and a strong one in ``augment``, as FixMatch).
     """
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
@@ -59,10 +64,11 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
                  data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True,
-                 augment: nn.Module | None = None) -> None:
+                 augment: nn.Module | None = None, confidence_threshold: float = 0.95,
+                 teacher_augment: nn.Module | None = None) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
-        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment"])
+        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment", "teacher_augment"])
         self.set_optimizer_factories(optimizer_c=optimizer_c, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
                                      optimizer_pretrain=optimizer_pretrain)
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
@@ -73,10 +79,13 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             raise ConfigError(f"model.objective={objective!r} is not one of ['argmax', 'integrate']")
         if generator_batch <= 0 or generator_batch % num_classes:
             raise ConfigError(f"model.generator_batch={generator_batch} must be a positive multiple of the {num_classes} classes")
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise ConfigError(f"model.confidence_threshold={confidence_threshold} must be in [0, 1]")
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
         self.augment = augment if augment is not None else nn.Identity()
+        self.teacher_augment = teacher_augment if teacher_augment is not None else self.augment
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
         gen = torch.Generator().manual_seed(grid_seed)
@@ -131,18 +140,21 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
 
     # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
     def classifier_terms(self, x_l, y_l, x_u, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """R_L on (augmented) labeled data; entropy, balance [, consistency] on C's logits ``logits_u`` of the
-        augmented unlabeled images ``x_u``; L2 on C's last layer."""
+        """R_L on (augmented) labeled data; entropy, balance [, consistency, confident labels] on C's logits
+        ``logits_u`` of the augmented unlabeled images ``x_u``; L2 on C's last layer."""
         logits_l = self.classifier(self.augment(x_l))
         terms = {"c_supervised": losses.supervised(logits_l, y_l)}
         if weights["c_entropy"]:
             terms["c_entropy"] = losses.entropy(logits_u)
         if weights["c_balance"]:
             terms["c_balance"] = losses.class_balance(logits_u)
-        if weights["c_consistency"]:
+        if weights["c_consistency"] or weights["c_confident"]:  # one teacher forward for both
             with torch.no_grad(), self.ema_as_teacher():
-                target = self.ema(self.augment(x_u)).softmax(1)
-            terms["c_consistency"] = losses.consistency(logits_u, target)
+                target = self.ema(self.teacher_augment(x_u)).float().softmax(1)
+            if weights["c_consistency"]:
+                terms["c_consistency"] = losses.consistency(logits_u, target)
+            if weights["c_confident"]:
+                terms["c_confident"] = losses.confident_label(logits_u, target, self.hparams.confidence_threshold)
         if weights["c_l2"]:
             terms["c_l2"] = losses.l2(self.classifier.head.weight)
         return terms

@@ -106,3 +106,56 @@ class RandomTranslate(nn.Module):
         rows = (offsets[0] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * m)
         cols = (offsets[1] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
         return padded.gather(2, rows).gather(3, cols)
+
+
+class RandomAffine(nn.Module):
+    """Draws one random affine map per image of a batch, in training mode: rotation by up to ``degrees``,
+    isotropic scaling by a factor in ``scale``, shift by up to ``translate`` pixels along each axis; resampled
+    bilinearly with edges replicated. Identity in eval mode. Runs on the batch's device, batched (no loop over
+    images), in any memory format."""
+
+    def __init__(self, degrees: float = 10.0, translate: float = 2.0, scale: tuple[float, float] = (0.9, 1.1)) -> None:
+        super().__init__()
+        lo, hi = (float(s) for s in scale)
+        if degrees < 0 or translate < 0 or not 0 < lo <= hi:
+            raise ConfigError(f"RandomAffine: degrees={degrees} and translate={translate} must be >= 0 and "
+                              f"scale={list(scale)} a range 0 < low <= high")
+        self.degrees, self.translate, self.scale = float(degrees), float(translate), (lo, hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        n, _, h, w = x.shape
+        u = torch.rand(4, n, device=x.device, dtype=torch.float32) * 2 - 1  # uniform in [-1, 1]
+        angle = u[0] * self.degrees * torch.pi / 180
+        lo, hi = self.scale
+        zoom = lo + (hi - lo) * (u[1] + 1) / 2
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # output -> input coordinates
+        # grid coordinates run over [-1, 1]: a shift of t pixels is 2 t / size
+        tx, ty = u[2] * self.translate * 2 / w, u[3] * self.translate * 2 / h
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.to(x.dtype)
+
+
+class RandomErase(nn.Module):
+    """Sets one random ``size`` x ``size`` square of every image of a batch to ``value`` (cutout, DeVries & Taylor
+    2017), in training mode; the square may stick out of the image. Identity in eval mode or with ``size=0``."""
+
+    def __init__(self, size: int = 8, value: float = 0.0) -> None:
+        super().__init__()
+        if int(size) != size or size < 0:
+            raise ConfigError(f"RandomErase: size={size} must be a whole number >= 0")
+        self.size, self.value = int(size), float(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.size == 0:
+            return x
+        n, _, h, w = x.shape
+        top = torch.randint(-self.size + 1, h, (n, 1, 1, 1), device=x.device)
+        left = torch.randint(-self.size + 1, w, (n, 1, 1, 1), device=x.device)
+        rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+        inside = (rows >= top) & (rows < top + self.size) & (cols >= left) & (cols < left + self.size)
+        return x.masked_fill(inside, self.value)
