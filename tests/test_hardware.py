@@ -29,12 +29,14 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     from hydra.utils import instantiate
 
     from gan_lightning.hardware import cpu_precision
-    from gan_lightning.nets.blocks import RandomTranslate
+    from gan_lightning.nets.blocks import RandomAffine
 
     from conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=triple_gan_mnist100_fast"])
     assert cfg.trainer.precision == cpu_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
     model = instantiate(cfg.model)
-    assert isinstance(model.augment, RandomTranslate) and model.augment.max_shift == 2
-    assert model.weights["c_consistency"] > 0 and model.pretrain_weights["c_consistency"] > 0
+    assert isinstance(model.augment, RandomAffine) and model.teacher_augment is model.augment
+    assert (model.augment.degrees, model.augment.translate, model.augment.scale) == (10, 2, (0.9, 1.1))
+    for weights in (model.weights, model.pretrain_weights):
+        assert weights["c_consistency"] > 0 and weights["c_confident"] > 0
