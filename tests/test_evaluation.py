@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gan_lightning.checkpoints import load_game
 from gan_lightning.data import MNISTDataModule
 from gan_lightning.evaluation import GeneratorMetrics, load_reference
 from gan_lightning.evaluation import analysis
@@ -164,19 +165,38 @@ def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
     assert {"fid", "kid_mean", "is_mean", "cond_acc", "fid_class_mean"} <= set(row)
 
 
-def test_analyze_task_on_a_classifier_checkpoint(reference_run, tmp_path):
+def test_analyze_task_on_a_classifier_checkpoint(reference_run, mnist_test, tmp_path):
     ckpt = reference_run[0] / "run" / "checkpoints" / "last.ckpt"
     proc = run_cli(["task=analyze", f"ckpt_path={ckpt}", "task.n_eval=300", "task.viz_steps=20",
                     "task.epsilons=[0.0,0.1,0.3]"], tmp_path / "a")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "a"
-    for f in ("saliency.png", "fgsm.png", "fgsm_examples.png", "class_visualisation.png"):
+    for f in ("saliency.png", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png"):
         assert Image.open(out / f).size[0] > 100, f
     rows = list(csv.DictReader((out / "fgsm.csv").open()))
     acc = [float(r["accuracy"]) for r in rows]
     assert [float(r["epsilon"]) for r in rows] == [0.0, 0.1, 0.3]
     assert acc[0] > 0.85 and acc[2] < acc[0]  # FGSM hurts
-    assert json.loads((out / "analysis.json").read_text())["accuracy"] == pytest.approx(acc[0])
+    saved = json.loads((out / "analysis.json").read_text())
+    assert saved["accuracy"] == pytest.approx(acc[0])
+    # the confusions cover the whole test set: their counts are the network's own mistakes there
+    model, _ = load_game(ckpt)
+    x, y = mnist_test
+    pred = analysis.predict(model.ema.module.eval(), x)
+    assert saved["test_error"] == pytest.approx(float((pred != y).float().mean()))
+    top = saved["top_confusions"][0]
+    assert top["count"] == int(((y == top["true"]) & (pred == top["predicted"])).sum()) > 0
+    assert f"true {top['true']} predicted {top['predicted']}: {top['count']} images" in proc.stdout
+
+
+def test_top_confusions_match_a_hand_count():
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 2, 2, 0, 0, 1, 2])  # errors: 0->1 x2, 1->2 x1, 2->0 x2, 2->1 x1
+    top = analysis.top_confusions(pred, y, 3, k=3)
+    assert [(c["true"], c["predicted"], c["count"]) for c in top] == [(0, 1, 2), (2, 0, 2), (1, 2, 1)]
+    assert top[0]["share_of_errors"] == pytest.approx(2 / 6) and top[0]["share_of_class"] == pytest.approx(2 / 3)
+    assert top[1]["share_of_class"] == pytest.approx(2 / 5)
+    assert analysis.top_confusions(y, y, 3) == []  # no mistakes, nothing listed
 
 
 def test_fgsm_moves_each_pixel_by_epsilon_and_lowers_the_true_class_score(reference, mnist_test):

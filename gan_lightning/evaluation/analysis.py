@@ -1,4 +1,4 @@
-"""Looking inside a classifier: saliency maps, FGSM adversarial examples, class visualisation.
+"""Looking inside a classifier: saliency maps, FGSM adversarial examples, class visualisation, its confusions.
 Every function takes a network in eval mode whose input is images in [0, 1] and whose output is class logits."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def saliency(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -33,6 +34,24 @@ def accuracy(network: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         correct += int((network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) == yb).sum())
     return correct / len(y)
+
+
+@torch.no_grad()
+def predict(network: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes of images in [0, 1] (uint8 images are scaled batch by batch)."""
+    return torch.cat([network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) for xb in x.split(batch_size)])
+
+
+def top_confusions(pred: torch.Tensor, y: torch.Tensor, num_classes: int, k: int = 5) -> list[dict]:
+    """The ``k`` most frequent mistakes, most frequent first: ``[{"true": t, "predicted": p, "count": n,
+    "share_of_errors": n / errors, "share_of_class": n / |class t|}, ...]`` (ties by class order)."""
+    confmat = multiclass_confusion_matrix(pred, y, num_classes)
+    errors = confmat.clone().fill_diagonal_(0)
+    total, per_class = int(errors.sum()), confmat.sum(1)
+    counts, flat = errors.flatten().sort(descending=True, stable=True)
+    return [{"true": int(i) // num_classes, "predicted": int(i) % num_classes, "count": int(n),
+             "share_of_errors": int(n) / total, "share_of_class": int(n) / int(per_class[int(i) // num_classes])}
+            for n, i in zip(counts[:k], flat[:k]) if n > 0]
 
 
 def fgsm_curve(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, batch_size: int = 500) -> list[dict]:

@@ -4,7 +4,8 @@ Classifier: Triple-GAN's C or EMA C (``task.network=c|ema``) or the baseline fro
 network from ``task.reference=<file>.pt``. Writes to the run directory (or ``task.out_dir``):
 ``saliency.png`` (test images and |d score / d x|), ``fgsm.csv`` + ``fgsm.png`` (accuracy against the FGSM
 epsilon), ``fgsm_examples.png`` (one adversarial example per epsilon), ``class_visualisation.png`` (the input
-that maximises each class score) and ``analysis.json`` (every number)."""
+that maximises each class score), ``confusions.png`` (test images of the most frequent mistakes, over the whole
+test set) and ``analysis.json`` (every number)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ def _image(ax, img: torch.Tensor, title: str, cmap: str = "gray") -> None:
 
 def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None, n_saliency: int = 10, n_eval: int = 2000,
             epsilons=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3), viz_steps: int = 200, viz_lr: float = 0.05, viz_l2: float = 1e-2,
-            seed: int = 0, out_dir: str | None = None) -> dict:
+            n_confusions: int = 5, seed: int = 0, out_dir: str | None = None) -> dict:
     """Write the analysis of one classifier; returns its numbers."""
-    if n_saliency <= 0 or n_eval <= 0 or viz_steps < 0:
-        raise ConfigError("task.n_saliency and task.n_eval must be positive, task.viz_steps >= 0")
+    if n_saliency <= 0 or n_eval <= 0 or viz_steps < 0 or n_confusions <= 0:
+        raise ConfigError("task.n_saliency, task.n_eval and task.n_confusions must be positive, task.viz_steps >= 0")
     if any(not 0 <= float(e) <= 1 for e in epsilons):
         raise ConfigError(f"task.epsilons={list(epsilons)} must lie in [0, 1] (images are in [0, 1])")
     net, name, dm = _classifier(cfg, network, reference)
@@ -108,10 +109,30 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     fig.savefig(out / "class_visualisation.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
+    # the most frequent mistakes over the whole test set, with up to 10 of their images each
+    test_x, test_y = dm.splits.test_x, dm.splits.test_y
+    test_pred = analysis.predict(net, test_x)
+    confusions = analysis.top_confusions(test_pred, test_y, K, n_confusions)
+    fig, axes = plt.subplots(max(1, len(confusions)), 10, figsize=(12, 1.3 * max(1, len(confusions))), squeeze=False)
+    for row, c in zip(axes, confusions):
+        shown = ((test_y == c["true"]) & (test_pred == c["predicted"])).nonzero().flatten()[:10]
+        for ax in row:
+            ax.axis("off")
+        for ax, i in zip(row, shown):
+            _image(ax, test_x[i].float() / 255.0, f"{c['true']} as {c['predicted']}")
+        row[0].set_title(f"{c['true']} as {c['predicted']}: {c['count']}", fontsize=8)
+    fig.suptitle(f"{name}: the most frequent mistakes on the {len(test_y)} test images", fontsize=9)
+    fig.savefig(out / "confusions.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
     result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": analysis.accuracy(net, x, y),
-              "fgsm": curve, "class_visualisation_prob": [float(p) for p in probs]}
+              "fgsm": curve, "class_visualisation_prob": [float(p) for p in probs],
+              "test_error": float((test_pred != test_y).float().mean()), "top_confusions": confusions}
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("classifier", "accuracy", "fgsm")}))
-    for f in ("saliency.png", "fgsm.csv", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "analysis.json"):
+    print(json.dumps({k: result[k] for k in ("classifier", "accuracy", "fgsm", "test_error")}))
+    for c in confusions:
+        print(f"true {c['true']} predicted {c['predicted']}: {c['count']} images ({c['share_of_errors']:.0%} of the errors, "
+              f"{c['share_of_class']:.1%} of class {c['true']})")
+    for f in ("saliency.png", "fgsm.csv", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png", "analysis.json"):
         print(out / f)
     return result
