@@ -6,7 +6,8 @@ One iteration (the paper's Algorithm 1) = one D step, one G step, one C step:
     D: real pairs (x_l, y_l) and (x_u', argmax C(x_u'))      vs.   fake pairs (G(z, y), y) and (x_u, y ~ C)
     G: make D call (G(z, y), y) real
     C: make D call (x_u, y ~ C) real + R_L (labeled CE) + entropy + balance + L2 [+ alpha_P * R_P from an epoch]
-       [+ consistency with its EMA copy on augmented inputs: an addition, off in the official recipe]
+       [+ consistency with its EMA copy, + its EMA copy's confident hard labels, on augmented inputs: additions,
+        off in the official recipe]
 
 Before the game C is pre-trained on labeled + unlabeled data (``pretrain_epochs``). Epochs of the game are
 counted from 1 after pre-training, as in the official script. Each loss term is logged on its own and has a
