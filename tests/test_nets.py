@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, Maxout, RandomAffine, RandomTranslate, WNLinear
+from gan_lightning.nets.blocks import GaussianNoise, Maxout, RandomAffine, RandomErase, RandomTranslate, WNLinear
 from gan_lightning.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_lightning.nets.mlp import MaxoutDiscriminator, MLPDiscriminator, MLPGenerator
 from gan_lightning.nets.triple_gan import ConcatLabelDiscriminator, ConcatLabelGenerator, ConvClassifier
@@ -122,3 +122,20 @@ def test_random_affine_moves_each_image_its_own_way_within_the_bounds():
     assert m(x) is x
     with pytest.raises(ConfigError, match=r"RandomAffine: .*scale=\[1.2, 0.8\]"):
         RandomAffine(scale=(1.2, 0.8))
+
+
+def test_random_erase_blanks_one_square_per_image():
+    torch.manual_seed(0)
+    x = torch.ones(500, 2, 28, 28)
+    out = RandomErase(size=6, value=0.0)(x)
+    erased = out[:, 0] == 0
+    assert torch.equal(out[:, 0], out[:, 1])  # the same square in every channel
+    rows, cols = erased.any(2), erased.any(1)
+    assert (rows.sum(1) <= 6).all() and (cols.sum(1) <= 6).all()  # at most 6 x 6 ...
+    assert torch.equal(erased.sum((1, 2)), rows.sum(1) * cols.sum(1))  # ... and one rectangle: rows x columns
+    inside = (rows.sum(1) == 6) & (cols.sum(1) == 6)
+    assert inside.float().mean() > 0.4 and (erased.sum((1, 2)) < 36).any()  # about half whole (23/33 squared), some cut by the border
+    assert len({(int(r.float().argmax()), int(c.float().argmax())) for r, c in zip(rows[inside], cols[inside])}) > 100
+    assert RandomErase(size=6).eval()(x) is x and RandomErase(size=0)(x) is x
+    with pytest.raises(ConfigError, match="RandomErase: size=2.5 must be a whole number >= 0"):
+        RandomErase(2.5)
