@@ -117,9 +117,10 @@ class RandomAffine(nn.Module):
     def __init__(self, degrees: float = 10.0, translate: float = 2.0, scale: tuple[float, float] = (0.9, 1.1)) -> None:
         super().__init__()
         lo, hi = (float(s) for s in scale)
-        if degrees < 0 or translate < 0 or not 0 < lo <= hi:
-            raise ConfigError(f"RandomAffine: degrees={degrees} and translate={translate} must be >= 0 and "
-                              f"scale={list(scale)} a range 0 < low <= high")
+        if degrees < 0 or translate < 0:
+            raise ConfigError(f"RandomAffine: degrees={degrees} and translate={translate} must be >= 0")
+        if not 0 < lo <= hi:
+            raise ConfigError(f"RandomAffine: scale={list(scale)} must be a range [low, high] with 0 < low <= high")
         self.degrees, self.translate, self.scale = float(degrees), float(translate), (lo, hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
