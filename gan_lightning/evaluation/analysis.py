@@ -28,18 +28,14 @@ def fgsm(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float) -
 
 
 @torch.no_grad()
-def accuracy(network: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Accuracy of ``network`` on images in [0, 1] (uint8 images are scaled batch by batch)."""
-    correct = 0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        correct += int((network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) == yb).sum())
-    return correct / len(y)
-
-
-@torch.no_grad()
 def predict(network: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted classes of images in [0, 1] (uint8 images are scaled batch by batch)."""
     return torch.cat([network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) for xb in x.split(batch_size)])
+
+
+def accuracy(network: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Accuracy of ``network`` on images in [0, 1] (uint8 images are scaled batch by batch)."""
+    return int((predict(network, x, batch_size) == y).sum()) / len(y)
 
 
 def top_confusions(pred: torch.Tensor, y: torch.Tensor, num_classes: int, k: int = 5) -> list[dict]:

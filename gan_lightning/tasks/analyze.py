@@ -125,7 +125,7 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     fig.savefig(out / "confusions.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": analysis.accuracy(net, x, y),
+    result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": int((test_pred[idx] == y).sum()) / len(y),
               "fgsm": curve, "class_visualisation_prob": [float(p) for p in probs],
               "test_error": float((test_pred != test_y).float().mean()), "top_confusions": confusions}
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
