@@ -3,9 +3,13 @@
     python -m bench.mnist100                       # fast preset (60 min on a 2-core CPU) + baseline
     python -m bench.mnist100 --runs pretrain_only  # the ablation: pre-training only for the same hour
     python -m bench.mnist100 --runs triple_gan_fast pretrain_only --parallel   # both at once, one core each
+    python -m bench.mnist100 --runs triple_gan_fast --label-seeds 2 3 --parallel  # other labeled splits (the paper
+                                                                                # reports the mean over splits)
 
 Each run is a real CLI run; its errors per epoch are read back from its TensorBoard events and written to
-bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C).
+bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C). With several
+``--label-seeds`` (which 100 training images are labeled) every run is made once per split, and the table ends with
+the mean and standard deviation over the splits.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +51,7 @@ def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: li
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
 
 
-def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float) -> dict:
+def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float, label_seed: int) -> dict:
     """Wait for a run and read its error curve back from its TensorBoard events."""
     if proc.wait():
         raise SystemExit(f"error: run {name} failed with exit code {proc.returncode}")
@@ -57,18 +62,38 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
     err_c = {s: (w, v) for w, s, v in scalars.get("val/err_c", [])}
     err_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
     epochs = {s: v for _, s, v in scalars.get("epoch", [])}
-    curve = [{"run": name, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
+    curve = [{"run": name, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
               "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5)} for s, (w, v) in sorted(err_c.items())]
     final = curve[-1] if curve else {}
-    return {"run": name, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
+    return {"run": name, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
             "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
             "best_err_ema": min((c["err_ema"] for c in curve), default=None)}
+
+
+def summary_table(results: list[dict]) -> str:
+    """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
+    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | best EMA C |",
+             "|---|---|---|---|---|---|---|"]
+    pct = lambda v: f"{100 * (v if v is not None else float('nan')):.2f} %"  # noqa: E731
+    for r in results:
+        last = r["curve"][-1] if r["curve"] else {}
+        lines.append(f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {pct(r['final_err_c'])} "
+                     f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} |")
+    for run in dict.fromkeys(r["run"] for r in results):
+        group = [r for r in results if r["run"] == run and r["final_err_ema"] is not None]
+        if len(group) > 1:
+            cols = [[r[k] for r in group] for k in ("final_err_c", "final_err_ema", "best_err_ema")]
+            cells = " | ".join(f"{100 * statistics.mean(c):.2f} ± {100 * statistics.stdev(c):.2f} %" for c in cols)
+            lines.append(f"| {run}, mean ± SD | {len(group)} splits | | | {cells} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["triple_gan_fast", "baseline"], choices=sorted(RUNS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--label-seeds", nargs="+", type=int, default=[1],
+                        help="labeled splits (data.label_seed) to run each run on; 1 is the config's default")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)")
     parser.add_argument("--parallel", action="store_true",
@@ -78,34 +103,38 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     root = out / "runs" / ("mnist100_parallel" if args.parallel else "mnist100")
     root.mkdir(parents=True, exist_ok=True)
+    default_split = args.label_seeds == [1]
+    # (directory name, run, split, overrides); the default split keeps the plain run name and command
+    jobs = [(name if default_split else f"{name}_labels{ls}", name, ls,
+             RUNS[name] + ([] if default_split else [f"data.label_seed={ls}"]) + args.extra)
+            for name in args.runs for ls in args.label_seeds]
     cores = sorted(os.sched_getaffinity(0))
-    if args.parallel and len(cores) < len(args.runs):
-        raise SystemExit(f"error: --parallel needs a core per run ({len(args.runs)} runs, {len(cores)} cores)")
-    share = len(cores) // len(args.runs)
-    overrides = {name: RUNS[name] + args.extra for name in args.runs}
+    if args.parallel and len(cores) < len(jobs):
+        raise SystemExit(f"error: --parallel needs a core per run ({len(jobs)} runs, {len(cores)} cores)")
+    share = len(cores) // len(jobs)
     if args.parallel:  # start all, then wait for each
-        started = [launch(name, overrides[name], root, args.seed, cores[i * share:(i + 1) * share]) for i, name in enumerate(args.runs)]
-        results = [collect(name, overrides[name], root, *s) for name, s in zip(args.runs, started)]
+        started = [launch(d, o, root, args.seed, cores[i * share:(i + 1) * share]) for i, (d, _, _, o) in enumerate(jobs)]
+        results = [collect(d, o, root, *s, label_seed=ls) for (d, _, ls, o), s in zip(jobs, started)]
     else:  # one after the other, on every core
-        results = [collect(name, overrides[name], root, *launch(name, overrides[name], root, args.seed)) for name in args.runs]
+        results = [collect(d, o, root, *launch(d, o, root, args.seed), label_seed=ls) for d, _, ls, o in jobs]
+    for r, (_, name, _, _) in zip(results, jobs):
+        r["run"] = name
+        for point in r["curve"]:
+            point["run"] = name
     meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
             "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
-            "date": time.strftime("%Y-%m-%d %H:%M")}
-    default = args.runs == ["triple_gan_fast", "baseline"] and not args.parallel
-    stem = out / ("mnist100" if default else "mnist100_" + "_".join(args.runs) + ("_parallel" if args.parallel else ""))
+            "label_seeds": args.label_seeds, "date": time.strftime("%Y-%m-%d %H:%M")}
+    default = args.runs == ["triple_gan_fast", "baseline"] and not args.parallel and default_split
+    stem = out / ("mnist100" if default else "mnist100_" + "_".join(args.runs) + ("_parallel" if args.parallel else "")
+                  + ("" if default_split else "_labels" + "_".join(map(str, args.label_seeds))))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     with stem.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "wall_s", "epoch", "step", "err_c", "err_ema"])
+        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema"])
         writer.writeheader()
         for r in results:
             writer.writerows(r["curve"])
-    lines = ["| run | wall time (min) | epochs | final test error C | final test error EMA C | best EMA C |", "|---|---|---|---|---|---|"]
-    for r in results:
-        last = r["curve"][-1] if r["curve"] else {}
-        lines.append(f"| {r['run']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {100 * (r['final_err_c'] or float('nan')):.2f} % "
-                     f"| {100 * (r['final_err_ema'] or float('nan')):.2f} % | {100 * (r['best_err_ema'] or float('nan')):.2f} % |")
-    table = "\n".join(lines)
-    stem.with_suffix(".md").write_text(f"# MNIST, 100 labels (seed {args.seed})\n\n{json.dumps(meta)}\n\n{table}\n")
+    table = summary_table(results)
+    stem.with_suffix(".md").write_text(f"# MNIST, 100 labels (seed {args.seed}, labeled splits {args.label_seeds})\n\n{json.dumps(meta)}\n\n{table}\n")
     print(table)
 
 
