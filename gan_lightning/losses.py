@@ -116,6 +116,15 @@ def confident_label(logits: torch.Tensor, teacher_probs: torch.Tensor, threshold
     return (per_image * (confidence >= threshold)).mean()
 
 
+def align_distribution(probs: torch.Tensor, marginal: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al. 2020) of a teacher's class probabilities: each row times
+    ``prior / marginal`` (``marginal``: the running mean of the teacher's predictions on unlabeled data; ``prior``:
+    the labeled class frequencies, uniform when None), renormalised. Classes the teacher over-predicts lose mass."""
+    ratio = (prior if prior is not None else torch.full_like(marginal, 1.0 / marginal.numel())) / marginal.clamp_min(1e-6)
+    aligned = probs * ratio
+    return aligned / aligned.sum(1, keepdim=True)
+
+
 def l2(weight: torch.Tensor) -> torch.Tensor:
     """Weight decay on C's last layer: the sum of squared weights."""
     return weight.pow(2).sum()

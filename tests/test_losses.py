@@ -86,6 +86,21 @@ def test_confident_label_is_the_cross_entropy_on_confident_teacher_labels_only()
     assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0 and teacher.grad is None
 
 
+def test_distribution_alignment_by_hand():
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    marginal = torch.tensor([0.5, 0.25, 0.25])  # class 0 over-predicted
+    # uniform prior: row 0 * (2/3, 4/3, 4/3) = (0.4, 0.4, 0.1333) -> / 0.9333
+    row0 = [0.4 / (2.8 / 3), 0.4 / (2.8 / 3), (0.4 / 3) / (2.8 / 3)]
+    aligned = losses.align_distribution(probs, marginal)
+    assert aligned[0].tolist() == pytest.approx(row0, rel=1e-6)
+    assert aligned.sum(1).tolist() == pytest.approx([1.0, 1.0])
+    assert aligned[1, 0] < probs[1, 0] and aligned[1, 2] > probs[1, 2]
+    # a teacher already matching the prior is left as it is; an explicit prior is used as given
+    assert torch.allclose(losses.align_distribution(probs, torch.full((3,), 1 / 3)), probs)
+    prior = torch.tensor([0.5, 0.25, 0.25])
+    assert torch.allclose(losses.align_distribution(probs, marginal, prior), probs)
+
+
 def test_consistency_is_the_squared_distance_of_probabilities():
     probs = torch.softmax(C_LOGITS, 1)
     target = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])

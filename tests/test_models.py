@@ -184,6 +184,32 @@ def test_confident_label_term_with_affine_augmentation(mnist):
     assert isinstance(found, ConfigError) and str(found) == "model.confidence_threshold=1.5 must be in [0, 1]"
 
 
+def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_load(mnist):
+    affine = ["model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}",
+              "model.weights.c_confident=0.5", "model.confidence_threshold=0.0", "model.weights.c_consistency=1.0"]
+    cfg = compose_cfg(SMALL_TRIPLE + affine + ["model.align_distribution=true", "model.align_momentum=0.5"])
+    model = instantiate(cfg.model)
+    x_u = mnist["train"][0][:20].float() / 255
+    seen = []  # the teacher's own (unaligned) outputs
+    model.ema.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().float()))
+    model.classifier_terms(x_u[:4], mnist["train"][1][:4], x_u, model.classifier(x_u), model.weights)
+    assert len(seen) == 1
+    raw_mean = seen[0].softmax(1).mean(0)
+    assert torch.allclose(model.teacher_marginal, 0.5 * torch.full((10,), 0.1) + 0.5 * raw_mean, atol=1e-6)
+    assert model.teacher_marginal.sum().item() == pytest.approx(1.0, abs=1e-5)
+    # the buffer is saved, and a state dict without it (an older checkpoint) loads with the uniform start
+    state = model.state_dict()
+    assert "teacher_marginal" in state
+    del state["teacher_marginal"]
+    fresh = instantiate(cfg.model)
+    fresh.teacher_marginal.fill_(0.5)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.allclose(fresh.teacher_marginal, torch.full((10,), 0.1))
+    with pytest.raises(Exception) as err:
+        instantiate(compose_cfg(SMALL_TRIPLE + ["model.align_momentum=1"]).model)
+    assert str(_user_error(err.value)) == "model.align_momentum=1 must be in [0, 1)"
+
+
 def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):
     cfg = compose_cfg(SMALL_TRIPLE + AUGMENT)
     model = instantiate(cfg.model)

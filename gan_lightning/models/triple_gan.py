@@ -55,6 +55,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             draw where its confidence is at least ``confidence_threshold``.
         teacher_augment: the transform of the EMA copy's inputs for these two terms; None: ``augment`` (e.g. a weak
             one here and a strong one in ``augment``, as FixMatch).
+        align_distribution: for these two terms, align the EMA copy's probabilities to uniform class frequencies (the
+            labeled split is class-balanced) by the running mean of its predictions (momentum ``align_momentum``).
     """
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
@@ -66,7 +68,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
                  data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True,
                  augment: nn.Module | None = None, confidence_threshold: float = 0.95,
-                 teacher_augment: nn.Module | None = None) -> None:
+                 teacher_augment: nn.Module | None = None, align_distribution: bool = False,
+                 align_momentum: float = 0.999) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment", "teacher_augment"])
@@ -82,6 +85,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             raise ConfigError(f"model.generator_batch={generator_batch} must be a positive multiple of the {num_classes} classes")
         if not 0.0 <= confidence_threshold <= 1.0:
             raise ConfigError(f"model.confidence_threshold={confidence_threshold} must be in [0, 1]")
+        if not 0.0 <= align_momentum < 1.0:
+            raise ConfigError(f"model.align_momentum={align_momentum} must be in [0, 1)")
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
@@ -95,6 +100,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.grid_nrow = grid_columns  # one row per class, the same z down each column
         self.register_buffer("g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False)
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # adv_ramp() of the current step
+        # running mean of the EMA copy's class probabilities on unlabeled data (distribution alignment)
+        self.register_buffer("teacher_marginal", torch.full((num_classes,), 1.0 / num_classes))
 
     @staticmethod
     def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
@@ -139,6 +146,11 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             for sched in self.lr_schedulers():
                 sched.step()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints written before distribution alignment existed load with a uniform running marginal."""
+        state_dict.setdefault(prefix + "teacher_marginal", torch.full_like(self.teacher_marginal, 1.0 / self.hparams.num_classes))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
     def classifier_terms(self, x_l, y_l, x_u, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """R_L on (augmented) labeled data; entropy, balance [, consistency, confident labels] on C's logits
@@ -152,6 +164,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         if weights["c_consistency"] or weights["c_confident"]:  # one teacher forward for both
             with torch.no_grad(), self.ema_as_teacher():
                 target = self.ema(self.teacher_augment(x_u)).float().softmax(1)
+                if self.hparams.align_distribution:
+                    self.teacher_marginal.lerp_(target.mean(0), 1.0 - self.hparams.align_momentum)
+                    target = losses.align_distribution(target, self.teacher_marginal)
             if weights["c_consistency"]:
                 terms["c_consistency"] = losses.consistency(logits_u, target)
             if weights["c_confident"]:

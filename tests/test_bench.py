@@ -1,0 +1,54 @@
+"""The MNIST-100 benchmark: its summary over labeled splits, and a real (tiny) run on two splits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from bench.mnist100 import summary_table
+from conftest import ROOT, needs_mnist
+
+
+def _result(run: str, label_seed: int, errs: list[float]) -> dict:
+    curve = [{"run": run, "label_seed": label_seed, "wall_s": 60.0 * (i + 1), "epoch": i, "step": i, "err_c": e + 0.001, "err_ema": e}
+             for i, e in enumerate(errs)]
+    return {"run": run, "label_seed": label_seed, "wall_s": 60.0 * len(errs), "curve": curve,
+            "final_err_c": errs[-1] + 0.001, "final_err_ema": errs[-1], "best_err_ema": min(errs)}
+
+
+def test_summary_table_mean_and_sd_over_splits() -> None:
+    results = [_result("fast", 1, [0.03, 0.0218]), _result("fast", 2, [0.02, 0.0120]), _result("fast", 3, [0.016, 0.0150]),
+               _result("baseline", 1, [0.13])]
+    lines = summary_table(results).splitlines()
+    assert len(lines) == 2 + 4 + 1  # header, one row per result, one mean row (the baseline has a single split)
+    assert lines[2].startswith("| fast | 1 | 2.0 | 2 | 2.28 % | 2.18 % | 2.18 % |")
+    mean_row = lines[-1]
+    assert mean_row.startswith("| fast, mean ± SD | 3 splits |")
+    # by hand: EMA C ends at 2.18, 1.20, 1.50 % (mean 1.627, SD 0.502); C 0.1 point above; the best EMA C is the last
+    assert mean_row.endswith("| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |")
+
+
+@needs_mnist
+def test_bench_runs_each_split(tmp_path, data_root) -> None:
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench.mnist100", "--runs", "triple_gan_fast", "--label-seeds", "2", "3", "--out", str(out),
+           "--extra", "model.pretrain_epochs=1", "epochs=1", "trainer.limit_train_batches=2", "trainer.precision=32-true"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "GAN_LIGHTNING_DATA": str(data_root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = out / "runs" / "mnist100"
+    splits = {ls: json.loads((runs / f"triple_gan_fast_labels{ls}" / "labeled_indices.json").read_text()) for ls in (2, 3)}
+    assert [splits[ls]["label_seed"] for ls in (2, 3)] == [2, 3]
+    assert splits[2]["indices"] != splits[3]["indices"] and len(splits[2]["indices"]) == 100
+    stem = out / "mnist100_triple_gan_fast_labels2_3"
+    rows = list(csv.DictReader(stem.with_suffix(".csv").open()))
+    assert {r["label_seed"] for r in rows} == {"2", "3"} and {r["run"] for r in rows} == {"triple_gan_fast"}
+    assert len(rows) == 2 * 2  # two epochs (one of pre-training, one of the game) per split
+    report = json.loads(stem.with_suffix(".json").read_text())
+    assert report["meta"]["label_seeds"] == [2, 3]
+    finals = [r["final_err_ema"] for r in report["results"]]
+    assert finals == [float(rows[1]["err_ema"]), float(rows[3]["err_ema"])]
+    assert "| triple_gan_fast, mean ± SD | 2 splits |" in stem.with_suffix(".md").read_text()
