@@ -5,6 +5,7 @@
     python -m bench.mnist100 --runs triple_gan_fast pretrain_only --parallel   # both at once, one core each
     python -m bench.mnist100 --runs triple_gan_fast --label-seeds 2 3 --parallel  # other labeled splits (the paper
                                                                                 # reports the mean over splits)
+    python -m bench.mnist100 --combine A.json B.json --out bench/results/NAME       # one table from several reports
 
 Each run is a real CLI run; its errors per epoch are read back from its TensorBoard events and written to
 bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C). With several
@@ -88,6 +89,31 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def combine(reports: list[Path], stem: Path) -> None:
+    """Merge the results of several benchmark reports (e.g. one per batch of labeled splits) into one table."""
+    for report in reports:
+        if not report.is_file():
+            raise SystemExit(f"error: --combine: {report} does not exist")
+    loaded = [json.loads(r.read_text()) for r in reports]
+    results = [r for report in loaded for r in report["results"]]
+    for r in results:
+        r.setdefault("label_seed", 1)  # reports from before --label-seeds ran on the default split
+    seen: dict[tuple, Path] = {}
+    for report, data in zip(reports, loaded):
+        for r in data["results"]:
+            key = (r["run"], r["label_seed"])
+            if key in seen:
+                raise SystemExit(f"error: --combine: run {key[0]} on split {key[1]} is in both {seen[key]} and {report}; "
+                                 "each run and split may appear once")
+            seen[key] = report
+    table = summary_table(results)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps({"sources": [str(r) for r in reports], "meta": [x["meta"] for x in loaded],
+                                                     "results": results}, indent=1))
+    stem.with_suffix(".md").write_text("# MNIST, 100 labels: " + ", ".join(r.name for r in reports) + f"\n\n{table}\n")
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["triple_gan_fast", "baseline"], choices=sorted(RUNS))
@@ -98,7 +124,12 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)")
     parser.add_argument("--parallel", action="store_true",
                         help="start the runs together, each pinned to an equal share of the cores (same wall time, same hardware)")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="run nothing: write one table (with mean and SD per run) from these reports to --out{.json,.md}")
     args = parser.parse_args()
+    if args.combine:
+        combine([Path(f) for f in args.combine], Path(args.out))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = out / "runs" / ("mnist100_parallel" if args.parallel else "mnist100")

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
-from bench.mnist100 import summary_table
+import pytest
+
+from bench.mnist100 import combine, summary_table
 from conftest import ROOT, needs_mnist
 
 
@@ -29,6 +31,21 @@ def test_summary_table_mean_and_sd_over_splits() -> None:
     assert mean_row.startswith("| fast, mean ± SD | 3 splits |")
     # by hand: EMA C ends at 2.18, 1.20, 1.50 % (mean 1.627, SD 0.502); C 0.1 point above; the best EMA C is the last
     assert mean_row.endswith("| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |")
+
+
+def test_combine_reports_of_separate_splits(tmp_path) -> None:
+    old = {"meta": {"seed": 1}, "results": [_result("fast", 1, [0.0218])]}
+    del old["results"][0]["label_seed"]  # a report written before labeled splits were recorded: the default split
+    new = {"meta": {"seed": 1, "label_seeds": [2, 3]}, "results": [_result("fast", 2, [0.0120]), _result("fast", 3, [0.0150])]}
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    combine([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out" / "all")
+    table = (tmp_path / "out" / "all.md").read_text()
+    assert "| fast, mean ± SD | 3 splits | | | 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |" in table
+    assert [r["label_seed"] for r in json.loads((tmp_path / "out" / "all.json").read_text())["results"]] == [1, 2, 3]
+    with pytest.raises(SystemExit, match="run fast on split 2 is in both"):
+        combine([tmp_path / "b.json", tmp_path / "b.json"], tmp_path / "out" / "twice")
+    assert not (tmp_path / "out" / "twice.md").exists()
 
 
 @needs_mnist
