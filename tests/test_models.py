@@ -208,6 +208,9 @@ def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_l
     with pytest.raises(Exception) as err:
         instantiate(compose_cfg(SMALL_TRIPLE + ["model.align_momentum=1"]).model)
     assert str(_user_error(err.value)) == "model.align_momentum=1 must be in [0, 1)"
+    with pytest.raises(Exception) as err:  # nothing would use the aligned targets
+        instantiate(compose_cfg(SMALL_TRIPLE + ["model.align_distribution=true"]).model)
+    assert str(_user_error(err.value)).startswith("model.align_distribution=true changes the EMA copy's targets, but no term uses them")
 
 
 def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):

@@ -87,6 +87,10 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             raise ConfigError(f"model.confidence_threshold={confidence_threshold} must be in [0, 1]")
         if not 0.0 <= align_momentum < 1.0:
             raise ConfigError(f"model.align_momentum={align_momentum} must be in [0, 1)")
+        teacher_terms = ("c_consistency", "c_confident")
+        if align_distribution and not any(w[t] for w in (self.weights, self.pretrain_weights) for t in teacher_terms):
+            raise ConfigError("model.align_distribution=true changes the EMA copy's targets, but no term uses them: "
+                              "set model.weights or model.pretrain_weights c_consistency or c_confident above 0")
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
