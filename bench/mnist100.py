@@ -52,8 +52,9 @@ def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: li
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
 
 
-def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float, label_seed: int) -> dict:
-    """Wait for a run and read its error curve back from its TensorBoard events."""
+def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float, run: str, label_seed: int) -> dict:
+    """Wait for the run in ``out_root / name`` (run ``run`` on split ``label_seed``) and read its error curve back from
+    its TensorBoard events."""
     if proc.wait():
         raise SystemExit(f"error: run {name} failed with exit code {proc.returncode}")
     wall = time.time() - start
@@ -63,10 +64,10 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
     err_c = {s: (w, v) for w, s, v in scalars.get("val/err_c", [])}
     err_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
     epochs = {s: v for _, s, v in scalars.get("epoch", [])}
-    curve = [{"run": name, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
+    curve = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
               "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5)} for s, (w, v) in sorted(err_c.items())]
     final = curve[-1] if curve else {}
-    return {"run": name, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
+    return {"run": run, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
             "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
             "best_err_ema": min((c["err_ema"] for c in curve), default=None)}
 
@@ -95,12 +96,11 @@ def combine(reports: list[Path], stem: Path) -> None:
         if not report.is_file():
             raise SystemExit(f"error: --combine: {report} does not exist")
     loaded = [json.loads(r.read_text()) for r in reports]
-    results = [r for report in loaded for r in report["results"]]
-    for r in results:
-        r.setdefault("label_seed", 1)  # reports from before --label-seeds ran on the default split
-    seen: dict[tuple, Path] = {}
+    results, seen = [], {}
     for report, data in zip(reports, loaded):
         for r in data["results"]:
+            r.setdefault("label_seed", 1)  # reports from before --label-seeds ran on the default split
+            results.append(r)
             key = (r["run"], r["label_seed"])
             if key in seen:
                 raise SystemExit(f"error: --combine: run {key[0]} on split {key[1]} is in both {seen[key]} and {report}; "
@@ -145,13 +145,9 @@ def main() -> None:
     share = len(cores) // len(jobs)
     if args.parallel:  # start all, then wait for each
         started = [launch(d, o, root, args.seed, cores[i * share:(i + 1) * share]) for i, (d, _, _, o) in enumerate(jobs)]
-        results = [collect(d, o, root, *s, label_seed=ls) for (d, _, ls, o), s in zip(jobs, started)]
+        results = [collect(d, o, root, *s, run=name, label_seed=ls) for (d, name, ls, o), s in zip(jobs, started)]
     else:  # one after the other, on every core
-        results = [collect(d, o, root, *launch(d, o, root, args.seed), label_seed=ls) for d, _, ls, o in jobs]
-    for r, (_, name, _, _) in zip(results, jobs):
-        r["run"] = name
-        for point in r["curve"]:
-            point["run"] = name
+        results = [collect(d, o, root, *launch(d, o, root, args.seed), run=name, label_seed=ls) for d, name, ls, o in jobs]
     meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
             "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
             "label_seeds": args.label_seeds, "date": time.strftime("%Y-%m-%d %H:%M")}
