@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.safe_build import build_stored, check_stored_config
 
 
 def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
@@ -39,8 +39,11 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     run_config = ckpt.get("run_config")
     if not isinstance(run_config, dict) or "model" not in run_config:
         raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
+    check_stored_config(run_config, f"{what}={path}")  # before anything it names is imported or called
     try:
-        model = instantiate(run_config["model"], _convert_="all")
+        model = build_stored(run_config["model"], f"{what}={path}")
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001
         raise ConfigError(f"{what}={path}: its model config cannot be built here ({type(err).__name__}: {err})") from None
     try:
@@ -52,10 +55,10 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     return model.eval(), run_config
 
 
-def build_datamodule(data_cfg: dict, data_dir: str):
-    """A datamodule from a (resolved) data config, e.g. the one a checkpoint was trained on, reading files from
-    ``data_dir`` and writing no index file (set up, ready to use)."""
-    datamodule = instantiate({**data_cfg, "data_dir": data_dir, "index_file": None}, _convert_="all")
+def build_datamodule(data_cfg: dict, data_dir: str, source: str = "checkpoint"):
+    """A datamodule from a (resolved) data config, e.g. the one a checkpoint was trained on (checked like every
+    stored config), reading files from ``data_dir`` and writing no index file (set up, ready to use)."""
+    datamodule = build_stored({**data_cfg, "data_dir": data_dir, "index_file": None}, source)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.safe_build import build_stored
 
 FORMAT = "gan_lightning.reference/1"
 
@@ -73,6 +73,8 @@ def load_reference(path: str | Path, dataset: str | None = None) -> ReferenceNet
         raise ConfigError(f"{path} is not a reference network written by task=reference")
     if dataset is not None and payload["dataset"] != dataset:
         raise ConfigError(f"{path} is the reference network of {payload['dataset']}, not of {dataset}")
-    network = instantiate(payload["network"], _convert_="all")
+    if not isinstance(payload.get("network"), dict):
+        raise ConfigError(f"{path} is not a reference network written by task=reference (no network config)")
+    network = build_stored(payload["network"], str(path))
     network.load_state_dict(payload["state_dict"])
     return ReferenceNet(network, payload["dataset"], payload["test_acc"])
