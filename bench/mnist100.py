@@ -33,7 +33,7 @@ from gan_lightning.tbread import read_scalars
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],
     # the ablation: C's pre-training only (same augmentation, consistency and learning rate) for the same hour
-    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "epochs=0"],
+    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "model.pretrain_time_share=null", "epochs=0"],
     "baseline": ["experiment=classifier_mnist100"],
 }
 
@@ -67,26 +67,53 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
     curve = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
               "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5)} for s, (w, v) in sorted(err_c.items())]
     final = curve[-1] if curve else {}
+    gen = {key: sorted((s, v) for _, s, v in scalars.get(f"gen/{key}", [])) for key in GEN_METRICS}
+    for point in curve:  # the generator's metrics logged at the same step as the error
+        for key, values in gen.items():
+            point[key] = next((round(v, 5) for s, v in values if s == point["step"]), None)
     return {"run": run, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
             "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
-            "best_err_ema": min((c["err_ema"] for c in curve), default=None)}
+            "best_err_ema": min((c["err_ema"] for c in curve), default=None),
+            **{f"final_{key}": (values[-1][1] if values else None) for key, values in gen.items()}}
+
+
+# the generator's metrics read back: EMA C's accuracy on G's samples, the reference network's, FID (reference features)
+GEN_METRICS = ("ema_c_acc", "cond_acc", "fid")
+
+
+def cpu_flags() -> dict:
+    """Model name and the flags that decide bf16's speed on this CPU (recorded with every benchmark)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"cpu": model, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags}
 
 
 def summary_table(results: list[dict]) -> str:
     """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
-    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | best EMA C |",
-             "|---|---|---|---|---|---|---|"]
-    pct = lambda v: f"{100 * (v if v is not None else float('nan')):.2f} %"  # noqa: E731
+    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | best EMA C "
+             "| G: EMA C acc. | G: cond. acc. | G: FID |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+    num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for r in results:
         last = r["curve"][-1] if r["curve"] else {}
         lines.append(f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {pct(r['final_err_c'])} "
-                     f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} |")
+                     f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
+                     f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |")
+    keys = ("final_err_c", "final_err_ema", "best_err_ema", "final_ema_c_acc", "final_cond_acc", "final_fid")
     for run in dict.fromkeys(r["run"] for r in results):
         group = [r for r in results if r["run"] == run and r["final_err_ema"] is not None]
         if len(group) > 1:
-            cols = [[r[k] for r in group] for k in ("final_err_c", "final_err_ema", "best_err_ema")]
-            cells = " | ".join(f"{100 * statistics.mean(c):.2f} ± {100 * statistics.stdev(c):.2f} %" for c in cols)
-            lines.append(f"| {run}, mean ± SD | {len(group)} splits | | | {cells} |")
+            cells = []
+            for k in keys:
+                col = [r.get(k) for r in group]
+                if any(v is None for v in col):
+                    cells.append("–")
+                else:
+                    scale, unit = (1, "") if k == "final_fid" else (100, " %")
+                    cells.append(f"{scale * statistics.mean(col):.2f} ± {scale * statistics.stdev(col):.2f}{unit}")
+            lines.append(f"| {run}, mean ± SD | {len(group)} splits | | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -150,13 +177,13 @@ def main() -> None:
         results = [collect(d, o, root, *launch(d, o, root, args.seed), run=name, label_seed=ls) for d, name, ls, o in jobs]
     meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
             "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
-            "label_seeds": args.label_seeds, "date": time.strftime("%Y-%m-%d %H:%M")}
+            "label_seeds": args.label_seeds, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
     default = args.runs == ["triple_gan_fast", "baseline"] and not args.parallel and default_split
     stem = out / ("mnist100" if default else "mnist100_" + "_".join(args.runs) + ("_parallel" if args.parallel else "")
                   + ("" if default_split else "_labels" + "_".join(map(str, args.label_seeds))))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     with stem.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema"])
+        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema", *GEN_METRICS])
         writer.writeheader()
         for r in results:
             writer.writerows(r["curve"])

@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from gan_lightning.hardware import cpu_precision
@@ -10,3 +12,5 @@ from gan_lightning.hardware import cpu_precision
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 # `${cpu_precision:}`: bf16-mixed on CPUs with native bf16, else 32-true.
 OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
+# `${shipped_references:}`: the reference feature networks that ship with the package (MNIST, Fashion-MNIST).
+OmegaConf.register_new_resolver("shipped_references", lambda: str(Path(__file__).resolve().parent / "references"), replace=True)

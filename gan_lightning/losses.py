@@ -76,26 +76,35 @@ def c_adversarial(logits: torch.Tensor, probs: torch.Tensor, objective: str = "a
 
 
 # --- Triple-GAN: C's regularisers -------------------------------------------------------------------------
-def supervised(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Triple-GAN Eq. (2), R_L: cross-entropy of C on labeled pairs ``E_p(x,y)[-log p_c(y|x)]``."""
-    return F.cross_entropy(logits, targets)
+def _log_probs(logits: torch.Tensor, eps: float) -> torch.Tensor:
+    """``log p_c(.|x)``; with ``eps > 0`` the probabilities are first clipped to ``[eps, 1 - eps]`` as in the official
+    Triple-GAN code (a class predicted below ``eps`` then passes no gradient)."""
+    if eps:
+        return F.softmax(logits.float(), dim=1).clamp(eps, 1.0 - eps).log()
+    return F.log_softmax(logits.float(), dim=1)
 
 
-def pseudo_label(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Triple-GAN Eq. (3), R_P: cross-entropy of C on generated pairs ``E_pg[-log p_c(y|x)]``."""
-    return F.cross_entropy(logits, targets)
+def supervised(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Triple-GAN Eq. (2), R_L: cross-entropy of C on labeled pairs ``E_p(x,y)[-log p_c(y|x)]`` (``eps``: see ``_log_probs``)."""
+    return F.nll_loss(_log_probs(logits, eps), targets) if eps else F.cross_entropy(logits, targets)
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Confidence term on unlabeled data (Triple-GAN Sec. 4 / official script): mean ``H(p_c(.|x))``."""
-    logp = F.log_softmax(logits, dim=1)
-    return -(logp.exp() * logp).sum(1).mean()
+def pseudo_label(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Triple-GAN Eq. (3), R_P: cross-entropy of C on generated pairs ``E_pg[-log p_c(y|x)]`` (``eps``: see ``_log_probs``)."""
+    return supervised(logits, targets, eps)
+
+
+def entropy(logits: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Confidence term on unlabeled data (Triple-GAN Sec. 4 / official script): mean ``H(p_c(.|x))``, the log taken
+    of the clipped probabilities when ``eps > 0``."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * (_log_probs(logits, eps) if eps else logp)).sum(1).mean()
 
 
 def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Balance term (official script): cross-entropy of the batch-mean prediction against the uniform
     distribution, ``-(1/K) sum_k log mean_x p_c(k|x)``; small when C uses every class equally."""
-    mean = F.softmax(logits, dim=1).mean(0).clamp_min(eps)
+    mean = F.softmax(logits.float(), dim=1).mean(0).clamp(eps, 1.0 - eps) if eps else F.softmax(logits.float(), dim=1).mean(0)
     return -mean.log().mean()
 
 

@@ -27,7 +27,7 @@ def reference_run(tmp_path_factory):
     """A reference network trained by the CLI (150 steps, no averaging, no logger: ~96 % test accuracy)."""
     root = tmp_path_factory.mktemp("reference")
     proc = run_cli(["task=reference", "epochs=1", "trainer.limit_train_batches=150", "trainer.limit_val_batches=1",
-                    "model.ema_decay=0.0", "logger=none", f"paths.reference_dir={root / 'refs'}"], root / "run")
+                    "model.ema_decay=0.0", "logger=none", f"task.reference_dir={root / 'refs'}"], root / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout
 

@@ -50,9 +50,23 @@ def test_triple_gan_networks_follow_the_official_shapes():
     g = ConcatLabelGenerator((1, 28, 28), 10, 100)
     x = g(torch.rand(6, 100), torch.arange(6))
     assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1  # sigmoid output
-    d = ConcatLabelDiscriminator((1, 28, 28), 10)
-    assert [layer.in_features for layer in d.layers] == [794, 1010, 510, 260, 260] and d.out.in_features == 260
+    d = ConcatLabelDiscriminator((1, 28, 28), 10)  # official: y twice into the second layer (before and after noise)
+    assert [layer.in_features for layer in d.layers] == [794, 1020, 510, 260, 260] and d.out.in_features == 260
     assert d(x, torch.arange(6)).shape == (6,)
+    once = ConcatLabelDiscriminator((1, 28, 28), 10, label_twice_first=False)
+    assert [layer.in_features for layer in once.layers] == [794, 1010, 510, 260, 260]
+
+
+def test_official_discriminator_second_layer_sees_the_label_twice():
+    """With the noise off, the second layer's input is [relu(first layer), y, y]: the label weights of both copies act."""
+    d = ConcatLabelDiscriminator((1, 28, 28), 10, sigma_in=0.0, sigma_hidden=0.0).eval()
+    x = torch.rand(2, 1, 28, 28)
+    seen = []
+    d.layers[1].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    d(x, torch.tensor([3, 7]))
+    h = seen[0]
+    assert h.shape == (2, 1020)
+    assert torch.equal(h[:, 1000:1010], h[:, 1010:]) and h[0, 1003] == 1 and h[1, 1017] == 1 and h[:, 1000:].sum() == 4
 
 
 def test_discriminator_noise_only_in_training_mode():

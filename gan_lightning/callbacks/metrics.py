@@ -54,5 +54,22 @@ class GeneratorEvaluation(L.Callback):
         epoch = trainer.current_epoch + 1
         if self.metrics is None or trainer.sanity_checking or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
             return
+        in_pretraining = getattr(pl_module, "in_pretraining", None)
+        if in_pretraining is not None and in_pretraining(trainer.current_epoch):  # G has not been trained yet
+            return
         values = self.metrics.to(pl_module.device).evaluate(pl_module)
         pl_module.log_dict({f"gen/{k}": v for k, v in values.items()}, rank_zero_only=True)
+        self.last_step = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A run stopped by ``trainer.max_time`` mid-epoch still ends with the metrics of its final generator."""
+        if self.metrics is None or getattr(self, "last_step", None) == trainer.global_step:
+            return
+        in_pretraining = getattr(pl_module, "in_pretraining", None)
+        if in_pretraining is not None and in_pretraining(trainer.current_epoch):
+            return
+        values = self.metrics.to(pl_module.device).evaluate(pl_module)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"gen/{k}": float(v) for k, v in values.items()}, step=trainer.global_step)
+            logger.save()
+        self.last_step = trainer.global_step

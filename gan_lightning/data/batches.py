@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import numpy as np
 import torch
 
 from gan_lightning.errors import ConfigError
@@ -29,6 +30,25 @@ def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed:
             raise ConfigError(f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
         chosen.append(of_class[:per_class])
     return torch.cat(chosen).sort().values
+
+
+def official_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
+    """The labeled subset of the official Triple-GAN scripts: ``numpy.random.RandomState(seed).permutation`` of the
+    training set, then the first ``n_labeled / num_classes`` examples of each class in that order (sorted indices)."""
+    if n_labeled <= 0 or n_labeled % num_classes:
+        raise ConfigError(f"data.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
+    per_class = n_labeled // num_classes
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(len(labels)))
+    chosen = []
+    for c in range(num_classes):
+        of_class = order[labels[order] == c]
+        if len(of_class) < per_class:
+            raise ConfigError(f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
+        chosen.append(of_class[:per_class])
+    return torch.cat(chosen).sort().values
+
+
+LABEL_SPLITS = {"torch": balanced_split, "official": official_split}
 
 
 class StreamBatches:

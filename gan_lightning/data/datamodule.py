@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from gan_lightning.data.batches import EvalBatches, StreamBatches, balanced_split, epoch_length
+from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx
 from gan_lightning.errors import ConfigError
 
@@ -27,6 +27,8 @@ class ImageDataModule(L.LightningDataModule):
         pretrain_streams / pretrain_epochs / pretrain_epoch_length: a different composition for the first
             epochs (Triple-GAN's classifier pre-training).
         n_labeled: size of the labeled subset (balanced per class, chosen by ``label_seed``); null = all labels.
+        label_split: how ``label_seed`` picks it: ``official`` (the official Triple-GAN scripts' numpy permutation:
+            the same images for the same seed) or ``torch`` (a seeded ``torch.randperm``).
         val_size: hold out this many training examples for validation; 0 = validate on the official test set.
         index_file: where the labeled indices are written (JSON), null to skip.
     """
@@ -44,6 +46,7 @@ class ImageDataModule(L.LightningDataModule):
         epoch_length: int | str,
         n_labeled: int | None = None,
         label_seed: int = 1,
+        label_split: str = "torch",
         val_size: int = 0,
         eval_batch_size: int = 1000,
         pretrain_streams: Mapping[str, Mapping] | None = None,
@@ -64,6 +67,7 @@ class ImageDataModule(L.LightningDataModule):
         self._epoch_length, self.pretrain_epochs = epoch_length, int(pretrain_epochs)
         self._pretrain_epoch_length = pretrain_epoch_length
         self.n_labeled, self.label_seed, self.val_size = n_labeled, int(label_seed), int(val_size)
+        self.label_split = label_split
         self.eval_batch_size, self.download, self.verify = int(eval_batch_size), bool(download), bool(verify_checksums)
         self.index_file, self.seed = index_file, int(seed)
         self.splits: Splits | None = None
@@ -77,6 +81,8 @@ class ImageDataModule(L.LightningDataModule):
                     raise ConfigError(f"stream '{name}': source={spec.get('source')!r} is not one of {list(SOURCES)}")
                 if int(spec.get("batch_size", 0)) <= 0:
                     raise ConfigError(f"stream '{name}': batch_size={spec.get('batch_size')} must be a positive integer")
+        if self.label_split not in LABEL_SPLITS:
+            raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
         if self.n_labeled is not None and self.n_labeled <= 0:
             raise ConfigError(f"data.n_labeled={self.n_labeled} must be positive (or null for all labels)")
         if self.eval_batch_size <= 0:
@@ -110,7 +116,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.n_labeled is not None:
             if self.n_labeled > len(splits.train_y):
                 raise ConfigError(f"data.n_labeled={self.n_labeled} is larger than the training set ({len(splits.train_y)})")
-            self.labeled_idx = balanced_split(splits.train_y, self.n_labeled, self.num_classes, self.label_seed)
+            self.labeled_idx = LABEL_SPLITS[self.label_split](splits.train_y, self.n_labeled, self.num_classes, self.label_seed)
         else:
             self.labeled_idx = torch.arange(len(splits.train_y))
         self.splits = splits
@@ -123,7 +129,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         path = Path(self.index_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed,
+        payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed, "label_split": self.label_split,
                    "val_size": self.val_size, "indices": self.labeled_idx.tolist()}
         path.write_text(json.dumps(payload))
 
@@ -134,7 +140,14 @@ class ImageDataModule(L.LightningDataModule):
         return {"train": (self.splits.train_x, self.splits.train_y), "labeled": self.labeled_set}
 
     def in_pretraining(self, epoch: int) -> bool:
-        return bool(self.pretrain_streams) and epoch < self.pretrain_epochs
+        """Whether ``epoch`` uses the pre-training streams: the game decides when it has phases of its own
+        (``in_pretraining``, e.g. a pre-training that ends by wall time), else ``pretrain_epochs``."""
+        if not self.pretrain_streams:
+            return False
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is not None and hasattr(model, "in_pretraining"):
+            return bool(model.in_pretraining(epoch))
+        return epoch < self.pretrain_epochs
 
     def train_dataloader(self) -> StreamBatches:
         trainer = self.trainer

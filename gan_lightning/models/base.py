@@ -179,6 +179,21 @@ class GameModule(L.LightningModule):
             set_rng_states(checkpoint["rng_states"])
 
 
+@contextmanager
+def batch_stats_frozen(module: nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Inside the block, train-mode forwards of ``module`` normalise with their batch statistics as usual but leave
+    its BN running statistics where they are (momentum 0); ``frozen=False``: no change."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 def rng_states() -> dict:
     """torch (CPU, CUDA), numpy and python random states, as tensors and plain values (``weights_only``-loadable)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -266,16 +281,12 @@ class ClassifierEvaluation:
     def ema_as_teacher(self) -> Iterator[None]:
         """The EMA classifier as a mean teacher: in training mode (dropout, batch statistics), as in Tarvainen &
         Valpola 2017, without moving its BN running statistics (they stay the average of C's)."""
-        norms = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta, was_training = [m.momentum for m in norms], self.ema.training
+        was_training = self.ema.training
         self.ema.train()
-        for m in norms:
-            m.momentum = 0.0
         try:
-            yield
+            with batch_stats_frozen(self.ema):
+                yield
         finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
             self.ema.train(was_training)
 
     def update_ema(self) -> None:

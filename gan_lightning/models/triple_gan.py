@@ -18,20 +18,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 
 import torch
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
 from gan_lightning.graphs import IterationGraph, make_capturable
-from gan_lightning.models.base import ClassifierEvaluation, GameModule, GeneratorGrid
+from gan_lightning.models.base import ClassifierEvaluation, GameModule, GeneratorGrid, batch_stats_frozen
 
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
     "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1, "c_consistency": 0.0,
     "c_confident": 0.0,
 }
+# discriminators that mix the examples of a batch (D scores real and fake pairs in separate forwards here)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0,
                     "c_confident": 0.0}
 
@@ -57,6 +62,24 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             one here and a strong one in ``augment``, as FixMatch).
         align_distribution: for these two terms, align the EMA copy's probabilities to uniform class frequencies (the
             labeled split is class-balanced) by the running mean of its predictions (momentum ``align_momentum``).
+
+    Fidelity to the official script (its behaviour is the default; each deviation is one switch):
+        reuse_forwards: false (official): G's step draws fresh z and C's step runs C again on its unlabeled batch
+            (new dropout mask, new hard labels); true: G and C are trained on the very samples and labels D's step used.
+        prob_clip: C's probabilities are clipped to [prob_clip, 1 - prob_clip] in R_L, R_P, entropy and balance
+            (official 1e-6); 0: exact log-softmax.
+        restart_c_optimizer: C's Adam state starts afresh when R_P switches on (the official script compiles a
+            second update with its own moments).
+        c_bn_update: which train-mode forwards of C move its BN running statistics: ``all`` (official: every
+            forward in D's and C's steps: D's unlabeled batch, C's unlabeled and labeled batches, G's samples with
+            R_P) or ``unlabeled`` (only C's forwards on its unlabeled batch; the others use batch statistics only).
+
+    Schedule by wall time and quality (both off by default):
+        pretrain_time_share: pre-training ends after the epoch in which this share of ``trainer.max_time`` has
+            passed (or after ``pretrain_epochs``, whichever comes first).
+        pseudo_label_trigger: R_P starts after the first game epoch at whose end the EMA classifier labels at least
+            this share of ``trigger_samples`` class-balanced samples of G as their class (or at
+            ``pseudo_label_epoch``, whichever comes first). That share is logged every game epoch (``gen/ema_c_acc``).
     """
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
@@ -69,7 +92,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True,
                  augment: nn.Module | None = None, confidence_threshold: float = 0.95,
                  teacher_augment: nn.Module | None = None, align_distribution: bool = False,
-                 align_momentum: float = 0.999) -> None:
+                 align_momentum: float = 0.999, reuse_forwards: bool = False, prob_clip: float = 1e-6,
+                 restart_c_optimizer: bool = True, c_bn_update: str = "all", pretrain_time_share: float | None = None,
+                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment", "teacher_augment"])
@@ -93,6 +118,21 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                               "set model.weights or model.pretrain_weights c_consistency or c_confident above 0")
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
+        if not 0.0 <= prob_clip < 0.5:
+            raise ConfigError(f"model.prob_clip={prob_clip} must be in [0, 0.5)")
+        if c_bn_update not in ("all", "unlabeled"):
+            raise ConfigError(f"model.c_bn_update={c_bn_update!r} is not one of ['all', 'unlabeled']")
+        if pretrain_time_share is not None and not 0.0 <= pretrain_time_share < 1.0:
+            raise ConfigError(f"model.pretrain_time_share={pretrain_time_share} must be in [0, 1) or null")
+        if pseudo_label_trigger is not None and not 0.0 < pseudo_label_trigger <= 1.0:
+            raise ConfigError(f"model.pseudo_label_trigger={pseudo_label_trigger} must be in (0, 1] or null")
+        if trigger_samples <= 0 or trigger_samples % num_classes:
+            raise ConfigError(f"model.trigger_samples={trigger_samples} must be a positive multiple of the {num_classes} classes")
+        with_stats = [name for name, m in discriminator.named_modules() if isinstance(m, BATCH_NORMS)]
+        if with_stats:
+            raise ConfigError(f"model.discriminator: {type(discriminator).__name__} has batch norm ({with_stats[0]}), whose batch "
+                              "statistics would change D's verdicts between D's, G's and C's steps; use one without it "
+                              "(e.g. DCGANDiscriminator norm=spectral or norm=none)")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
         self.augment = augment if augment is not None else nn.Identity()
         self.teacher_augment = teacher_augment if teacher_augment is not None else self.augment
@@ -106,6 +146,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # adv_ramp() of the current step
         # running mean of the EMA copy's class probabilities on unlabeled data (distribution alignment)
         self.register_buffer("teacher_marginal", torch.full((num_classes,), 1.0 / num_classes))
+        # the schedule's state, saved in checkpoints: the Lightning epoch the game starts at, R_P's first game epoch
+        # when the quality trigger set it, whether C's optimizer has been restarted for R_P
+        self.pretrain_end, self.pseudo_start, self.c_optimizer_restarted = int(pretrain_epochs), None, False
 
     @staticmethod
     def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
@@ -119,11 +162,15 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     @property
     def game_epoch(self) -> int:
         """1-based epoch of the game (0 or less during pre-training)."""
-        return self.current_epoch - self.hparams.pretrain_epochs + 1
+        return self.current_epoch - self.pretrain_end + 1
+
+    def in_pretraining(self, epoch: int) -> bool:
+        """Whether Lightning epoch ``epoch`` is one of C's pre-training (the datamodule asks for its streams)."""
+        return epoch < self.pretrain_end
 
     def lr_factor(self, epoch: int) -> float:
         """LR multiplier for Lightning epoch ``epoch``: constant, then ``factor ** (game_epoch - anneal_epoch)``."""
-        game_epoch = epoch - self.hparams.pretrain_epochs + 1
+        game_epoch = epoch - self.pretrain_end + 1
         return self.hparams.lr_anneal_factor ** max(0, game_epoch - self.hparams.lr_anneal_epoch)
 
     def adv_ramp(self) -> float:
@@ -144,11 +191,66 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                   for o, net in ((opt_d, "d"), (opt_g, "g"), (opt_c, "c"))]
         return [opt_d, opt_g, opt_c, opt_pre], scheds
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.pretrain_time_share is not None and self._timer() is None:
+            raise ConfigError("model.pretrain_time_share needs trainer.max_time (the share is of that time)")
+
+    def _timer(self) -> Timer | None:
+        return next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None) if self._trainer is not None else None
+
+    def time_share(self) -> float:
+        """Share of ``trainer.max_time`` spent so far (this process's clock; rank 0's decides under DDP)."""
+        timer = self._timer()
+        elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
+        return elapsed / max(elapsed + (left or 0.0), 1e-9)
+
     def on_train_epoch_end(self) -> None:
         with warnings.catch_warnings():  # during pre-training the game's optimizers have not stepped yet
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
             for sched in self.lr_schedulers():
                 sched.step()
+        share = self.hparams.pretrain_time_share
+        if self.in_pretraining(self.current_epoch):
+            if share is not None and self.trainer.strategy.broadcast(self.time_share() >= share, src=0):
+                self.pretrain_end = self.current_epoch + 1
+                rank_zero_info(f"pre-training ends after epoch {self.current_epoch + 1} ({share:.0%} of the time); the game starts")
+            return
+        acc = self.trainer.strategy.broadcast(self.ema_conditional_accuracy(), src=0)
+        self.log("gen/ema_c_acc", acc, rank_zero_only=True)
+        trigger = self.hparams.pseudo_label_trigger
+        if trigger is not None and self.pseudo_start is None and acc >= trigger:
+            self.pseudo_start = self.game_epoch + 1
+            rank_zero_info(f"R_P starts at game epoch {self.pseudo_start}: the EMA classifier labels {acc:.1%} of G's samples as their class")
+
+    @torch.no_grad()
+    def ema_conditional_accuracy(self) -> float:
+        """Share of ``trigger_samples`` class-balanced samples of G (fixed latent codes, G in eval mode) that the EMA
+        classifier (eval mode) labels as the class they were drawn for."""
+        K, n = self.hparams.num_classes, self.hparams.trigger_samples
+        y = torch.arange(K, device=self.device).repeat_interleave(n // K)
+        z = self.sample_z(n, self.latent_dim, generator=torch.Generator().manual_seed(2017), device="cpu").to(self.device)
+        modes = self.generator.training, self.ema.training
+        self.generator.eval()
+        self.ema.eval()
+        try:
+            hits = sum(int((self.ema(self.generator(zb, yb)).argmax(1) == yb).sum()) for zb, yb in zip(z.split(500), y.split(500)))
+        finally:
+            self.generator.train(modes[0])
+            self.ema.train(modes[1])
+        return hits / n
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["triple_gan_schedule"] = {"pretrain_end": self.pretrain_end, "pseudo_start": self.pseudo_start,
+                                             "c_optimizer_restarted": self.c_optimizer_restarted}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("triple_gan_schedule", {})
+        self.pretrain_end = int(state.get("pretrain_end", self.hparams.pretrain_epochs))
+        self.pseudo_start = state.get("pseudo_start")
+        self.c_optimizer_restarted = bool(state.get("c_optimizer_restarted", False))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Checkpoints written before distribution alignment existed load with a uniform running marginal."""
@@ -159,12 +261,14 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     def classifier_terms(self, x_l, y_l, x_u, logits_u, weights: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """R_L on (augmented) labeled data; entropy, balance [, consistency, confident labels] on C's logits
         ``logits_u`` of the augmented unlabeled images ``x_u``; L2 on C's last layer."""
-        logits_l = self.classifier(self.augment(x_l))
-        terms = {"c_supervised": losses.supervised(logits_l, y_l)}
+        eps = self.hparams.prob_clip
+        with self.c_stats_frozen():
+            logits_l = self.classifier(self.augment(x_l))
+        terms = {"c_supervised": losses.supervised(logits_l, y_l, eps)}
         if weights["c_entropy"]:
-            terms["c_entropy"] = losses.entropy(logits_u)
+            terms["c_entropy"] = losses.entropy(logits_u, eps)
         if weights["c_balance"]:
-            terms["c_balance"] = losses.class_balance(logits_u)
+            terms["c_balance"] = losses.class_balance(logits_u, eps or 1e-6)
         if weights["c_consistency"] or weights["c_confident"]:  # one teacher forward for both
             with torch.no_grad(), self.ema_as_teacher():
                 target = self.ema(self.teacher_augment(x_u)).float().softmax(1)
@@ -187,7 +291,14 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
 
     @property
     def pseudo_label_on(self) -> bool:
-        return bool(self.weights["c_pseudo"]) and self.game_epoch >= self.hparams.pseudo_label_epoch
+        if not self.weights["c_pseudo"]:
+            return False
+        return self.game_epoch >= min(self.hparams.pseudo_label_epoch, self.pseudo_start or self.hparams.pseudo_label_epoch)
+
+    def c_stats_frozen(self):
+        """For C's forwards other than on its unlabeled batch: with ``c_bn_update=unlabeled`` they leave C's BN
+        running statistics in place."""
+        return batch_stats_frozen(self.classifier) if self.hparams.c_bn_update == "unlabeled" else nullcontext()
 
     def training_step(self, batch, batch_idx: int) -> None:
         opts = self.optimizers()
@@ -226,6 +337,10 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         else:
             self.ramp.fill_(self.adv_ramp())
             key, step = ("game", self.pseudo_label_on), self.game_step
+            if self.pseudo_label_on and self.hparams.restart_c_optimizer and not self.c_optimizer_restarted:
+                opt_c = optimizers[2]
+                getattr(opt_c, "optimizer", opt_c).state.clear()  # fresh Adam moments for C's loss with R_P
+                self.c_optimizer_restarted = True
 
         def run(inputs):
             logs = step(inputs, optimizers)
@@ -248,23 +363,29 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.step(opt_pre, loss, "classifier (pre-training)")
         return self._named("pretrain/c", terms, loss)
 
+    def c_pairs(self, x_u: torch.Tensor, logits_u: torch.Tensor):
+        """C's fake pairs for D: every (x_u, k) weighted by p_c(k|x_u) (``integrate``) or (x_u, argmax C(x_u))."""
+        probs_u, K = logits_u.softmax(1), self.hparams.num_classes
+        if self.objective == "integrate":
+            return x_u.repeat_interleave(K, 0), torch.arange(K, device=x_u.device).repeat(len(x_u)), probs_u
+        return x_u, probs_u.argmax(1), probs_u
+
     def game_step(self, batch, optimizers) -> dict[str, torch.Tensor]:
         opt_d, opt_g, opt_c, _ = optimizers
-        w, a, K = self.weights, self.alpha, self.hparams.num_classes
+        w, a, K, reuse = self.weights, self.alpha, self.hparams.num_classes, self.hparams.reuse_forwards
         (x_l, y_l), (x_u, _) = batch["c_labeled"], batch["c_unlabeled"]
         (x_dl, y_dl), (x_du, _) = batch["d_labeled"], batch["d_unlabeled"]
-
-        # C's and G's forward passes are taken once: their weights do not change before their own step.
-        logits_u = self.classifier(self.augment(x_u))
-        probs_u = logits_u.softmax(1)
-        with torch.no_grad():
-            y_du = self.classifier(x_du).argmax(1)
         y_g = self.g_labels
-        x_g = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
-        if self.objective == "integrate":  # every (x_u, k) pair, weighted by p_c(k | x_u)
-            x_c, y_c = x_u.repeat_interleave(K, 0), torch.arange(K, device=self.device).repeat(len(x_u))
-        else:  # (x_u, argmax C(x_u)), weighted by max p_c
-            x_c, y_c = x_u, probs_u.argmax(1)
+
+        # C's hard labels for D's unlabeled real pairs and C's (x_u, y) pairs, G's samples. With reuse_forwards they
+        # are taken once, with gradients, and G's and C's steps train on them; otherwise (official) D's step has its own.
+        with torch.no_grad(), self.c_stats_frozen():
+            y_du = self.classifier(x_du).argmax(1)
+        with nullcontext() if reuse else torch.no_grad():
+            with nullcontext() if reuse else self.c_stats_frozen():
+                logits_u = self.classifier(self.augment(x_u))
+            x_g = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
+        x_c, y_c, probs_u = self.c_pairs(x_u, logits_u)
 
         # ---- D step: real pairs vs. G's and C's pairs (Eq. 1); D has no batch statistics, so one forward.
         with self.training_only(opt_d, optimizers):
@@ -280,6 +401,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
 
         # ---- G step: fool the updated D on (G(z, y), y).
         with self.training_only(opt_g, optimizers):
+            if not reuse:
+                x_g = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
             g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
             loss_g = w["g_adv"] * (1.0 - a) * g_adv
             self.step(opt_g, loss_g, "generator")
@@ -287,6 +410,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         # ---- C step: fool the updated D on (x_u, y ~ C) + R_L + regularisers [+ R_P], the adversarial and
         # pseudo-label weights scaled by the warm-up ramp (a device tensor, so a recorded graph follows it).
         with self.training_only(opt_c, optimizers):
+            if not reuse:
+                logits_u = self.classifier(self.augment(x_u))
+                x_c, y_c, probs_u = self.c_pairs(x_u, logits_u)
             d_c = self.discriminator(x_c, y_c)
             c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
             c_terms.update(self.classifier_terms(x_l, y_l, x_u, logits_u, w))
@@ -294,7 +420,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             if self.pseudo_label_on:
                 with torch.no_grad():
                     x_p = self.generator(self.sample_z(len(y_g), self.latent_dim), y_g)
-                c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g)
+                with self.c_stats_frozen():
+                    c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g, self.hparams.prob_clip)
             loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
             self.step(opt_c, loss_c, "classifier")
         return {**self._named("train/d", d_terms, loss_d), **self._named("train/g", {"g_adv": g_adv}, loss_g),

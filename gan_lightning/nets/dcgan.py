@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gan_lightning.errors import ConfigError
 from gan_lightning.nets.blocks import LabelCode, check_image_shape
 
 SUPPORTED = "square images of side 28, 32 or 64 (any channels)"
@@ -69,12 +70,21 @@ class DCGANGenerator(nn.Module):
         return self.net(self.project(z).view(-1, self.ch, self.side, self.side))
 
 
+NORMS = ("batch", "none", "spectral")
+
+
 class DCGANDiscriminator(nn.Module):
-    """n x [Conv stride 2, BN (not on the first), LeakyReLU 0.2] -> linear -> one logit."""
+    """n x [Conv stride 2, norm (not on the first), LeakyReLU 0.2] -> linear -> one logit.
+
+    ``norm``: ``batch`` (DCGAN's batch norm), ``none``, or ``spectral`` (spectral normalisation of every conv and
+    the linear layer, Miyato et al. 2018). The last two treat each example on its own (no batch statistics), as a
+    game that scores real and fake pairs in separate forwards (Triple-GAN) needs."""
 
     def __init__(self, image_shape: Sequence[int], base_channels: int = 64, num_classes: int = 0,
-                 label_mode: str = "onehot", label_dim: int | None = None) -> None:
+                 label_mode: str = "onehot", label_dim: int | None = None, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"DCGANDiscriminator norm={norm!r} is not one of {list(NORMS)}")
         self.image_shape, n, side = _n_upsamplings(image_shape, "DCGANDiscriminator")
         c, h, w = self.image_shape
         self.label = LabelCode(num_classes, label_mode, h * w if label_mode == "embedding" else None) if num_classes else None
@@ -83,10 +93,14 @@ class DCGANDiscriminator(nn.Module):
         ch_in, ch = c + label_planes, base_channels
         for i in range(n):
             layers.append(nn.Conv2d(ch_in, ch, 4, 2, 1, bias=i == 0))
-            layers += ([nn.BatchNorm2d(ch)] if i else []) + [nn.LeakyReLU(0.2, True)]
+            layers += ([nn.BatchNorm2d(ch)] if i and norm == "batch" else []) + [nn.LeakyReLU(0.2, True)]
             ch_in, ch = ch, ch * 2
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch_in * side * side, 1))
         _init_dcgan(self)
+        if norm == "spectral":
+            for m in self.net:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.label is not None:

@@ -71,21 +71,26 @@ class ConcatLabelGenerator(nn.Module):
 
 class ConcatLabelDiscriminator(nn.Module):
     """D: Gaussian noise (sigma_in) on the image; one-hot y concatenated before every weight-normalised dense
-    layer (ReLU); Gaussian noise (sigma_hidden) after each hidden layer; one logit."""
+    layer (ReLU); Gaussian noise (sigma_hidden) after each hidden layer; one logit.
+
+    ``label_twice_first``: as the official script, the first hidden layer's output gets y concatenated before its
+    noise and once more after it (the second layer then sees y twice); false: once, like every other layer."""
 
     def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (1000, 500, 250, 250, 250),
-                 sigma_in: float = 0.3, sigma_hidden: float = 0.5) -> None:
+                 sigma_in: float = 0.3, sigma_hidden: float = 0.5, label_twice_first: bool = True) -> None:
         super().__init__()
         self.image_shape = check_image_shape("ConcatLabelDiscriminator", image_shape, "any (C, H, W)", True)
-        self.num_classes = num_classes
+        self.num_classes, self.label_twice_first = num_classes, bool(label_twice_first) and len(hidden) > 0
         self.noise_in, self.noise = GaussianNoise(sigma_in), GaussianNoise(sigma_hidden)
         widths = [math.prod(self.image_shape), *hidden]
-        self.layers = nn.ModuleList(WNLinear(a + num_classes, b, train_scale=False, init_std=0.1) for a, b in zip(widths, widths[1:]))
-        self.out = WNLinear(widths[-1] + num_classes, 1, train_scale=False, init_std=0.1)
+        extra = [num_classes * (2 if i == 1 and self.label_twice_first else 1) for i in range(len(widths))]
+        self.layers = nn.ModuleList(WNLinear(a + e, b, train_scale=False, init_std=0.1) for a, b, e in zip(widths, widths[1:], extra))
+        self.out = WNLinear(widths[-1] + extra[-1], 1, train_scale=False, init_std=0.1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         code = one_hot(y, self.num_classes, x.dtype)
         h = self.noise_in(x.flatten(1))
-        for layer in self.layers:
-            h = self.noise(F.relu(layer(torch.cat([h, code], 1))))
+        for i, layer in enumerate(self.layers):
+            h = F.relu(layer(torch.cat([h, code], 1)))
+            h = self.noise(torch.cat([h, code], 1) if i == 0 and self.label_twice_first else h)
         return self.out(torch.cat([h, code], 1)).squeeze(1)
