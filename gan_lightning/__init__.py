@@ -6,11 +6,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gan_lightning.hardware import cpu_precision
+from gan_lightning.hardware import auto_precision, cpu_precision
 
 # `${sum:a,b}` in configs (e.g. max_epochs = pre-training epochs + game epochs).
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 # `${cpu_precision:}`: bf16-mixed on CPUs with native bf16, else 32-true.
 OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
+# `${auto_precision:}`: 32-true on a CUDA machine, else cpu_precision (the default trainer's choice).
+OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 # `${shipped_references:}`: the reference feature networks that ship with the package (MNIST, Fashion-MNIST).
 OmegaConf.register_new_resolver("shipped_references", lambda: str(Path(__file__).resolve().parent / "references"), replace=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import warnings
@@ -50,8 +51,44 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
+def _quiet_lightning() -> None:
+    """Drop Lightning's notices a user cannot act on (product tips) from its console handler."""
+    import lightning.pytorch  # noqa: F401 - sets up the "lightning.pytorch" console handler
+
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(lambda record: "litlogger" not in record.getMessage().lower())
+
+
+def _check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so that its composition errors (an unknown option of a group, a
+    key that does not exist, a malformed override) read as one line with exit status 2 like every other user error.
+    Command lines with flags (``-m``, ``--help``, ``--cfg``) go to Hydra unchanged."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose("config", overrides=argv)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err).split("Config search path")[0]
+        options = [line.strip() for line in text.splitlines() if line.startswith(("\t", "  ")) and line.strip()]
+        lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() not in options]
+        message = "; ".join(line.rstrip(".") for line in lines) + (" " + ", ".join(options) if options else "")
+        print("error: " + message, file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
+    _check_overrides(sys.argv[1:])
+    _quiet_lightning()
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # emitted inside Lightning, not actionable here
+    # the games move uint8 batches to the device themselves (GameModule.transfer_batch_to_device), on purpose
+    warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
+    # the model summary's size estimate under bf16 autocast: a remark about the summary, not the run
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
     # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done batches)

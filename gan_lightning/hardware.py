@@ -23,3 +23,11 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 def cpu_precision() -> str:
     """Lightning precision for training on this CPU: ``bf16-mixed`` where bf16 is native, else ``32-true``."""
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def auto_precision() -> str:
+    """The default trainer's precision: ``32-true`` with a CUDA GPU (the paper's arithmetic; its speed comes from CUDA
+    graphs), else ``cpu_precision()``."""
+    import torch
+
+    return "32-true" if torch.cuda.is_available() else cpu_precision()

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, needs_mnist
 
 from bench.mnist100 import combine, summary_table
-from conftest import ROOT, needs_mnist
 
 
 def _result(run: str, label_seed: int, errs: list[float]) -> dict:

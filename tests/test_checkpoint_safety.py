@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_cfg, run_cli
 from omegaconf import OmegaConf
 
 from gan_lightning.checkpoints import build_datamodule, load_game
@@ -13,8 +14,6 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import load_reference
 from gan_lightning.evaluation.reference import FORMAT
 from gan_lightning.safe_build import allowed_targets, check_stored_config
-
-from conftest import compose_cfg, run_cli
 
 HUBCONF = "from pathlib import Path\nPath(__file__).with_name('RAN').write_text('hubconf ran')\ndef model(**kw):\n    return None\n"
 
@@ -114,3 +113,20 @@ def test_cli_tasks_refuse_a_crafted_checkpoint_with_one_line(task, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "asks for 'torch.hub.load'" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not (hub / "RAN").exists()
+
+
+def test_shipped_reference_network_loads_and_matches_its_recorded_md5():
+    import hashlib
+    import re
+
+    from gan_lightning.evaluation import reference_path
+
+    folder = Path(__file__).resolve().parent.parent / "gan_lightning" / "references"
+    recorded = dict(re.findall(r"`(\w+)\.pt` \| \w+ \| [\d.]+ % \| `([0-9a-f]{32})`", (folder / "README.md").read_text()))
+    assert "MNIST" in recorded
+    for dataset, md5 in recorded.items():
+        path = reference_path(folder, dataset)
+        assert hashlib.md5(path.read_bytes()).hexdigest() == md5
+        net = load_reference(path, dataset)
+        assert net.test_acc > 0.99 and net.num_classes == 10
+    assert Path(OmegaConf.create({"d": "${shipped_references:}"}).d) == folder  # the default of paths.reference_dir

@@ -6,9 +6,8 @@ import csv
 import json
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import needs_mnist, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 FAST = ["trainer=debug", "callbacks.progress_bar=null"]
 
@@ -68,8 +67,20 @@ def test_missing_data_is_one_clear_line_and_nothing_is_left(tmp_path):
 ])
 def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
     proc = run_cli(args, tmp_path / "run")
-    assert proc.returncode != 0 and expected in proc.stderr
+    assert proc.returncode == 2 and expected in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert "triple_gan" in proc.stderr or "mnist" in proc.stderr  # Hydra lists the available options
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["model.latent_dimm=3"], "error: Could not override 'model.latent_dimm'"),  # Hydra's composition error
+    (["model.latent_dim=abc"], "error: model.latent_dim='abc': expects an integer"),  # checked from the signature
+    (["+model.noise=1"], "error: model.noise: TripleGAN has no such setting"),
+])
+def test_unknown_keys_and_wrong_types_are_one_line_with_exit_2(tmp_path, args, expected):
+    proc = run_cli([*args, "trainer=debug"], tmp_path / "run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith(expected) and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()
 
 
 def test_model_that_cannot_take_the_data_shape(tmp_path):

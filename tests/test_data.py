@@ -6,6 +6,7 @@ import gzip
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,54 @@ def test_bad_stream_config_is_rejected(data_root):
         make_dm(MNISTDataModule, data_root, streams={"real": {"source": "nowhere", "batch_size": 4}})
     with pytest.raises(ConfigError, match="larger than the training set"):
         make_dm(MNISTDataModule, data_root, n_labeled=70000).setup()
+
+
+@pytest.mark.parametrize("damage", ["truncated_gz", "not_gzip", "truncated_raw_unverified", "bad_header_unverified"])
+def test_damaged_idx_files_are_one_line_errors_naming_the_file_and_remedy(tmp_path, data_root, damage):
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(data_root / "MNIST" / "raw", raw)
+    gz = raw / "train-labels-idx1-ubyte.gz"
+    verify = not damage.endswith("_unverified")
+    if damage == "truncated_gz":
+        gz.write_bytes(gz.read_bytes()[:1000])
+    elif damage == "not_gzip":
+        gz.write_bytes(b"<html>proxy error</html>")
+    else:
+        data = gzip.decompress(gz.read_bytes())
+        gz.unlink()
+        bad = data[:5000] if damage == "truncated_raw_unverified" else b"\x00\x00\x0d\x01" + data[4:]
+        (raw / "train-labels-idx1-ubyte").write_bytes(bad)
+    with pytest.raises(ConfigError) as err:
+        make_dm(MNISTDataModule, tmp_path, verify_checksums=verify).setup()
+    msg = str(err.value)
+    assert "train-labels-idx1-ubyte" in msg and "delete it to download it again" in msg and "\n" not in msg
+
+
+def test_crafted_cifar_pickle_runs_nothing_even_unverified(tmp_path):
+    _write_fake_cifar(tmp_path)
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "pickle ran"))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
+        pickle.dump({"data": Evil(), "labels": []}, f)
+    with pytest.raises(ConfigError, match=r"data_batch_2 is damaged \(not a CIFAR-10 batch: UnpicklingError: it names pathlib"):
+        make_dm(CIFAR10DataModule, tmp_path, verify_checksums=False).setup()
+    assert not marker.exists()
+
+
+def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    import torchvision
+
+    def broken_download(root, train=True, download=True):  # writes half a file, then the connection drops
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", broken_download)
+    with pytest.raises(ConfigError, match="download failed: ConnectionError"):
+        make_dm(MNISTDataModule, tmp_path, download=True).prepare_data()
+    assert not (tmp_path / "MNIST").exists() and not list(tmp_path.glob(".download-*"))

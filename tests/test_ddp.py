@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import needs_mnist, run_cli
 
 from gan_lightning.strategies import average_gradients
 from gan_lightning.tbread import read_scalars
-
-from conftest import needs_mnist, run_cli
 
 
 def _free_port() -> int:

@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_ROOT, needs_mnist, run_cli
 from PIL import Image
 
 from gan_lightning.checkpoints import load_game
 from gan_lightning.data import MNISTDataModule
-from gan_lightning.evaluation import GeneratorMetrics, load_reference
-from gan_lightning.evaluation import analysis
 from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation import GeneratorMetrics, analysis, load_reference
 from gan_lightning.tbread import read_scalars
-
-from conftest import DATA_ROOT, needs_mnist, run_cli
 
 pytestmark = needs_mnist
 

@@ -26,12 +26,11 @@ def test_missing_cpuinfo_means_no_native_bf16(tmp_path):
 
 
 def test_fast_preset_takes_its_precision_from_the_cpu():
+    from conftest import compose_cfg
     from hydra.utils import instantiate
 
     from gan_lightning.hardware import cpu_precision
     from gan_lightning.nets.blocks import RandomAffine
-
-    from conftest import compose_cfg
 
     cfg = compose_cfg(["experiment=triple_gan_mnist100_fast"])
     assert cfg.trainer.precision == cpu_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")

@@ -8,14 +8,13 @@ import math
 import lightning as L
 import pytest
 import torch
+from conftest import compose_cfg
 from hydra.utils import instantiate
 
 from gan_lightning.__main__ import _user_error
 from gan_lightning.data import MNISTDataModule, StreamBatches
 from gan_lightning.data.batches import EvalBatches
 from gan_lightning.errors import ConfigError
-
-from conftest import compose_cfg
 
 SMALL_TRIPLE = [
     "model=triple_gan", "model.generator_batch=20", "model.pretrain_epochs=0",

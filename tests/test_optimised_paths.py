@@ -6,11 +6,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import compose_cfg, needs_mnist
 
 from gan_lightning.graphs import IterationGraph, make_capturable
 from gan_lightning.tasks.train import build
-
-from conftest import compose_cfg, needs_mnist
 
 pytestmark = needs_mnist
 

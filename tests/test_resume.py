@@ -4,6 +4,7 @@ as an uninterrupted run; checkpoint writes are atomic."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
 
 from gan_lightning.checkpoints import AtomicCheckpointIO
-
-from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
 
 pytestmark = needs_mnist
 RUN = ["model=gan", "trainer=debug", "trainer.limit_train_batches=80", "trainer.max_epochs=3", "logger=none",
@@ -93,7 +93,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
-    with pytest.raises(Exception):  # fails while writing: the previous file must survive untouched
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):  # fails while writing: the previous file survives
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": lambda: None}, target)
     assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind

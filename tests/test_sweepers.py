@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import ROOT, needs_mnist, run_cli
 
 TINY = ["trainer=debug", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none", "callbacks.sample_grid=null"]

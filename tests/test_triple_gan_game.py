@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_ROOT, compose_cfg, needs_mnist, run_cli
 from hydra.utils import instantiate
 
 from gan_lightning import losses
@@ -16,8 +17,6 @@ from gan_lightning.data import MNISTDataModule
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import analysis
 from gan_lightning.tbread import read_scalars
-
-from conftest import DATA_ROOT, compose_cfg, needs_mnist, run_cli
 
 pytestmark = needs_mnist
 
@@ -232,3 +231,29 @@ def test_generator_metrics_logged_during_the_game_only(scheduled_run):
     assert all(0 <= v <= 1 for _, _, v in scalars["gen/cond_acc"]) and all(v > 0 for _, _, v in scalars["gen/fid"])
     labeled = json.loads((run_dir / "labeled_indices.json").read_text())
     assert labeled["label_split"] == "official"
+
+
+def _custom_scalar_layout(tb_dir):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    for path in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == "custom_scalars__config__":
+                    layout = layout_pb2.Layout()
+                    layout.ParseFromString(value.tensor.string_val[0])
+                    return {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    return None
+
+
+def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
+    run_dir, proc = scheduled_run
+    out = proc.stdout + proc.stderr
+    assert "schedule: pre-training" in out and "stops after 0:00:45 (trainer.max_time)" in out
+    assert "pre-training:" in out and "it/s; the rest of the run" in out
+    assert f"run directory: {run_dir}" in out and "done in " in out
+    assert "litlogger" not in out.lower() and "transfer_batch_to_device" not in out
+    layout = _custom_scalar_layout(run_dir / "tb")
+    assert layout["test error"]["C and EMA C (test error)"] == ["val/err_c$", "val/err_ema$"]
+    assert set(layout["losses"]) >= {"D", "G", "C", "C, pre-training"} and "FID (reference features)" in layout["generator"]

@@ -1,7 +1,9 @@
 """Training callbacks: image grids of the generator's samples, generator metrics, checkpoint on interrupt."""
 
+from gan_lightning.callbacks.dashboard import TensorBoardLayout
 from gan_lightning.callbacks.images import SampleGrid
 from gan_lightning.callbacks.interrupt import SaveOnInterrupt
 from gan_lightning.callbacks.metrics import GeneratorEvaluation
+from gan_lightning.callbacks.schedule import ScheduleEstimate
 
-__all__ = ["GeneratorEvaluation", "SampleGrid", "SaveOnInterrupt"]
+__all__ = ["GeneratorEvaluation", "SampleGrid", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]

@@ -8,6 +8,8 @@ import lightning as L
 import torchvision.utils as vutils
 from lightning.pytorch.utilities import rank_zero_only
 
+from gan_lightning.capabilities import CanGenerate
+
 
 class SampleGrid(L.Callback):
     """Logs ``pl_module.sample_images()`` (images in [0, 1], row length) as ``samples/grid`` and writes
@@ -18,7 +20,7 @@ class SampleGrid(L.Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not hasattr(pl_module, "sample_images") or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not isinstance(pl_module, CanGenerate) or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         images, nrow = pl_module.sample_images()
         grid = vutils.make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0)

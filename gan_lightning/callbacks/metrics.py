@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from gan_lightning.capabilities import CanGenerate, HasPhases
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, reference_path
 
@@ -33,7 +34,7 @@ class GeneratorEvaluation(L.Callback):
         self.metrics: GeneratorMetrics | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or not hasattr(pl_module, "generate") or not trainer.is_global_zero:
+        if stage != "fit" or not isinstance(pl_module, CanGenerate) or not trainer.is_global_zero:
             return
         dm = trainer.datamodule
         path = self.reference or (reference_path(self.reference_dir, dm.name) if self.reference_dir else None)
@@ -54,8 +55,7 @@ class GeneratorEvaluation(L.Callback):
         epoch = trainer.current_epoch + 1
         if self.metrics is None or trainer.sanity_checking or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
             return
-        in_pretraining = getattr(pl_module, "in_pretraining", None)
-        if in_pretraining is not None and in_pretraining(trainer.current_epoch):  # G has not been trained yet
+        if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch):  # G is untrained
             return
         values = self.metrics.to(pl_module.device).evaluate(pl_module)
         pl_module.log_dict({f"gen/{k}": v for k, v in values.items()}, rank_zero_only=True)
@@ -65,8 +65,7 @@ class GeneratorEvaluation(L.Callback):
         """A run stopped by ``trainer.max_time`` mid-epoch still ends with the metrics of its final generator."""
         if self.metrics is None or getattr(self, "last_step", None) == trainer.global_step:
             return
-        in_pretraining = getattr(pl_module, "in_pretraining", None)
-        if in_pretraining is not None and in_pretraining(trainer.current_epoch):
+        if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch):
             return
         values = self.metrics.to(pl_module.device).evaluate(pl_module)
         for logger in trainer.loggers:

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from gan_lightning.capabilities import HasPhases
 from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx
 from gan_lightning.errors import ConfigError
@@ -145,9 +146,17 @@ class ImageDataModule(L.LightningDataModule):
         if not self.pretrain_streams:
             return False
         model = self.trainer.lightning_module if self.trainer is not None else None
-        if model is not None and hasattr(model, "in_pretraining"):
+        if isinstance(model, HasPhases):
             return bool(model.in_pretraining(epoch))
         return epoch < self.pretrain_epochs
+
+    def iterations_per_epoch(self, pretraining: bool = False) -> int:
+        """Batches in one epoch of the game's phase (before ``trainer.limit_train_batches``)."""
+        pre = pretraining and bool(self.pretrain_streams)
+        streams = self.pretrain_streams if pre else self.streams
+        by = (self._pretrain_epoch_length or self._epoch_length) if pre else self._epoch_length
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return epoch_length(self.sources, streams, by, world)
 
     def train_dataloader(self) -> StreamBatches:
         trainer = self.trainer

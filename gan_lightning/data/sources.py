@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import pickle
+import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,26 +61,68 @@ CIFAR10_MD5 = {
 }
 
 
+REMEDY = "delete it to download it again (data.download=true), or replace it with the published file"
+
+
+def _damaged(path: Path, what: str) -> ConfigError:
+    return ConfigError(f"{path} is damaged ({what}); {REMEDY}")
+
+
 def _check_md5(data: bytes, expected: str | None, path: Path) -> None:
     if expected is not None and hashlib.md5(data).hexdigest() != expected:
-        raise ConfigError(f"checksum mismatch for {path}: the file is corrupt or not the published one; delete it and re-download")
+        raise ConfigError(f"checksum mismatch for {path}: the file is corrupt, truncated or not the published one; {REMEDY}")
 
 
 def _read_maybe_gz(raw: Path, stem: str) -> tuple[bytes, Path] | None:
     for path in (raw / stem, raw / f"{stem}.gz"):
         if path.is_file():
             data = path.read_bytes()
-            return (gzip.decompress(data) if path.suffix == ".gz" else data), path
+            if path.suffix != ".gz":
+                return data, path
+            try:
+                return gzip.decompress(data), path
+            except (OSError, EOFError, zlib.error) as err:  # truncated or not gzip at all
+                raise _damaged(path, f"not a complete gzip file: {err}") from None
     return None
 
 
 def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     """IDX format: 2 zero bytes, a type byte (0x08 = uint8), the rank, then big-endian int32 sizes."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ConfigError(f"{path} is not an uint8 IDX file")
+        raise _damaged(path, "not an uint8 IDX file")
     ndim = data[3]
+    header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) < header or len(data) - header != int(np.prod(shape)):
+        raise _damaged(path, f"{len(data) - header} bytes of data where its header announces {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles CIFAR-10's batches (dicts, lists, strings, numpy arrays) and refuses every other global: a
+    pickle can name any callable, so a crafted file could otherwise run code when it is read."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch does not hold")
+        return super().find_class(module, name)
+
+
+def _download_atomically(root: Path, make) -> None:
+    """Run torchvision's download into a temporary folder beside ``root`` and move the finished files in: an
+    interrupted download leaves nothing half-written in the data root."""
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        make(tmp)
+        for path in sorted(Path(tmp).rglob("*")):
+            target = root / path.relative_to(tmp)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif not target.exists():
+                shutil.move(str(path), target)
 
 
 def _missing_message(root: Path, folder: Path, files: list[str]) -> str:
@@ -94,9 +140,12 @@ def load_idx(root: str | Path, name: str, download: bool, verify: bool = True, p
     if download and any(_read_maybe_gz(raw, f) is None for f in IDX_FILES):
         import torchvision
 
+        def make(tmp: str) -> None:
+            getattr(torchvision.datasets, name)(tmp, train=True, download=True)
+            getattr(torchvision.datasets, name)(tmp, train=False, download=True)
+
         try:
-            getattr(torchvision.datasets, name)(str(root), train=True, download=True)
-            getattr(torchvision.datasets, name)(str(root), train=False, download=True)
+            _download_atomically(root, make)
         except Exception as err:  # noqa: BLE001 - any network failure means "not available offline"
             raise ConfigError(_missing_message(root, raw, list(IDX_FILES)) + f" (download failed: {type(err).__name__})") from err
     if not parse:
@@ -127,7 +176,7 @@ def load_cifar10(root: str | Path, download: bool, verify: bool = True, parse: b
         import torchvision
 
         try:
-            torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+            _download_atomically(root, lambda tmp: torchvision.datasets.CIFAR10(tmp, train=True, download=True))
         except Exception as err:  # noqa: BLE001
             raise ConfigError(_missing_message(root, folder, names) + f" (download failed: {type(err).__name__})") from err
     if not parse:
@@ -140,8 +189,11 @@ def load_cifar10(root: str | Path, download: bool, verify: bool = True, parse: b
         data = path.read_bytes()
         if verify:
             _check_md5(data, CIFAR10_MD5[n], path)
-        entry = pickle.loads(data, encoding="latin1")
-        parts[n] = (np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(entry["labels"]))
+        try:
+            entry = _ArraysOnly(io.BytesIO(data), encoding="latin1").load()
+            parts[n] = (np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(entry["labels"]))
+        except Exception as err:  # noqa: BLE001 - truncated, foreign or crafted: the same remedy
+            raise _damaged(path, f"not a CIFAR-10 batch: {type(err).__name__}: {str(err)[:100]}") from None
     train = [parts[n] for n in names[:-1]]
     return Splits(
         train_x=torch.from_numpy(np.concatenate([x for x, _ in train])),

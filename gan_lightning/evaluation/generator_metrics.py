@@ -79,7 +79,7 @@ class GeneratorMetrics:
         self.device = torch.device("cpu")
         self._real_done = False
 
-    def to(self, device) -> "GeneratorMetrics":
+    def to(self, device) -> GeneratorMetrics:
         self.device = torch.device(device)
         for m in (self.reference, self.fid, self.kid, self.inception, self.class_fid, self.cond_acc):
             m.to(self.device)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gan_lightning.capabilities import Embeds
 from gan_lightning.errors import ConfigError
 from gan_lightning.safe_build import build_stored
 
@@ -26,14 +27,14 @@ class ReferenceNet(nn.Module):
 
     def __init__(self, network: nn.Module, dataset: str, test_acc: float) -> None:
         super().__init__()
-        if not hasattr(network, "embed") or not hasattr(network, "head"):
+        if not isinstance(network, Embeds):
             raise ConfigError(f"{type(network).__name__} cannot be a reference network: it needs embed() and head")
         self.network = network.eval().requires_grad_(False)
         self.dataset, self.test_acc = dataset, float(test_acc)
         self.num_classes = int(network.head.out_features)
         self.num_features = int(network.head.in_features)
 
-    def train(self, mode: bool = True) -> "ReferenceNet":  # always evaluated with its running BN statistics
+    def train(self, mode: bool = True) -> ReferenceNet:  # always evaluated with its running BN statistics
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

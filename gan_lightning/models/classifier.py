@@ -3,7 +3,7 @@ as Triple-GAN's C): the number the semi-supervised game has to beat."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from torch import nn
 

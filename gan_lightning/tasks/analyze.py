@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from gan_lightning.capabilities import HasClassifier  # noqa: E402
 from gan_lightning.checkpoints import build_datamodule, load_game  # noqa: E402
 from gan_lightning.errors import ConfigError  # noqa: E402
 from gan_lightning.evaluation import analysis, load_reference  # noqa: E402
@@ -32,7 +33,7 @@ def _classifier(cfg: DictConfig, network: str, reference: str | None):
         net, name = load_reference(reference, datamodule.name), f"reference ({reference})"
     else:
         model, run_config = load_game(cfg.ckpt_path)
-        if not hasattr(model, "classifier"):
+        if not isinstance(model, HasClassifier):
             raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no classifier to analyse")
         if network not in ("ema", "c"):
             raise ConfigError(f"task.network={network!r} is not one of ['ema', 'c']")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from gan_lightning.capabilities import CanGenerate
 from gan_lightning.checkpoints import build_datamodule, load_game
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_table, reference_path
@@ -29,7 +30,7 @@ def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | 
         raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
     games = {name: load_game(path, f"task.checkpoints.{name}") for name, path in checkpoints.items()}  # all checked first
     for name, (model, _) in games.items():
-        if not hasattr(model, "generate"):
+        if not isinstance(model, CanGenerate):
             raise ConfigError(f"checkpoint {name} holds a {type(model).__name__}, which has no generator to evaluate")
     rows, evaluators = {}, {}
     for name, (model, run_config) in games.items():

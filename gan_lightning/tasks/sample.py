@@ -15,6 +15,7 @@ import torch
 import torchvision.utils as vutils
 from omegaconf import DictConfig
 
+from gan_lightning.capabilities import CanGenerate
 from gan_lightning.checkpoints import load_game
 from gan_lightning.errors import ConfigError
 
@@ -35,7 +36,7 @@ def sample(cfg: DictConfig, n: int = 64, columns: int = 10, interpolation_steps:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
     model, _ = load_game(cfg.ckpt_path)
-    if not hasattr(model, "generate"):
+    if not isinstance(model, CanGenerate):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no generator to sample from")
     model = model.to(device)
     out = Path(out_dir or cfg.paths.output_dir)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lightning.capabilities import RecordsCudaGraphs
 from gan_lightning.checkpoints import read_checkpoint
+from gan_lightning.config_check import check_config
 from gan_lightning.errors import ConfigError
 
 
@@ -29,6 +33,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def build(cfg: DictConfig):
     """Instantiate (datamodule, model, trainer) and load the data, so every input error surfaces before training."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys, wrong types: one line before anything is built
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -38,7 +43,12 @@ def build(cfg: DictConfig):
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     compile_cfg = trainer_cfg.pop("compile", False)  # not a Trainer argument: applied to the networks
-    if trainer_cfg.pop("cuda_graphs", False):  # nor this: the model records its iterations
+    cuda_graphs = trainer_cfg.pop("cuda_graphs", False)  # nor this: the model records its iterations
+    if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
+        cuda_graphs = _cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None
+    elif cuda_graphs not in (True, False):
+        raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
+    if cuda_graphs:
         check_cuda_graphs(model, trainer_cfg, compile_cfg)
         model.enable_cuda_graphs()
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
@@ -51,8 +61,14 @@ def build(cfg: DictConfig):
 
 def check_cuda_graphs(model, trainer_cfg: dict, compile_cfg) -> None:
     """``trainer.cuda_graphs=true`` needs one CUDA GPU, a precision without a gradient scaler, and a game that records its steps."""
+    problem = _cuda_graphs_problem(model, trainer_cfg, compile_cfg)
+    if problem:
+        raise ConfigError(f"trainer.cuda_graphs=true {problem}")
+
+
+def _cuda_graphs_problem(model, trainer_cfg: dict, compile_cfg) -> str | None:
     problem = None
-    if not hasattr(model, "enable_cuda_graphs"):
+    if not isinstance(model, RecordsCudaGraphs):
         problem = f"is supported by model=triple_gan, not by {type(model).__name__}"
     elif trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
         problem = "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
@@ -62,8 +78,7 @@ def check_cuda_graphs(model, trainer_cfg: dict, compile_cfg) -> None:
         problem = "runs on one GPU (trainer.devices=1, no DDP)"
     elif compile_cfg:
         problem = "and trainer.compile=true exclude each other; choose one"
-    if problem:
-        raise ConfigError(f"trainer.cuda_graphs=true {problem}")
+    return problem
 
 
 def fit(cfg: DictConfig):
@@ -77,6 +92,8 @@ def fit(cfg: DictConfig):
     if ckpt_path is not None:
         read_checkpoint(ckpt_path)
     datamodule, model, trainer = build(cfg)
+    _say(f"run directory: {cfg.paths.output_dir}")
+    start = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "gen/"))}
     for logger in trainer.loggers:
@@ -87,7 +104,16 @@ def fit(cfg: DictConfig):
             if final:
                 logger.log_metrics(final, step=trainer.global_step)
             logger.save()
+    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
+                      if k.startswith(("val/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k)
+    _say(f"done in {(time.time() - start) / 60:.1f} min, {trainer.current_epoch} epochs{': ' + shown if shown else ''}")
+    _say(f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})")
     return datamodule, model, trainer
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -1,0 +1,78 @@
+"""One line with the run's schedule before training, and the estimated total time measured from the first batches."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.utilities import rank_zero_info
+
+from gan_lightning.capabilities import HasPhases
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ScheduleEstimate(L.Callback):
+    """Prints ``schedule: ...`` (phases, epochs, iterations, the time limit) when training starts, then after
+    ``measure_batches`` batches of each phase the measured speed and the estimated time of the whole run."""
+
+    def __init__(self, measure_batches: int = 20, warmup_batches: int = 3) -> None:
+        self.measure_batches, self.warmup_batches = int(measure_batches), int(warmup_batches)
+
+    def _per_epoch(self, trainer: L.Trainer, pretraining: bool) -> int:
+        dm = trainer.datamodule
+        n = dm.iterations_per_epoch(pretraining) if hasattr(dm, "iterations_per_epoch") else int(trainer.num_training_batches)
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            return min(n, limit)
+        return max(1, int(n * float(limit))) if limit is not None else n
+
+    def _phases(self, trainer: L.Trainer, module: L.LightningModule) -> list[tuple[str, int, int]]:
+        """(name, epochs, iterations per epoch) of the phases still ahead, from the current epoch on."""
+        epoch, last = trainer.current_epoch, int(trainer.max_epochs or 0)
+        pre_end = getattr(module, "pretrain_end", 0) if isinstance(module, HasPhases) else 0
+        phases = []
+        if epoch < pre_end:
+            phases.append(("pre-training", min(pre_end, last) - epoch, self._per_epoch(trainer, True)))
+        game_epochs = last - max(epoch, pre_end)
+        if game_epochs > 0:
+            phases.append(("training" if not pre_end else "game", game_epochs, self._per_epoch(trainer, False)))
+        return phases
+
+    def _limit(self, trainer: L.Trainer) -> float | None:
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        return None if timer is None else timer.time_remaining("train")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        phases = self._phases(trainer, pl_module)
+        parts = [f"{name} {epochs} epochs x {per} iterations" for name, epochs, per in phases]
+        total = sum(epochs * per for _, epochs, per in phases)
+        share = getattr(getattr(pl_module, "hparams", {}), "get", lambda *_: None)("pretrain_time_share")
+        note = f" (pre-training ends earlier, after {share:.0%} of the time limit)" if share is not None else ""
+        limit = self._limit(trainer)
+        stop = f"; stops after {_hms(limit)} (trainer.max_time)" if limit is not None else ""
+        rank_zero_info(f"schedule: {' + '.join(parts) or 'nothing to do'} = {total:,} iterations{note}{stop}")
+        self.phase, self.count, self.t0 = None, 0, time.time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        phase = "pre-training" if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch) else "game"
+        if phase != self.phase:
+            self.phase, self.count, self.reported = phase, 0, False
+        self.count += 1
+        if self.count == self.warmup_batches:
+            self.t0 = time.time()
+        if self.reported or self.count != self.warmup_batches + self.measure_batches:
+            return
+        self.reported = True
+        rate = self.measure_batches / max(time.time() - self.t0, 1e-9)
+        phases = self._phases(trainer, pl_module)
+        done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        left = max(0, sum(epochs * per for _, epochs, per in phases) - done_in_epoch)
+        estimate = left / rate
+        limit = self._limit(trainer)
+        capped = f"; trainer.max_time stops it in {_hms(limit)}" if limit is not None and limit < estimate else ""
+        rank_zero_info(f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) would take {_hms(estimate)} at this speed{capped}")

@@ -1,0 +1,112 @@
+"""Check a composed config against the signatures of the classes it names, before anything is built.
+
+The constructors of the networks, games and datamodules are the one place where each argument's type and default
+is written; this module reads their annotations and refuses, with one line, a key no constructor takes or a value
+of the wrong type: ``error: model.latent_dim='abc': expects an integer``. Ranges are checked by the constructors.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import importlib
+import inspect
+import types
+import typing
+from typing import Any
+
+from gan_lightning.errors import ConfigError
+
+SPECIAL = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def _resolve(target: str):
+    module_name, _, name = target.rpartition(".")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError:  # a class inside a module: a.b.Class.method is not used by configs
+        return None
+    return getattr(obj, name, None)
+
+
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits the annotation ``hint`` (None: the annotation says nothing checkable)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
+        if any(v is True for v in verdicts):
+            return True
+        return False if all(v is False for v in verdicts) else None
+    if hint is type(None):
+        return value is None
+    if isinstance(value, dict) and "_target_" in value:  # an object built from config: its own signature is checked
+        return None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    base = origin or hint
+    if base in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return None
+
+
+WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    base = origin or hint
+    if base in (list, tuple, collections.abc.Sequence):
+        return "a list"
+    if base in (dict, collections.abc.Mapping):
+        return "a mapping"
+    return WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_node(node: Any, where: str) -> None:
+    """Check every ``_target_`` dict under ``node`` (a plain resolved container) against its class's signature."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_node(item, f"{where}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    target = node.get("_target_")
+    cls = _resolve(target) if isinstance(target, str) else None
+    if cls is not None and callable(cls):
+        func = cls.__init__ if inspect.isclass(cls) else cls
+        try:
+            params = inspect.signature(func).parameters
+            hints = typing.get_type_hints(func)
+        except (TypeError, ValueError, NameError):
+            params, hints = {}, {}
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        own = [n for n in params if n not in ("self", "args", "kwargs")]
+        for key, value in node.items():
+            if key in SPECIAL:
+                continue
+            if key not in params and not takes_any and params:
+                raise ConfigError(f"{where}.{key}: {target.rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}")
+            hint = hints.get(key, inspect.Parameter.empty)
+            if _accepts(hint, value) is False:
+                raise ConfigError(f"{where}.{key}={value!r}: expects {_describe(hint)}")
+    for key, value in node.items():
+        if key != "_target_":
+            check_node(value, f"{where}.{key}")
+
+
+def check_config(cfg: dict, groups: tuple[str, ...] = ("model", "data")) -> None:
+    """One-line ConfigError for the first unknown key or wrongly typed value in the given groups of a resolved config."""
+    for group in groups:
+        if isinstance(cfg.get(group), dict):
+            check_node(cfg[group], group)

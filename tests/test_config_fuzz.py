@@ -1,0 +1,77 @@
+"""Fuzz the configuration: every numeric setting of every model and data config set to 0, to a negative value and to a
+string, built as the CLI builds a run (without training). Each case either builds or stops with one line
+(``ConfigError``, exit status 2); a traceback fails the test. The number of cases is printed and asserted."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import yaml
+from conftest import CONF, compose_cfg, needs_mnist
+from omegaconf import OmegaConf
+
+from gan_lightning.__main__ import _user_error
+from gan_lightning.data import datamodule as datamodule_module
+from gan_lightning.errors import ConfigError
+from gan_lightning.tasks.train import build
+
+pytestmark = [needs_mnist, pytest.mark.slow]
+
+
+def _numeric_leaves(node, prefix=""):
+    """Dotted keys of the int/float values written in a YAML file (interpolations and lists are skipped)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "defaults":
+                continue
+            yield from _numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield prefix
+
+
+def cases() -> list[tuple[str, str, str]]:
+    """(group option, key, value) for every numeric leaf of conf/model/*.yaml and conf/data/*.yaml."""
+    out = []
+    for group in ("model", "data"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            tree = yaml.safe_load(path.read_text()) or {}
+            root = tree if group == "model" else {"data": tree}  # model files are @package _global_
+            for key in _numeric_leaves(root):
+                if key.split(".")[0] not in ("model", "data"):
+                    continue  # top-level keys such as epochs, checked by the trainer
+                for value in ("0", "-3", "abc"):
+                    out.append((f"{group}={path.stem}", key, value))
+    return out
+
+
+CASES = cases()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _read_each_dataset_once():
+    """The fuzz builds hundreds of runs: each dataset's files are read and checked once, not for every case."""
+    original = datamodule_module.load_idx
+    datamodule_module.load_idx = functools.lru_cache(maxsize=None)(original)
+    yield
+    datamodule_module.load_idx = original
+
+
+def test_case_count_is_reported():
+    print(f"config fuzz: {len(CASES)} cases")
+    assert len(CASES) > 150
+
+
+@pytest.mark.parametrize("option,key,value", CASES, ids=[f"{o}:{k}={v}" for o, k, v in CASES])
+def test_every_bad_value_builds_or_is_one_line(option, key, value, tmp_path):
+    overrides = [option] if option.startswith("model=") else ["model=gan", option]
+    if option == "data=cifar10":
+        pytest.skip("CIFAR-10 files are not on this machine; its settings are the same keys as MNIST's")
+    try:
+        cfg = compose_cfg([*overrides, f"{key}={value}", "trainer=debug", "logger=none", "callbacks=none"], output_dir=tmp_path)
+        OmegaConf.resolve(cfg)
+        build(cfg)
+    except Exception as err:  # noqa: BLE001 - classified below
+        found = _user_error(err)
+        assert isinstance(found, ConfigError), f"{key}={value}: {type(err).__name__}: {err}"
+        assert "\n" not in str(found), str(found)
