@@ -51,10 +51,19 @@ def _accepts(hint: Any, value: Any) -> bool | None:
     if hint is str:
         return isinstance(value, str)
     base = origin or hint
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
     if base in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, (list, tuple))
+        if not isinstance(value, (list, tuple)):
+            return False
+        if base is tuple and len(args) > 1:  # tuple[int, int, int]: element by element
+            return len(args) == len(value) and all(_accepts(a, v) is not False for a, v in zip(args, value))
+        return all(_accepts(args[0], v) is not False for v in value) if args else True
     if base in (dict, collections.abc.Mapping):
-        return isinstance(value, dict)
+        if not isinstance(value, dict):
+            return False
+        return all(_accepts(args[1], v) is not False for v in value.values()) if len(args) == 2 else True
+    if inspect.isclass(base) and (value is None or isinstance(value, (str, int, float, bool))):
+        return isinstance(value, base)  # e.g. a string where a tensor or a module is expected
     return None
 
 
@@ -73,6 +82,27 @@ def _describe(hint: Any) -> str:
     return WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+def _locate(hint: Any, value: Any, where: str) -> tuple[str, Any, Any]:
+    """The innermost element of ``value`` that does not fit (its location, value and annotation)."""
+    base, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if base in (typing.Union, types.UnionType):  # the member of the same kind as the value (mapping, list)
+        kind = dict if isinstance(value, dict) else list if isinstance(value, (list, tuple)) else None
+        for member in args:
+            origin = typing.get_origin(member) or member
+            if kind is dict and origin in (dict, collections.abc.Mapping) or kind is list and origin in (list, collections.abc.Sequence):
+                return _locate(member, value, where)
+        return where, value, hint
+    if base in (dict, collections.abc.Mapping) and isinstance(value, dict) and len(args) == 2:
+        for key, item in value.items():
+            if _accepts(args[1], item) is False:
+                return _locate(args[1], item, f"{where}.{key}")
+    if base in (list, collections.abc.Sequence) and isinstance(value, (list, tuple)) and args:
+        for i, item in enumerate(value):
+            if _accepts(args[0], item) is False:
+                return _locate(args[0], item, f"{where}[{i}]")
+    return where, value, hint
+
+
 def check_node(node: Any, where: str) -> None:
     """Check every ``_target_`` dict under ``node`` (a plain resolved container) against its class's signature."""
     if isinstance(node, list):
@@ -87,9 +117,12 @@ def check_node(node: Any, where: str) -> None:
         func = cls.__init__ if inspect.isclass(cls) else cls
         try:
             params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            params = {}
+        try:
             hints = typing.get_type_hints(func)
-        except (TypeError, ValueError, NameError):
-            params, hints = {}, {}
+        except Exception:  # noqa: BLE001 - annotations that cannot be evaluated here: types unchecked
+            hints = {}
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         own = [n for n in params if n not in ("self", "args", "kwargs")]
         for key, value in node.items():
@@ -99,7 +132,8 @@ def check_node(node: Any, where: str) -> None:
                 raise ConfigError(f"{where}.{key}: {target.rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}")
             hint = hints.get(key, inspect.Parameter.empty)
             if _accepts(hint, value) is False:
-                raise ConfigError(f"{where}.{key}={value!r}: expects {_describe(hint)}")
+                loc, bad, expected = _locate(hint, value, f"{where}.{key}")
+                raise ConfigError(f"{loc}={bad!r}: expects {_describe(expected)}")
     for key, value in node.items():
         if key != "_target_":
             check_node(value, f"{where}.{key}")

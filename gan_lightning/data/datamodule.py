@@ -80,8 +80,9 @@ class ImageDataModule(L.LightningDataModule):
             for name, spec in group.items():
                 if spec.get("source") not in SOURCES:
                     raise ConfigError(f"stream '{name}': source={spec.get('source')!r} is not one of {list(SOURCES)}")
-                if int(spec.get("batch_size", 0)) <= 0:
-                    raise ConfigError(f"stream '{name}': batch_size={spec.get('batch_size')} must be a positive integer")
+                size = spec.get("batch_size")
+                if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+                    raise ConfigError(f"stream '{name}': batch_size={size!r} must be a positive integer")
         if self.label_split not in LABEL_SPLITS:
             raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
         if self.n_labeled is not None and self.n_labeled <= 0:

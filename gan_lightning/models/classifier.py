@@ -8,7 +8,8 @@ from collections.abc import Callable
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.models.base import ClassifierEvaluation, GameModule
+from gan_lightning.models.base import GameModule
+from gan_lightning.models.evaluation import ClassifierEvaluation
 
 
 class Classifier(ClassifierEvaluation, GameModule):

@@ -11,7 +11,8 @@ from torch import nn
 
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
-from gan_lightning.models.base import GameModule, GeneratorGrid
+from gan_lightning.models.base import GameModule
+from gan_lightning.models.generation import GeneratorGrid
 
 
 class GAN(GeneratorGrid, GameModule):

@@ -28,7 +28,9 @@ from torch import nn
 from gan_lightning import losses
 from gan_lightning.errors import ConfigError
 from gan_lightning.graphs import IterationGraph, make_capturable
-from gan_lightning.models.base import ClassifierEvaluation, GameModule, GeneratorGrid, batch_stats_frozen
+from gan_lightning.models.base import GameModule
+from gan_lightning.models.evaluation import ClassifierEvaluation, batch_stats_frozen
+from gan_lightning.models.generation import GeneratorGrid
 
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
