@@ -13,6 +13,8 @@ from conftest import ROOT, needs_mnist
 
 from bench.mnist100 import combine, summary_table
 
+pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
+
 
 def _result(run: str, label_seed: int, errs: list[float]) -> dict:
     curve = [{"run": run, "label_seed": label_seed, "wall_s": 60.0 * (i + 1), "epoch": i, "step": i, "err_c": e + 0.001, "err_ema": e}

@@ -9,6 +9,8 @@ import pytest
 from conftest import needs_mnist, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
+
 FAST = ["trainer=debug", "callbacks.progress_bar=null"]
 
 

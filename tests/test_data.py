@@ -192,3 +192,88 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="download failed: ConnectionError"):
         make_dm(MNISTDataModule, tmp_path, download=True).prepare_data()
     assert not (tmp_path / "MNIST").exists() and not list(tmp_path.glob(".download-*"))
+
+
+def _write_fake_svhn(root, n_train=30, n_test=20, n_extra=0):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for name, n in (("train_32x32.mat", n_train), ("test_32x32.mat", n_test), ("extra_32x32.mat", n_extra)):
+        if n:
+            x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+            y = (np.arange(n) % 10 + 1).reshape(-1, 1)  # 1..10, 10 is the digit 0
+            savemat(root / name, {"X": x, "y": y})
+            written[name] = (x, y)
+    return written
+
+
+def test_svhn_reads_mat_files_maps_label_10_to_0_and_adds_extra(tmp_path):
+    from gan_lightning.data import SVHNDataModule
+
+    files = _write_fake_svhn(tmp_path, n_extra=10)
+    dm = make_dm(SVHNDataModule, tmp_path, verify_checksums=False)
+    dm.setup()
+    assert dm.splits.train_x.shape == (30, 3, 32, 32) and dm.splits.test_x.shape == (20, 3, 32, 32)
+    x, y = files["train_32x32.mat"]
+    assert torch.equal(dm.splits.train_x[4], torch.from_numpy(x[..., 4].transpose(2, 0, 1).copy()))  # HWC -> CHW
+    assert dm.splits.train_y[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+    with_extra = make_dm(SVHNDataModule, tmp_path, verify_checksums=False, extra=True)
+    with_extra.setup()
+    assert len(with_extra.splits.train_y) == 40
+    with pytest.raises(ConfigError, match="checksum mismatch for .*train_32x32.mat"):
+        make_dm(SVHNDataModule, tmp_path).setup()
+    (tmp_path / "test_32x32.mat").write_bytes((tmp_path / "test_32x32.mat").read_bytes()[:500])
+    with pytest.raises(ConfigError, match=r"test_32x32.mat is damaged \(not an SVHN .mat file"):
+        make_dm(SVHNDataModule, tmp_path, verify_checksums=False).setup()
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(ConfigError, match="dataset not found .*test_32x32.mat"):
+        make_dm(SVHNDataModule, tmp_path).setup()
+
+
+def _write_image_folder(root, sizes=((40, 30), (25, 50), (33, 33), (60, 20), (28, 28))):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(("cats", "dogs")):
+        (root / name).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            pixels[..., 0] = 255 * k  # the red channel tells the class apart
+            Image.fromarray(pixels).save(root / name / f"{i}.png" if i % 2 else root / name / f"{i}.jpg", quality=100)
+    (root / "dogs" / "notes.txt").write_text("not an image: ignored")
+
+
+def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
+    from gan_lightning.data import ImageFolderDataModule
+
+    _write_image_folder(tmp_path / "pets")
+    dm = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, STREAMS, "real", folder=str(tmp_path / "pets"), val_fraction=0.4)
+    dm.setup()
+    assert dm.classes == ["cats", "dogs"] and dm.name == "pets"
+    assert dm.splits.train_x.shape == (6, 3, 16, 16) and dm.splits.test_x.shape == (4, 3, 16, 16)
+    assert dm.splits.train_x.dtype == torch.uint8 and torch.bincount(dm.splits.test_y).tolist() == [2, 2]
+    red = dm.splits.train_x[:, 0].float().mean((1, 2))
+    assert torch.equal(red > 128, dm.splits.train_y == 1)
+    gray = ImageFolderDataModule(str(tmp_path), (1, 8, 12), 2, STREAMS, "real", folder=str(tmp_path / "pets"))
+    gray.setup()
+    assert gray.splits.train_x.shape[1:] == (1, 8, 12)
+    again = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, STREAMS, "real", folder=str(tmp_path / "pets"), val_fraction=0.4)
+    again.setup()
+    assert torch.equal(again.splits.test_x, dm.splits.test_x)  # seeded split
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("no_folder", "data.folder is required"),
+    ("classes", r"has 2 class folders \['cats', 'dogs'\], data.num_classes=3"),
+    ("broken", r"dogs/3.png is damaged \(not a readable image"),
+])
+def test_image_folder_errors_are_one_line(tmp_path, problem, message):
+    from gan_lightning.data import ImageFolderDataModule
+
+    _write_image_folder(tmp_path / "pets")
+    if problem == "broken":
+        (tmp_path / "pets" / "dogs" / "3.png").write_bytes(b"\x89PNG truncated")
+    folder = None if problem == "no_folder" else str(tmp_path / "pets")
+    with pytest.raises(ConfigError, match=message):
+        ImageFolderDataModule(str(tmp_path), (3, 16, 16), 3 if problem == "classes" else 2, STREAMS, "real", folder=folder).setup()

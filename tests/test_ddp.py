@@ -14,6 +14,8 @@ from conftest import needs_mnist, run_cli
 from gan_lightning.strategies import average_gradients
 from gan_lightning.tbread import read_scalars
 
+pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
+
 
 def _free_port() -> int:
     with socket.socket() as s:

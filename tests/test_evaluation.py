@@ -17,7 +17,7 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, analysis, load_reference
 from gan_lightning.tbread import read_scalars
 
-pytestmark = needs_mnist
+pytestmark = [needs_mnist, pytest.mark.slow]  # CLI runs
 
 
 @pytest.fixture(scope="session")

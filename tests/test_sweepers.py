@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import ROOT, needs_mnist, run_cli
+
+pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
 
 TINY = ["trainer=debug", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none", "callbacks.sample_grid=null"]
 

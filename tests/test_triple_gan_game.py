@@ -152,6 +152,7 @@ def test_discriminator_with_batch_norm_is_refused_with_one_line():
     assert isinstance(err, ConfigError) and "has batch norm" in str(err) and "\n" not in str(err)
 
 
+@pytest.mark.slow
 def test_convolutional_generator_and_discriminator_play_without_hurting_c(mnist):
     """DCGAN's conditional G and a spectrally normalised conv D in the game: a pre-trained C keeps its accuracy."""
     model, opts = _model(["model.data_range=tanh", "model.latent_dist=normal", "~model.generator", "~model.discriminator",
@@ -204,6 +205,7 @@ def scheduled_run(tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow
 def test_schedule_by_wall_time_and_quality(scheduled_run):
     run_dir, proc = scheduled_run
     scalars = read_scalars(run_dir / "tb")
@@ -221,6 +223,7 @@ def test_schedule_by_wall_time_and_quality(scheduled_run):
     assert max(epoch_at.values()) >= 2
 
 
+@pytest.mark.slow
 def test_generator_metrics_logged_during_the_game_only(scheduled_run):
     run_dir, _ = scheduled_run
     scalars = read_scalars(run_dir / "tb")
@@ -247,6 +250,7 @@ def _custom_scalar_layout(tb_dir):
     return None
 
 
+@pytest.mark.slow
 def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     run_dir, proc = scheduled_run
     out = proc.stdout + proc.stderr

@@ -11,7 +11,7 @@ import torch
 
 from gan_lightning.capabilities import HasPhases
 from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length
-from gan_lightning.data.sources import Splits, load_cifar10, load_idx
+from gan_lightning.data.sources import Splits, load_cifar10, load_idx, load_image_folder, load_svhn
 from gan_lightning.errors import ConfigError
 
 SOURCES = ("train", "labeled")
@@ -206,3 +206,45 @@ class CIFAR10DataModule(ImageDataModule):
         return load_cifar10(self.data_dir, download, self.verify, parse)
 
 
+
+
+class SVHNDataModule(ImageDataModule):
+    """Street View House Numbers (Triple-GAN's second benchmark): 73,257 training and 26,032 test digits, 32x32 RGB;
+    ``extra=true`` adds the 531,131 easier ``extra`` images to the training set."""
+
+    name, image_shape, num_classes = "SVHN", (3, 32, 32), 10
+
+    def __init__(self, *args, extra: bool = False, **kwargs) -> None:
+        self.extra = bool(extra)
+        super().__init__(*args, **kwargs)
+
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:
+        return load_svhn(self.data_dir, download, self.verify, parse, extra=self.extra)
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any folder of images with one sub-folder per class (15-Scene, cats-vs-dogs, face crops), at a chosen size,
+    held in memory as uint8 like the other datamodules. A seeded per-class share ``val_fraction`` is the test set.
+
+    Args (besides ``ImageDataModule``'s): folder: the directory; val_fraction: share of each class held out;
+        split_seed: seed of that split.
+    """
+
+    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, streams: Mapping[str, Mapping],
+                 epoch_length: int | str, folder: str | None = None, val_fraction: float = 0.2, split_seed: int = 0, **kwargs) -> None:
+        if not folder:
+            raise ConfigError("data.folder is required: a directory with one sub-directory of images per class")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
+        self.folder, self.val_fraction, self.split_seed = str(folder), float(val_fraction), int(split_seed)
+        self.name = Path(self.folder).name or "ImageFolder"
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.num_classes = int(num_classes)
+        self.classes: list[str] = []
+        super().__init__(data_dir, image_shape, num_classes, streams, epoch_length, **kwargs)
+
+    def _load(self, download: bool, parse: bool = True) -> Splits | None:
+        if not parse:
+            return None
+        splits, self.classes = load_image_folder(self.folder, self.image_shape, self.num_classes, self.val_fraction, self.split_seed)
+        return splits

@@ -125,6 +125,10 @@ def _download_atomically(root: Path, make) -> None:
                 shutil.move(str(path), target)
 
 
+SVHN_MD5 = {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+            "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"}
+
+
 def _missing_message(root: Path, folder: Path, files: list[str]) -> str:
     return (
         f"dataset not found under data root {root}: expected {', '.join(files)} (each may be .gz) in {folder}; "
@@ -201,3 +205,93 @@ def load_cifar10(root: str | Path, download: bool, verify: bool = True, parse: b
         test_x=torch.from_numpy(parts["test_batch"][0].copy()),
         test_y=torch.from_numpy(parts["test_batch"][1]).long(),
     )
+
+
+def _read_svhn(path: Path, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 32, 32) uint8 images and int64 labels of one SVHN ``.mat`` file (label 10 is the digit 0)."""
+    from scipy.io import loadmat  # MATLAB v5 files: parsed as data, nothing in them is executed
+
+    data = path.read_bytes()
+    if verify:
+        _check_md5(data, SVHN_MD5.get(path.name), path)
+    try:
+        mat = loadmat(io.BytesIO(data))
+        x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
+        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+    except Exception as err:  # noqa: BLE001 - truncated or not an SVHN file: the same remedy
+        raise _damaged(path, f"not an SVHN .mat file: {type(err).__name__}: {str(err)[:100]}") from None
+    if x.shape[1:] != (3, 32, 32) or len(x) != len(y) or not np.isin(y, np.arange(1, 11)).all():
+        raise _damaged(path, f"images {x.shape} and {len(y)} labels in 1..10 expected")
+    return x, np.where(y == 10, 0, y)
+
+
+def load_svhn(root: str | Path, download: bool, verify: bool = True, parse: bool = True, extra: bool = False) -> Splits | None:
+    """SVHN (torchvision's layout: ``<root>/train_32x32.mat``, ``test_32x32.mat``, optionally ``extra_32x32.mat`` added to
+    the training set); labels 0-9 (the files' 10 is the digit 0)."""
+    root = Path(root)
+    names = ["train_32x32.mat", "test_32x32.mat"] + (["extra_32x32.mat"] if extra else [])
+    missing = [n for n in names if not (root / n).is_file()]
+    if download and missing:
+        import torchvision
+
+        splits = {"train_32x32.mat": "train", "test_32x32.mat": "test", "extra_32x32.mat": "extra"}
+        try:
+            _download_atomically(root, lambda tmp: [torchvision.datasets.SVHN(tmp, split=splits[n], download=True) for n in missing])
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(_missing_message(root, root, names).replace(" (each may be .gz)", "") + f" (download failed: {type(err).__name__})") from err
+    if not parse:
+        return None
+    if any(not (root / n).is_file() for n in names):
+        raise ConfigError(_missing_message(root, root, names).replace(" (each may be .gz)", ""))
+    train = [_read_svhn(root / n, verify) for n in names if n != "test_32x32.mat"]
+    test_x, test_y = _read_svhn(root / "test_32x32.mat", verify)
+    return Splits(torch.from_numpy(np.concatenate([x for x, _ in train])), torch.from_numpy(np.concatenate([y for _, y in train])),
+                  torch.from_numpy(test_x), torch.from_numpy(test_y))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fraction: float, seed: int) -> tuple[Splits, list[str]]:
+    """Images of a folder with one sub-folder per class (the 15-Scene and cats-vs-dogs layouts), each cropped to the
+    aspect of ``image_shape`` and resized to it (grayscale for 1 channel, RGB for 3), into uint8 tensors. A seeded
+    per-class share ``val_fraction`` becomes the test split. Returns the splits and the class names (sorted)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"data.folder={folder} is not a directory (expected one sub-directory of images per class)")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) != num_classes:
+        raise ConfigError(f"data.folder={folder} has {len(classes)} class folders {classes[:10]}, data.num_classes={num_classes}")
+    c, h, w = (int(v) for v in image_shape)
+    if c not in (1, 3):
+        raise ConfigError(f"data.image_shape={list(image_shape)}: image folders give 1 (grayscale) or 3 (RGB) channels")
+    rng = np.random.default_rng(seed)
+    train, test = ([], []), ([], [])
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ConfigError(f"{folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        images = []
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    img = ImageOps.fit(img.convert("L" if c == 1 else "RGB"), (w, h), Image.Resampling.BILINEAR)
+                    array = np.asarray(img, dtype=np.uint8)
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                raise _damaged(path, f"not a readable image: {type(err).__name__}") from None
+            images.append(array[None] if c == 1 else array.transpose(2, 0, 1))
+        order = rng.permutation(len(images))
+        n_val = int(round(val_fraction * len(images)))
+        for i, idx in enumerate(order):
+            target = test if i < n_val else train
+            target[0].append(images[idx])
+            target[1].append(label)
+    if not train[0] or not test[0]:
+        raise ConfigError(f"data.val_fraction={val_fraction} leaves no {'training' if not train[0] else 'test'} images in {folder}")
+
+    def stack(part):
+        return torch.from_numpy(np.stack(part[0])), torch.tensor(part[1], dtype=torch.int64)
+
+    return Splits(*stack(train), *stack(test)), classes
