@@ -41,7 +41,7 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
         raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
     check_stored_config(run_config, f"{what}={path}")  # before anything it names is imported or called
     try:
-        model = build_stored(run_config["model"], f"{what}={path}")
+        model = build_stored(_no_pretrained_weights(run_config["model"]), f"{what}={path}")
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -53,6 +53,19 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
         raise ConfigError(f"{what}={path} does not fit its model ({first})") from None
     model.run_config = run_config
     return model.eval(), run_config
+
+
+def _no_pretrained_weights(node):
+    """The stored config with fine-tuning backbones built without their pre-trained weights (the checkpoint holds the
+    trained ones): opening a checkpoint downloads nothing and reads no other file."""
+    if isinstance(node, list):
+        return [_no_pretrained_weights(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _no_pretrained_weights(v) for k, v in node.items()}
+    if str(out.get("_target_", "")).endswith(".FinetuneNet"):
+        out["weights"] = None
+    return out
 
 
 def build_datamodule(data_cfg: dict, data_dir: str, source: str = "checkpoint"):

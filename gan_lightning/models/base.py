@@ -101,6 +101,10 @@ class GameModule(L.LightningModule):
         self.optimizer_factories = factories
 
     def build_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer of ``module``'s trainable parameters, in the module's own groups if it has them (e.g. a
+        fine-tuned backbone with its own learning rate: ``parameter_groups()``)."""
+        if callable(getattr(module, "parameter_groups", None)):
+            return self.optimizer_factories[name](params=module.parameter_groups())
         return self.optimizer_factories[name](params=[p for p in module.parameters() if p.requires_grad])
 
     def step(self, opt, loss: torch.Tensor, net: str) -> None:
