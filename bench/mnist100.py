@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,7 +65,7 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
     err_c = {s: (w, v) for w, s, v in scalars.get("val/err_c", [])}
     err_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
     epochs = {s: v for _, s, v in scalars.get("epoch", [])}
-    curve = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
+    curve: list[dict[str, Any]] = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
               "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5)} for s, (w, v) in sorted(err_c.items())]
     final = curve[-1] if curve else {}
     gen = {key: sorted((s, v) for _, s, v in scalars.get(f"gen/{key}", [])) for key in GEN_METRICS}
@@ -73,7 +74,7 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
             point[key] = next((round(v, 5) for s, v in values if s == point["step"]), None)
     return {"run": run, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
             "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
-            "best_err_ema": min((c["err_ema"] for c in curve), default=None),
+            "best_err_ema": min((float(c["err_ema"]) for c in curve), default=None),
             **{f"final_{key}": (values[-1][1] if values else None) for key, values in gen.items()}}
 
 
@@ -107,8 +108,8 @@ def summary_table(results: list[dict]) -> str:
         if len(group) > 1:
             cells = []
             for k in keys:
-                col = [r.get(k) for r in group]
-                if any(v is None for v in col):
+                col = [float(r[k]) for r in group if r.get(k) is not None]
+                if len(col) < len(group):
                     cells.append("–")
                 else:
                     scale, unit = (1, "") if k == "final_fid" else (100, " %")
@@ -123,7 +124,8 @@ def combine(reports: list[Path], stem: Path) -> None:
         if not report.is_file():
             raise SystemExit(f"error: --combine: {report} does not exist")
     loaded = [json.loads(r.read_text()) for r in reports]
-    results, seen = [], {}
+    results: list[dict] = []
+    seen: dict[tuple, Path] = {}
     for report, data in zip(reports, loaded):
         for r in data["results"]:
             r.setdefault("label_seed", 1)  # reports from before --label-seeds ran on the default split

@@ -112,7 +112,8 @@ class _Clock(L.Callback):
     (only there: a sync per batch would stop the host from queueing work ahead, which the plain loop does)."""
 
     def __init__(self, warmup: int, last: int, device: str) -> None:
-        self.warmup, self.last, self.device, self.times = warmup, last, device, {}
+        self.warmup, self.last, self.device = warmup, last, device
+        self.times: dict = {}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if batch_idx in (self.warmup - 1, self.last):
@@ -177,7 +178,10 @@ def main() -> None:
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:
-        plain, fw, bare, flops = [], [], [], 0
+        plain: list[float] = []
+        fw: list[float] = []
+        bare: list[float | None] = []
+        flops = 0.0
         for _ in range(args.repeats):
             its, flops = time_plain(name, args.overrides, args.device, warmup, args.iters)
             plain.append(its)
@@ -187,7 +191,7 @@ def main() -> None:
         cfg, _ = build(name, args.overrides)
         images = sum(int(s["batch_size"]) for s in cfg.data.streams.values())
         p, f = summary(plain), summary(fw)
-        b = summary(bare) if bare and None not in bare else None
+        b = summary([v for v in bare if v is not None]) if bare and None not in bare else None
         rows.append({"model": name, "plain_it_s": p, "framework_it_s": f, "speedup": f["median"] / p["median"],
                      "bare_framework_step_it_s": b, "lightning_overhead": 1 - f["median"] / b["median"] if b else None,
                      "images_per_iter": images, "flops_per_iter_plain": flops,

@@ -18,7 +18,7 @@ from gan_lightning.errors import ConfigError, TrainingError
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _user_error(err: BaseException) -> ConfigError | TrainingError | None:
+def _user_error(err: BaseException | None) -> ConfigError | TrainingError | None:
     while err is not None:
         if isinstance(err, (ConfigError, TrainingError)):
             return err

@@ -6,7 +6,7 @@ one named place instead of scattered ``hasattr`` checks (``runtime_checkable`` p
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -29,12 +29,16 @@ class CanGenerate(Protocol):
 
     def sample_images(self) -> tuple[torch.Tensor, int]: ...
 
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 @runtime_checkable
 class HasClassifier(Protocol):
     """A game with a classifier ``classifier(x) -> logits`` (inputs in the game's data range) and its EMA copy."""
 
     classifier: nn.Module
+    ema: nn.Module
+    data_range: str
 
 
 @runtime_checkable
@@ -44,6 +48,8 @@ class Embeds(Protocol):
     head: nn.Linear
 
     def embed(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Any: ...
 
 
 @runtime_checkable

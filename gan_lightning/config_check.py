@@ -12,6 +12,7 @@ import importlib
 import inspect
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from gan_lightning.errors import ConfigError
@@ -115,6 +116,7 @@ def check_node(node: Any, where: str) -> None:
     cls = _resolve(target) if isinstance(target, str) else None
     if cls is not None and callable(cls):
         func = cls.__init__ if inspect.isclass(cls) else cls
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(func).parameters
         except (TypeError, ValueError):
@@ -129,7 +131,7 @@ def check_node(node: Any, where: str) -> None:
             if key in SPECIAL:
                 continue
             if key not in params and not takes_any and params:
-                raise ConfigError(f"{where}.{key}: {target.rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}")
+                raise ConfigError(f"{where}.{key}: {str(target).rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}")
             hint = hints.get(key, inspect.Parameter.empty)
             if _accepts(hint, value) is False:
                 loc, bad, expected = _locate(hint, value, f"{where}.{key}")

@@ -56,7 +56,8 @@ class ScheduleEstimate(L.Callback):
         limit = self._limit(trainer)
         stop = f"; stops after {_hms(limit)} (trainer.max_time)" if limit is not None else ""
         rank_zero_info(f"schedule: {' + '.join(parts) or 'nothing to do'} = {total:,} iterations{note}{stop}")
-        self.phase, self.count, self.t0 = None, 0, time.time()
+        self.phase: str | None = None
+        self.count, self.t0, self.reported = 0, time.time(), False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         phase = "pre-training" if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch) else "game"

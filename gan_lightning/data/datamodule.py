@@ -104,6 +104,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.splits is not None:
             return
         splits = self._load(download=False)
+        assert splits is not None  # parse=True always returns the splits
         if tuple(splits.train_x.shape[1:]) != tuple(self.image_shape):
             raise ConfigError(f"{self.name}: images are {tuple(splits.train_x.shape[1:])}, expected {tuple(self.image_shape)}")
         if self.val_size:
@@ -131,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         path = Path(self.index_file)
         path.parent.mkdir(parents=True, exist_ok=True)
+        assert self.labeled_idx is not None
         payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed, "label_split": self.label_split,
                    "val_size": self.val_size, "indices": self.labeled_idx.tolist()}
         path.write_text(json.dumps(payload))
@@ -238,7 +240,8 @@ class ImageFolderDataModule(ImageDataModule):
             raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1)")
         self.folder, self.val_fraction, self.split_seed = str(folder), float(val_fraction), int(split_seed)
         self.name = Path(self.folder).name or "ImageFolder"
-        self.image_shape = tuple(int(v) for v in image_shape)
+        c, h, w = (int(v) for v in image_shape)
+        self.image_shape = (c, h, w)
         self.num_classes = int(num_classes)
         self.classes: list[str] = []
         super().__init__(data_dir, image_shape, num_classes, streams, epoch_length, **kwargs)

@@ -268,7 +268,8 @@ def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fra
     if c not in (1, 3):
         raise ConfigError(f"data.image_shape={list(image_shape)}: image folders give 1 (grayscale) or 3 (RGB) channels")
     rng = np.random.default_rng(seed)
-    train, test = ([], []), ([], [])
+    train: tuple[list, list] = ([], [])
+    test: tuple[list, list] = ([], [])
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

@@ -21,11 +21,13 @@ class _SharedPass:
     """Runs the reference network once per batch for every metric that looks at the same batch."""
 
     def __init__(self, reference: ReferenceNet) -> None:
-        self.reference, self._last, self._version, self._out = reference, None, -1, None
+        self.reference, self._version = reference, -1
+        self._last: torch.Tensor | None = None
+        self._out: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the last batch is held, so a new batch can never reuse its memory and pass for it
-        if x is not self._last or x._version != self._version:
+        if self._last is None or x is not self._last or x._version != self._version:
             with torch.no_grad():
                 self._out = self.reference.features_and_logits(x)
             self._last, self._version = x, x._version

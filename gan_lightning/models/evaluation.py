@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,11 @@ class ClassifierEvaluation:
 
     classifier: nn.Module
     ema: AveragedModel
+    # provided by the LightningModule it is mixed into (GameModule)
+    bare_steps: bool
+    trainer: Any
+    global_step: int
+    log: Callable[..., None]
 
     def init_evaluation(self, classifier: nn.Module, num_classes: int, ema_decay: float) -> None:
         if not 0.0 <= ema_decay < 1.0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -15,6 +17,11 @@ class GeneratorGrid:
     grid_nrow: int
     latent_dim: int
     num_classes: int
+    fixed_z: torch.Tensor
+    fixed_y: torch.Tensor
+    # provided by the LightningModule it is mixed into (GameModule)
+    to_unit: Callable[[torch.Tensor], torch.Tensor]
+    __call__: Callable[..., torch.Tensor]
 
     @property
     def is_conditional(self) -> bool:

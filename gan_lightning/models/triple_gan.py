@@ -150,7 +150,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.register_buffer("teacher_marginal", torch.full((num_classes,), 1.0 / num_classes))
         # the schedule's state, saved in checkpoints: the Lightning epoch the game starts at, R_P's first game epoch
         # when the quality trigger set it, whether C's optimizer has been restarted for R_P
-        self.pretrain_end, self.pseudo_start, self.c_optimizer_restarted = int(pretrain_epochs), None, False
+        self.pretrain_end: int = int(pretrain_epochs)
+        self.pseudo_start: int | None = None
+        self.c_optimizer_restarted = False
 
     @staticmethod
     def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
@@ -204,6 +206,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     def time_share(self) -> float:
         """Share of ``trainer.max_time`` spent so far (this process's clock; rank 0's decides under DDP)."""
         timer = self._timer()
+        assert timer is not None  # setup() refused pretrain_time_share without trainer.max_time
         elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
         return elapsed / max(elapsed + (left or 0.0), 1e-9)
 
@@ -334,6 +337,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         """One training iteration (pre-training step or game step, then the EMA update) with the given
         optimizers ``[D, G, C, C's pre-training]``; returns every loss term by its logged name. Runs
         through ``graph`` when given."""
+        key: object
         if self.game_epoch <= 0:
             key, step = "pretrain", self.pretrain_step
         else:

@@ -129,7 +129,7 @@ class FinetuneNet(nn.Module):
 
     def parameter_groups(self) -> list[dict]:
         """The head at the optimizer's learning rate, the trained backbone layers at ``backbone_lr``."""
-        groups = [{"params": list(self.head.parameters())}]
+        groups: list[dict] = [{"params": list(self.head.parameters())}]
         trained = [p for p in self.features.parameters() if p.requires_grad]
         if trained:
             groups.append({"params": trained, "lr": self.backbone_lr})
@@ -146,7 +146,7 @@ def _is_reference_file(path: str) -> bool:
 
 def _drop_last_linear(network: nn.Module) -> int:
     """Replace the network's last ``nn.Linear`` (its classifier) by the identity; returns its input width."""
-    name, last = None, None
+    name, last = "", None
     for n, m in network.named_modules():
         if isinstance(m, nn.Linear):
             name, last = n, m

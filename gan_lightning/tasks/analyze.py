@@ -134,6 +134,6 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     for c in confusions:
         print(f"true {c['true']} predicted {c['predicted']}: {c['count']} images ({c['share_of_errors']:.0%} of the errors, "
               f"{c['share_of_class']:.1%} of class {c['true']})")
-    for f in ("saliency.png", "fgsm.csv", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png", "analysis.json"):
-        print(out / f)
+    for name in ("saliency.png", "fgsm.csv", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png", "analysis.json"):
+        print(out / name)
     return result
