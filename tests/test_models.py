@@ -8,7 +8,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 
 from gan_lightning.__main__ import _user_error
@@ -281,9 +281,10 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
 
 
 @pytest.mark.parametrize("overrides", [
-    ["experiment=triple_gan_mnist100"], ["experiment=triple_gan_mnist100_fast"], ["experiment=triple_gan_report"],
-    ["experiment=classifier_mnist100"], ["model=triple_gan", "data=fashion_mnist"], ["model=dcgan", "data=cifar10"],
-    ["model=cdcgan", "data=cifar10"],
+    *([f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))),  # every preset, found on disk
+    *([f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))),
+    ["model=triple_gan", "nets=triple_gan_conv"], ["model=triple_gan", "data=fashion_mnist"], ["model=dcgan", "data=cifar10"],
+    ["model=cdcgan", "data=cifar10"], ["model=dcgan", "data=svhn"],
 ])
 def test_every_preset_builds_its_model(overrides):
     cfg = compose_cfg(overrides)

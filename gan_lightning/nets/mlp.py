@@ -85,3 +85,28 @@ class MaxoutDiscriminator(nn.Module):
         if self.label is not None:
             h = torch.cat([h, self.label(y, h.dtype)], dim=1)
         return self.net(h).squeeze(1)
+
+
+class MLPClassifier(nn.Module):
+    """image -> hidden ReLU layers with dropout -> class logits (the reports' fully-connected baseline)."""
+
+    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (512, 256), dropout: float = 0.5) -> None:
+        super().__init__()
+        self.image_shape = check_image_shape("MLPClassifier", image_shape, "any (C, H, W)", True)
+        if not hidden or any(int(h) <= 0 for h in hidden):
+            raise ConfigError(f"MLPClassifier hidden={list(hidden)} must be a non-empty list of positive widths")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"MLPClassifier dropout={dropout} must be in [0, 1)")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(self.image_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = int(h)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
