@@ -4,6 +4,6 @@ from gan_lightning.callbacks.dashboard import TensorBoardLayout
 from gan_lightning.callbacks.images import SampleGrid
 from gan_lightning.callbacks.interrupt import SaveOnInterrupt
 from gan_lightning.callbacks.metrics import GeneratorEvaluation
-from gan_lightning.callbacks.schedule import ScheduleEstimate
+from gan_lightning.callbacks.schedule import RunProgressBar, ScheduleEstimate
 
-__all__ = ["GeneratorEvaluation", "SampleGrid", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]
+__all__ = ["GeneratorEvaluation", "SampleGrid", "RunProgressBar", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import lightning as L
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import RichProgressBar, Timer
 from lightning.pytorch.utilities import rank_zero_info
 
 from gan_lightning.capabilities import HasPhases
@@ -47,6 +47,16 @@ class ScheduleEstimate(L.Callback):
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         return None if timer is None else timer.time_remaining("train")
 
+    def time_left(self, trainer: L.Trainer, pl_module: L.LightningModule, capped: bool = True) -> tuple[float, int]:
+        """(seconds, iterations) left in the whole run at the speed measured in the current phase (``capped``: no
+        more than ``trainer.max_time`` leaves)."""
+        phases = self._phases(trainer, pl_module)
+        done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        left = max(0, sum(epochs * per for _, epochs, per in phases) - done_in_epoch)
+        seconds = left / max(getattr(self, "rate", 0.0), 1e-9)
+        limit = self._limit(trainer)
+        return (min(seconds, limit) if capped and limit is not None else seconds), left
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         phases = self._phases(trainer, pl_module)
         parts = [f"{name} {epochs} epochs x {per} iterations" for name, epochs, per in phases]
@@ -66,14 +76,25 @@ class ScheduleEstimate(L.Callback):
         self.count += 1
         if self.count == self.warmup_batches:
             self.t0 = time.time()
+        if self.count > self.warmup_batches:
+            self.rate = (self.count - self.warmup_batches) / max(time.time() - self.t0, 1e-9)
         if self.reported or self.count != self.warmup_batches + self.measure_batches:
             return
         self.reported = True
-        rate = self.measure_batches / max(time.time() - self.t0, 1e-9)
-        phases = self._phases(trainer, pl_module)
-        done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        left = max(0, sum(epochs * per for _, epochs, per in phases) - done_in_epoch)
-        estimate = left / rate
+        estimate, left = self.time_left(trainer, pl_module, capped=False)
+        rate = self.rate
         limit = self._limit(trainer)
         capped = f"; trainer.max_time stops it in {_hms(limit)}" if limit is not None and limit < estimate else ""
         rank_zero_info(f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) would take {_hms(estimate)} at this speed{capped}")
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, with the time left for the whole run (all phases and epochs, capped by
+    ``trainer.max_time``) next to the epoch's, once ``ScheduleEstimate`` has measured the speed."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        estimate = next((c for c in trainer.callbacks if isinstance(c, ScheduleEstimate)), None)
+        if estimate is not None and getattr(estimate, "rate", 0.0) > 0:
+            items["run left"] = _hms(estimate.time_left(trainer, pl_module)[0])
+        return items
