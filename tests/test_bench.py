@@ -26,13 +26,17 @@ def _result(run: str, label_seed: int, errs: list[float]) -> dict:
 def test_summary_table_mean_and_sd_over_splits() -> None:
     results = [_result("fast", 1, [0.03, 0.0218]), _result("fast", 2, [0.02, 0.0120]), _result("fast", 3, [0.016, 0.0150]),
                _result("baseline", 1, [0.13])]
+    for r, (acc, fid) in zip(results, [(0.90, 8.0), (0.95, 6.0), (0.97, 4.0)]):  # the generator's final metrics
+        r.update(final_ema_c_acc=acc - 0.01, final_cond_acc=acc, final_fid=fid)
     lines = summary_table(results).splitlines()
     assert len(lines) == 2 + 4 + 1  # header, one row per result, one mean row (the baseline has a single split)
     assert lines[2].startswith("| fast | 1 | 2.0 | 2 | 2.28 % | 2.18 % | 2.18 % |")
     mean_row = lines[-1]
     assert mean_row.startswith("| fast, mean ± SD | 3 splits |")
     # by hand: EMA C ends at 2.18, 1.20, 1.50 % (mean 1.627, SD 0.502); C 0.1 point above; the best EMA C is the last
-    assert mean_row.endswith("| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |")
+    # G: conditional accuracy 90, 95, 97 % (mean 94.0, SD 3.61), FID 8, 6, 4 (mean 6.00, SD 2.00); the baseline has no G
+    assert mean_row.endswith("| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % | 93.00 ± 3.61 % | 94.00 ± 3.61 % | 6.00 ± 2.00 |")
+    assert lines[2].endswith("| 89.00 % | 90.00 % | 8.00 |") and lines[5].endswith("| – | – | – |")
 
 
 def test_combine_reports_of_separate_splits(tmp_path) -> None:
