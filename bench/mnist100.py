@@ -6,6 +6,7 @@
     python -m bench.mnist100 --runs triple_gan_fast --label-seeds 2 3 --parallel  # other labeled splits (the paper
                                                                                 # reports the mean over splits)
     python -m bench.mnist100 --combine A.json B.json --out bench/results/NAME       # one table from several reports
+    python -m bench.mnist100 --runs triple_gan_fast_cheap_rp --parallel --cores 0   # one run on core 0, core 1 free
 
 Each run is a real CLI run; its errors per epoch are read back from its TensorBoard events and written to
 bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C). With several
@@ -161,6 +162,8 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)")
     parser.add_argument("--parallel", action="store_true",
                         help="start the runs together, each pinned to an equal share of the cores (same wall time, same hardware)")
+    parser.add_argument("--cores", nargs="+", type=int, help="with --parallel: the cores to share among the runs (default: all "
+                        "this process may use), e.g. --cores 0 to leave core 1 free")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="run nothing: write one table (with mean and SD per run) from these reports to --out{.json,.md}")
     args = parser.parse_args()
@@ -176,7 +179,7 @@ def main() -> None:
     jobs = [(name if default_split else f"{name}_labels{ls}", name, ls,
              RUNS[name] + ([] if default_split else [f"data.label_seed={ls}"]) + args.extra)
             for name in args.runs for ls in args.label_seeds]
-    cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(args.cores or os.sched_getaffinity(0))
     if args.parallel and len(cores) < len(jobs):
         raise SystemExit(f"error: --parallel needs a core per run ({len(jobs)} runs, {len(cores)} cores)")
     share = len(cores) // len(jobs)
