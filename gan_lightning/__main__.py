@@ -38,6 +38,7 @@ def _discard_run_dir() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def run(cfg: DictConfig) -> float | None:
+    _quiet_lightning()
     try:
         task = instantiate(cfg.task)
         return task(cfg)
@@ -52,11 +53,18 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _quiet_lightning() -> None:
-    """Drop Lightning's notices a user cannot act on (product tips) from its console handler."""
-    import lightning.pytorch  # noqa: F401 - sets up the "lightning.pytorch" console handler
+    """Drop Lightning's notices a user cannot act on (product tips). Called inside the run, after Hydra's logging
+    set-up: importing Lightning before it would detach Lightning's messages from the run's log file."""
+    import lightning.pytorch  # noqa: F401
 
-    for handler in logging.getLogger("lightning.pytorch").handlers:
-        handler.addFilter(lambda record: "litlogger" not in record.getMessage().lower())
+    def keep(record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch", ""):
+        logger = logging.getLogger(name)
+        logger.addFilter(keep)
+        for handler in logger.handlers:
+            handler.addFilter(keep)
 
 
 def _check_overrides(argv: list[str]) -> None:
@@ -83,12 +91,13 @@ def _check_overrides(argv: list[str]) -> None:
 
 def main() -> None:
     _check_overrides(sys.argv[1:])
-    _quiet_lightning()
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # emitted inside Lightning, not actionable here
     # the games move uint8 batches to the device themselves (GameModule.transfer_batch_to_device), on purpose
     warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
     # the model summary's size estimate under bf16 autocast: a remark about the summary, not the run
     warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
+    # the GANs have no test error to validate; the datamodule serves every model the same validation set
+    warnings.filterwarnings("ignore", message=r".*You passed in a `val_dataloader` but have no `validation_step`.*")
     # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done batches)

@@ -11,7 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.safe_build import build_stored, check_stored_config
+from gan_lightning.safe_build import build_stored
 
 
 def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
@@ -39,7 +39,6 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     run_config = ckpt.get("run_config")
     if not isinstance(run_config, dict) or "model" not in run_config:
         raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
-    check_stored_config(run_config, f"{what}={path}")  # before anything it names is imported or called
     try:
         model = build_stored(_no_pretrained_weights(run_config["model"]), f"{what}={path}")
     except ConfigError:

@@ -12,7 +12,6 @@ import importlib
 import inspect
 import types
 import typing
-from collections.abc import Mapping
 from typing import Any
 
 from gan_lightning.errors import ConfigError
@@ -104,6 +103,30 @@ def _locate(hint: Any, value: Any, where: str) -> tuple[str, Any, Any]:
     return where, value, hint
 
 
+def _signature(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """Parameters and annotations of ``cls(...)``; a subclass's ``**kwargs`` are followed into its bases' ``__init__``."""
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for owner in (cls.__mro__ if inspect.isclass(cls) else [cls]):
+        if inspect.isclass(cls) and "__init__" not in vars(owner):
+            continue
+        func = vars(owner)["__init__"] if inspect.isclass(cls) else owner
+        try:
+            found = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            return params, hints, True
+        try:
+            hints = {**typing.get_type_hints(func), **hints}
+        except Exception:  # noqa: BLE001 - annotations that cannot be evaluated here: types unchecked
+            pass
+        params.update({n: p for n, p in found.items() if n not in params and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in found.values()):
+            return params, hints, False
+        if owner is object or not inspect.isclass(cls):
+            break
+    return params, hints, True
+
+
 def check_node(node: Any, where: str) -> None:
     """Check every ``_target_`` dict under ``node`` (a plain resolved container) against its class's signature."""
     if isinstance(node, list):
@@ -115,17 +138,7 @@ def check_node(node: Any, where: str) -> None:
     target = node.get("_target_")
     cls = _resolve(target) if isinstance(target, str) else None
     if cls is not None and callable(cls):
-        func = cls.__init__ if inspect.isclass(cls) else cls
-        params: Mapping[str, inspect.Parameter]
-        try:
-            params = inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            params = {}
-        try:
-            hints = typing.get_type_hints(func)
-        except Exception:  # noqa: BLE001 - annotations that cannot be evaluated here: types unchecked
-            hints = {}
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        params, hints, takes_any = _signature(cls)
         own = [n for n in params if n not in ("self", "args", "kwargs")]
         for key, value in node.items():
             if key in SPECIAL:

@@ -66,7 +66,7 @@ def test_missing_data_is_one_clear_line_and_nothing_is_left(tmp_path):
 
 @pytest.mark.parametrize("args,expected", [
     (["model=nope"], "Could not find 'model/nope'"),
-    (["data=svhn"], "Could not find 'data/svhn'"),
+    (["data=stl10"], "Could not find 'data/stl10'"),
 ])
 def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
     proc = run_cli(args, tmp_path / "run")

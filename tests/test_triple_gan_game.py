@@ -195,7 +195,7 @@ def scheduled_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("scheduled") / "run"
     proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:45", "model.pretrain_time_share=0.33",
                     "model.pretrain_epochs=1000", "model.pseudo_label_trigger=0.01", "model.pseudo_label_epoch=1000",
-                    "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+                    "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
                     "data.pretrain_streams.c_unlabeled.batch_size=50", "data.streams.d_unlabeled.batch_size=50",
                     "paths.reference_dir=${shipped_references:}", "callbacks.generator_metrics.required=true",
                     "callbacks.generator_metrics.every_n_epochs=1", "callbacks.generator_metrics.n_samples=200",

@@ -12,7 +12,7 @@ from gan_lightning.capabilities import HasPhases
 
 
 def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -55,7 +55,7 @@ class ScheduleEstimate(L.Callback):
         left = max(0, sum(epochs * per for _, epochs, per in phases) - done_in_epoch)
         seconds = left / max(getattr(self, "rate", 0.0), 1e-9)
         limit = self._limit(trainer)
-        return (min(seconds, limit) if capped and limit is not None else seconds), left
+        return max(0.0, min(seconds, limit) if capped and limit is not None else seconds), left
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         phases = self._phases(trainer, pl_module)

@@ -36,6 +36,8 @@ class GAN(GeneratorGrid, GameModule):
         self.set_optimizer_factories(optimizer_g=optimizer_g, optimizer_d=optimizer_d)
         if loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")
+        if latent_dim < 1 or grid_size < 1 or num_classes < 1:
+            raise ConfigError(f"model.latent_dim={latent_dim}, model.grid_size={grid_size}, model.num_classes={num_classes} must be >= 1")
         if d_steps < 1 or g_steps < 1:
             raise ConfigError(f"model.d_steps={d_steps} and model.g_steps={g_steps} must both be >= 1")
         if conditional != (getattr(generator, "label", None) is not None) or conditional != (getattr(discriminator, "label", None) is not None):

@@ -104,6 +104,8 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                                      optimizer_pretrain=optimizer_pretrain)
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = self._check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
+        if latent_dim < 1 or grid_columns < 1 or num_classes < 2:
+            raise ConfigError(f"model.latent_dim={latent_dim} and model.grid_columns={grid_columns} must be >= 1, model.num_classes={num_classes} >= 2")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"model.alpha={alpha} must be in [0, 1]")
         if objective not in ("argmax", "integrate"):

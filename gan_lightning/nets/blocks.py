@@ -77,6 +77,22 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tens
     return y.to(dtype) if y.is_floating_point() else F.one_hot(y, num_classes).to(dtype)
 
 
+def check_sizes(owner: str, **values) -> None:
+    """One-line ConfigError unless every given size (an int, or a list of ints such as hidden widths) is at least 1."""
+    for name, value in values.items():
+        scalar = isinstance(value, (int, float, str))
+        items = [value] if scalar else list(value)  # lists of widths may come as OmegaConf ListConfig
+        if any(int(v) < 1 for v in items):
+            raise ConfigError(f"{owner} {name}={value if scalar else items}: sizes must be at least 1")
+
+
+def check_probabilities(owner: str, **values) -> None:
+    """One-line ConfigError unless every given value (dropout rates) is in [0, 1)."""
+    for name, value in values.items():
+        if not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"{owner} {name}={value} must be in [0, 1)")
+
+
 def check_image_shape(net: str, image_shape, allowed: str, ok: bool) -> tuple[int, int, int]:
     """Raise a one-line ConfigError when a network cannot take the data's image shape."""
     shape = tuple(int(s) for s in image_shape)

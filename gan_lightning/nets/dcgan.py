@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import LabelCode, check_image_shape
+from gan_lightning.nets.blocks import LabelCode, check_image_shape, check_sizes
 
 SUPPORTED = "square images of side 28, 32 or 64 (any channels)"
 
@@ -47,6 +47,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int, image_shape: Sequence[int], base_channels: int = 64, num_classes: int = 0,
                  label_mode: str = "onehot", label_dim: int | None = None) -> None:
         super().__init__()
+        check_sizes("DCGANGenerator", latent_dim=latent_dim, base_channels=base_channels)
         self.image_shape, n, self.side = _n_upsamplings(image_shape, "DCGANGenerator")
         self.latent_dim = int(latent_dim)
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
@@ -85,6 +86,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"DCGANDiscriminator norm={norm!r} is not one of {list(NORMS)}")
+        check_sizes("DCGANDiscriminator", base_channels=base_channels)
         self.image_shape, n, side = _n_upsamplings(image_shape, "DCGANDiscriminator")
         c, h, w = self.image_shape
         self.label = LabelCode(num_classes, label_mode, h * w if label_mode == "embedding" else None) if num_classes else None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape
+from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape, check_probabilities, check_sizes
 
 
 class MLPGenerator(nn.Module):
@@ -20,6 +20,7 @@ class MLPGenerator(nn.Module):
                  output: str = "tanh") -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPGenerator", image_shape, "any (C, H, W)", True)
+        check_sizes("MLPGenerator", latent_dim=latent_dim, hidden=hidden)
         self.latent_dim = int(latent_dim)
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
         layers: list[nn.Module] = []
@@ -47,6 +48,10 @@ class MLPDiscriminator(nn.Module):
                  sigma_in: float = 0.0, sigma_hidden: float = 0.0) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPDiscriminator", image_shape, "any (C, H, W)", True)
+        check_sizes("MLPDiscriminator", hidden=hidden)
+        check_probabilities("MLPDiscriminator", dropout=dropout)
+        if sigma_in < 0 or sigma_hidden < 0:
+            raise ConfigError(f"MLPDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0")
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
         self.noise_in = GaussianNoise(sigma_in)
         layers: list[nn.Module] = []
@@ -71,6 +76,8 @@ class MaxoutDiscriminator(nn.Module):
                  input_dropout: float = 0.2, dropout: float = 0.5, num_classes: int = 0, label_mode: str = "onehot") -> None:
         super().__init__()
         self.image_shape = check_image_shape("MaxoutDiscriminator", image_shape, "any (C, H, W)", True)
+        check_sizes("MaxoutDiscriminator", hidden=hidden, pieces=pieces)
+        check_probabilities("MaxoutDiscriminator", input_dropout=input_dropout, dropout=dropout)
         self.label = LabelCode(num_classes, label_mode) if num_classes else None
         layers: list[nn.Module] = [nn.Dropout(input_dropout)]
         width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, one_hot
+from gan_lightning.errors import ConfigError
+from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, check_probabilities, check_sizes, one_hot
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, padding: str) -> list[nn.Module]:
@@ -24,6 +25,7 @@ class ConvClassifier(nn.Module):
     def __init__(self, image_shape: Sequence[int], num_classes: int = 10, dropout: float = 0.5) -> None:
         super().__init__()
         shape = check_image_shape("ConvClassifier", image_shape, "images of side >= 20", min(tuple(image_shape)[1:]) >= 20)
+        check_probabilities("ConvClassifier", dropout=dropout)
         c = shape[0]
         self.features = nn.Sequential(
             *_conv_bn_relu(c, 32, 5, "valid"), nn.MaxPool2d(2), nn.Dropout(dropout),
@@ -53,6 +55,7 @@ class ConcatLabelGenerator(nn.Module):
     def __init__(self, image_shape: Sequence[int], num_classes: int = 10, latent_dim: int = 100, hidden: Sequence[int] = (500, 500)) -> None:
         super().__init__()
         self.image_shape = check_image_shape("ConcatLabelGenerator", image_shape, "any (C, H, W)", True)
+        check_sizes("ConcatLabelGenerator", latent_dim=latent_dim, hidden=hidden)
         self.num_classes, self.latent_dim = num_classes, int(latent_dim)
         self.hidden = nn.ModuleList()
         width = self.latent_dim
@@ -80,6 +83,9 @@ class ConcatLabelDiscriminator(nn.Module):
                  sigma_in: float = 0.3, sigma_hidden: float = 0.5, label_twice_first: bool = True) -> None:
         super().__init__()
         self.image_shape = check_image_shape("ConcatLabelDiscriminator", image_shape, "any (C, H, W)", True)
+        check_sizes("ConcatLabelDiscriminator", hidden=hidden)
+        if sigma_in < 0 or sigma_hidden < 0:
+            raise ConfigError(f"ConcatLabelDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0")
         self.num_classes, self.label_twice_first = num_classes, bool(label_twice_first) and len(hidden) > 0
         self.noise_in, self.noise = GaussianNoise(sigma_in), GaussianNoise(sigma_hidden)
         widths = [math.prod(self.image_shape), *hidden]
