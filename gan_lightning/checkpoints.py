@@ -40,7 +40,7 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     if not isinstance(run_config, dict) or "model" not in run_config:
         raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
     try:
-        model = build_stored(_no_pretrained_weights(run_config["model"]), f"{what}={path}")
+        model = build_stored(_no_pretrained_weights(run_config["model"]), f"{what}={path}", "model")
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -70,7 +70,7 @@ def _no_pretrained_weights(node):
 def build_datamodule(data_cfg: dict, data_dir: str, source: str = "checkpoint"):
     """A datamodule from a (resolved) data config, e.g. the one a checkpoint was trained on (checked like every
     stored config), reading files from ``data_dir`` and writing no index file (set up, ready to use)."""
-    datamodule = build_stored({**data_cfg, "data_dir": data_dir, "index_file": None}, source)
+    datamodule = build_stored({**data_cfg, "data_dir": data_dir, "index_file": None}, source, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -74,11 +74,11 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
         raise ConfigError(f"{where}: holds a {type(node).__name__}; stored configs hold plain values only")
 
 
-def check_stored_config(config: Any, source: str) -> None:
+def check_stored_config(config: Any, source: str, root: str = "config") -> None:
     """Raise a one-line ConfigError if ``config`` (read from the file ``source``) names anything this framework's
     configs do not build, or holds an interpolation; imports and calls nothing."""
     allowed = allowed_targets()
-    for loc, value in _walk(config, "config"):
+    for loc, value in _walk(config, root):
         is_target = loc.endswith("._target_")
         if is_target and not isinstance(value, str):
             raise ConfigError(f"{source}: {loc} is a {type(value).__name__}, not a class name; refused (nothing was built)")
@@ -89,7 +89,8 @@ def check_stored_config(config: Any, source: str) -> None:
                               "datamodule, torch.nn layer or torch optimizer; refused (nothing was built)")
 
 
-def build_stored(config: dict, source: str) -> Any:
-    """``hydra.utils.instantiate(config)`` after ``check_stored_config``: the only way configs read from files are built."""
-    check_stored_config(config, source)
+def build_stored(config: dict, source: str, root: str = "config") -> Any:
+    """``hydra.utils.instantiate(config)`` after ``check_stored_config``: the only way configs read from files are built
+    (``root`` names the config in messages: model, data, network)."""
+    check_stored_config(config, source, root)
     return instantiate(config, _convert_="all")

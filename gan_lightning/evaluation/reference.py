@@ -76,6 +76,6 @@ def load_reference(path: str | Path, dataset: str | None = None) -> ReferenceNet
         raise ConfigError(f"{path} is the reference network of {payload['dataset']}, not of {dataset}")
     if not isinstance(payload.get("network"), dict):
         raise ConfigError(f"{path} is not a reference network written by task=reference (no network config)")
-    network = build_stored(payload["network"], str(path))
+    network = build_stored(payload["network"], str(path), "network")
     network.load_state_dict(payload["state_dict"])
     return ReferenceNet(network, payload["dataset"], payload["test_acc"])
