@@ -197,3 +197,26 @@ def test_a_run_prints_no_python_warning(tmp_path, model):
     assert proc.returncode == 0, proc.stderr[-2000:]
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if re.search(r"\w+Warning: |^\S+\.py:\d+: ", line)]
     assert warnings == []
+
+
+@needs_mnist
+def test_default_trainer_sizes_itself_to_this_machine(tmp_path):
+    """The default trainer: bf16-mixed exactly where the CPU multiplies bf16 natively; the schedule and the ETA printed."""
+    from gan_lightning.hardware import cpu_has_native_bf16
+
+    proc = run_cli(["model=gan", "epochs=1", "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none"], tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert ("Using bfloat16 Automatic Mixed Precision" in out) == cpu_has_native_bf16()
+    assert "schedule: training 1 epochs x 30 iterations = 30 iterations" in out
+    assert re.search(r"training: [\d.]+ it/s; the rest of the run \(\d+ iterations\) would take \d+:\d\d:\d\d at this speed", out)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path):
+    from conftest import compose_cfg
+
+    from gan_lightning.tasks.train import build
+
+    datamodule, model, trainer = build(compose_cfg(["model=triple_gan", "trainer.accelerator=gpu"], output_dir=tmp_path))
+    assert getattr(model, "iteration_graph", None) is not None

@@ -70,7 +70,10 @@ class ScheduleEstimate(L.Callback):
         self.count, self.t0, self.reported = 0, time.time(), False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        phase = "pre-training" if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch) else "game"
+        if isinstance(pl_module, HasPhases):
+            phase = "pre-training" if pl_module.in_pretraining(trainer.current_epoch) else "game"
+        else:
+            phase = "training"
         if phase != self.phase:
             self.phase, self.count, self.reported = phase, 0, False
         self.count += 1
