@@ -267,6 +267,7 @@ def test_bad_model_settings_are_config_errors():
         assert err.match(message)
 
 
+@pytest.mark.slow
 def test_baseline_classifier_learns_from_100_labels(mnist):
     cfg = compose_cfg(["model=classifier", "model.optimizer.lr=2e-3"])
     L.seed_everything(0)
