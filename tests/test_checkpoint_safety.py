@@ -122,11 +122,11 @@ def test_shipped_reference_network_loads_and_matches_its_recorded_md5():
     from gan_lightning.evaluation import reference_path
 
     folder = Path(__file__).resolve().parent.parent / "gan_lightning" / "references"
-    recorded = dict(re.findall(r"`(\w+)\.pt` \| \w+ \| [\d.]+ % \| `([0-9a-f]{32})`", (folder / "README.md").read_text()))
-    assert "MNIST" in recorded
-    for dataset, md5 in recorded.items():
+    rows = re.findall(r"`(\w+)\.pt` \| \w+ \| ([\d.]+) % \| `([0-9a-f]{32})`", (folder / "README.md").read_text())
+    assert {"MNIST", "FashionMNIST"} <= {dataset for dataset, _, _ in rows}
+    for dataset, accuracy, md5 in rows:
         path = reference_path(folder, dataset)
         assert hashlib.md5(path.read_bytes()).hexdigest() == md5
         net = load_reference(path, dataset)
-        assert net.test_acc > 0.99 and net.num_classes == 10
+        assert round(100 * net.test_acc, 2) == float(accuracy) and net.num_classes == 10  # the documented accuracy
     assert Path(OmegaConf.create({"d": "${shipped_references:}"}).d) == folder  # the default of paths.reference_dir
