@@ -7,7 +7,6 @@ PY      = $(VENV)/bin/python
 # torch/torchvision pinned to the builds that install offline on the reference machine; override freely.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
- sweep bench bench-mnist100 bench-generators reference evaluate sample analyze clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
