@@ -16,13 +16,11 @@ import torch
 from gan_lightning.errors import ConfigError
 
 
-def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Indices of ``n_labeled`` examples, ``n_labeled / num_classes`` per class, chosen by a seeded permutation."""
+def first_per_class(order: torch.Tensor, labels: torch.Tensor, n_labeled: int, num_classes: int) -> torch.Tensor:
+    """The first ``n_labeled / num_classes`` indices of each class in ``order`` (a permutation), sorted."""
     if n_labeled <= 0 or n_labeled % num_classes:
         raise ConfigError(f"data.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
     per_class = n_labeled // num_classes
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=gen)
     chosen = []
     for c in range(num_classes):
         of_class = order[labels[order] == c]
@@ -30,22 +28,19 @@ def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed:
             raise ConfigError(f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
         chosen.append(of_class[:per_class])
     return torch.cat(chosen).sort().values
+
+
+def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of ``n_labeled`` examples, ``n_labeled / num_classes`` per class, chosen by a seeded ``torch.randperm``."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return first_per_class(order, labels, n_labeled, num_classes)
 
 
 def official_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
     """The labeled subset of the official Triple-GAN scripts: ``numpy.random.RandomState(seed).permutation`` of the
     training set, then the first ``n_labeled / num_classes`` examples of each class in that order (sorted indices)."""
-    if n_labeled <= 0 or n_labeled % num_classes:
-        raise ConfigError(f"data.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
-    per_class = n_labeled // num_classes
     order = torch.from_numpy(np.random.RandomState(seed).permutation(len(labels)))
-    chosen = []
-    for c in range(num_classes):
-        of_class = order[labels[order] == c]
-        if len(of_class) < per_class:
-            raise ConfigError(f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
-        chosen.append(of_class[:per_class])
-    return torch.cat(chosen).sort().values
+    return first_per_class(order, labels, n_labeled, num_classes)
 
 
 LABEL_SPLITS = {"torch": balanced_split, "official": official_split}
