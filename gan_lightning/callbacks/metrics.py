@@ -51,24 +51,28 @@ class GeneratorEvaluation(L.Callback):
         self.metrics = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=self.n_samples,
                                         kid_subset_size=self.kid_subset_size, per_class=self.per_class, batch_size=self.batch_size)
 
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict | None:
+        """The generator's metrics now, or None without a reference network or while G is untrained (pre-training)."""
+        if self.metrics is None or (isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch)):
+            return None
+        self.last_step = trainer.global_step
+        return self.metrics.to(pl_module.device).evaluate(pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if self.metrics is None or trainer.sanity_checking or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
+        if trainer.sanity_checking or (epoch % self.every_n_epochs and epoch != trainer.max_epochs):
             return
-        if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch):  # G is untrained
-            return
-        values = self.metrics.to(pl_module.device).evaluate(pl_module)
-        pl_module.log_dict({f"gen/{k}": v for k, v in values.items()}, rank_zero_only=True)
-        self.last_step = trainer.global_step
+        values = self._evaluate(trainer, pl_module)
+        if values is not None:
+            pl_module.log_dict({f"gen/{k}": v for k, v in values.items()}, rank_zero_only=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A run stopped by ``trainer.max_time`` mid-epoch still ends with the metrics of its final generator."""
-        if self.metrics is None or getattr(self, "last_step", None) == trainer.global_step:
+        if getattr(self, "last_step", None) == trainer.global_step:
             return
-        if isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch):
+        values = self._evaluate(trainer, pl_module)
+        if values is None:
             return
-        values = self.metrics.to(pl_module.device).evaluate(pl_module)
         for logger in trainer.loggers:
             logger.log_metrics({f"gen/{k}": float(v) for k, v in values.items()}, step=trainer.global_step)
             logger.save()
-        self.last_step = trainer.global_step
