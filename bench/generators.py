@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 STEPS = 469
-RUNS = {name: [f"model={name}", "epochs=1", f"trainer.limit_train_batches={STEPS}"]  # 1:1 games: one G update per batch
+RUNS = {name: [f"model={name}", "model.epochs=1", f"trainer.limit_train_batches={STEPS}"]  # 1:1 games: one G update per batch
         for name in ("gan", "dcgan", "cgan", "cdcgan", "triple_gan")}
 
 

@@ -35,15 +35,15 @@ from gan_lightning.tbread import read_scalars
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],
     # the ablation: C's pre-training only (same augmentation, consistency and learning rate) for the same hour
-    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "model.pretrain_time_share=null", "epochs=0"],
+    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "model.pretrain_time_share=null", "model.epochs=0"],
     "baseline": ["experiment=classifier_mnist100"],
     # variants of the game that give C a larger share of the hour: one z draw and one C forward per iteration, D and G
     # on half the batch (cheap); and with R_P from 80 % instead of 90 % class-true samples, C's BN statistics from its
     # unlabeled batch only (cheap_rp)
     "triple_gan_fast_cheap": ["experiment=triple_gan_mnist100_fast", "model.reuse_forwards=true",
-                              "data.streams.d_unlabeled.batch_size=200", "model.generator_batch=100"],
+                              "model.batch_sizes.d_unlabeled=200", "model.generator_batch=100"],
     "triple_gan_fast_cheap_rp": ["experiment=triple_gan_mnist100_fast", "model.reuse_forwards=true",
-                                 "data.streams.d_unlabeled.batch_size=200", "model.generator_batch=100",
+                                 "model.batch_sizes.d_unlabeled=200", "model.generator_batch=100",
                                  "model.pseudo_label_trigger=0.8", "model.c_bn_update=unlabeled"],
 }
 

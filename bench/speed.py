@@ -43,11 +43,11 @@ def build(name: str, overrides: list[str]):
     return cfg, instantiate(cfg.model)
 
 
-def data(cfg, n_batches: int, device: str) -> StreamBatches:
+def data(cfg, model, n_batches: int, device: str) -> StreamBatches:
     shape = tuple(cfg.data.image_shape)
     x = torch.randint(0, 256, (8000, *shape), dtype=torch.uint8)
     y = torch.randint(0, 10, (8000,))
-    return StreamBatches({"train": (x, y), "labeled": (x[:100], y[:100])}, cfg.data.streams, n_batches, seed=0)
+    return StreamBatches({"train": (x, y), "labeled": (x[:100], y[:100])}, model.plan.game.streams, n_batches, seed=0)
 
 
 def sync(device: str) -> None:
@@ -63,7 +63,7 @@ def time_plain(name, overrides, device, warmup, iters) -> tuple[float, float]:
     cfg, model = build(name, overrides)
     model.to(device).train()
     loop = PlainTripleGAN(model) if name == "triple_gan" else PlainGAN(model)
-    batches = iter(data(cfg, warmup + iters + 1, device))
+    batches = iter(data(cfg, model, warmup + iters + 1, device))
     for _ in range(warmup):
         loop.step(to(next(batches), device))
     with FlopCounterMode(display=False) as counter:
@@ -89,7 +89,7 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
     graph = IterationGraph() if cuda_graphs else None
     if graph is not None:
         make_capturable(optimizers)
-    batches = iter(data(cfg, warmup + iters, device))
+    batches = iter(data(cfg, model, warmup + iters, device))
     # the Lightning run's precision plugin: bf16-mixed = autocast around the step
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed", cache_enabled=False)
 
@@ -133,7 +133,7 @@ def time_framework(name, overrides, device, warmup, iters, compile_networks: boo
                             precision=cfg.trainer.precision, logger=L.pytorch.loggers.TensorBoardLogger(tmp), log_every_n_steps=50,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             callbacks=[clock])
-        trainer.fit(model, train_dataloaders=data(cfg, warmup + iters, device))
+        trainer.fit(model, train_dataloaders=data(cfg, model, warmup + iters, device))
     # a GAN cycle of max(d_steps, g_steps) batches holds d_steps D and g_steps G updates (1:1: both every batch)
     batches_per_iter = 1 if name == "triple_gan" else max(cfg.model.d_steps, cfg.model.g_steps)
     return iters / (clock.times[warmup + iters - 1] - clock.times[warmup - 1]) / batches_per_iter
@@ -188,8 +188,8 @@ def main() -> None:
             fw.append(time_framework(name, args.overrides, args.device, warmup, args.iters, args.compile, args.cuda_graphs))
             if not args.compile:
                 bare.append(time_bare(name, args.overrides, args.device, warmup, args.iters, args.cuda_graphs))
-        cfg, _ = build(name, args.overrides)
-        images = sum(int(s["batch_size"]) for s in cfg.data.streams.values())
+        _, model = build(name, args.overrides)
+        images = sum(int(s["batch_size"]) for s in model.plan.game.streams.values())
         p, f = summary(plain), summary(fw)
         b = summary([v for v in bare if v is not None]) if bare and None not in bare else None
         rows.append({"model": name, "plain_it_s": p, "framework_it_s": f, "speedup": f["median"] / p["median"],

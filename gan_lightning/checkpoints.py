@@ -67,9 +67,14 @@ def _no_pretrained_weights(node):
     return out
 
 
+LEGACY_DATA_KEYS = ("streams", "epoch_length", "pretrain_streams", "pretrain_epochs", "pretrain_epoch_length", "n_labeled")
+
+
 def build_datamodule(data_cfg: dict, data_dir: str, source: str = "checkpoint"):
     """A datamodule from a (resolved) data config, e.g. the one a checkpoint was trained on (checked like every
     stored config), reading files from ``data_dir`` and writing no index file (set up, ready to use)."""
+    # the batch composition moved to the game (gan_lightning.plan); checkpoints of older runs still name it here
+    data_cfg = {k: v for k, v in data_cfg.items() if k not in LEGACY_DATA_KEYS}
     datamodule = build_stored({**data_cfg, "data_dir": data_dir, "index_file": None}, source, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -39,7 +39,7 @@ def test_gan_run_writes_config_checkpoint_and_image_grid(tmp_path):
 @needs_mnist
 def test_triple_gan_two_epochs_on_real_mnist_with_100_labels(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=triple_gan", "data=mnist", "epochs=1", "model.pretrain_epochs=1", "trainer=debug",
+    proc = run_cli(["model=triple_gan", "data=mnist", "model.epochs=1", "model.pretrain_epochs=1", "trainer=debug",
                     "callbacks.progress_bar=null", "trainer.limit_val_batches=1.0", "data.eval_batch_size=2500"], run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     indices = json.loads((run_dir / "labeled_indices.json").read_text())
@@ -175,8 +175,8 @@ def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expe
 @needs_mnist
 def test_csv_logger_gets_the_metrics_and_the_config(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=triple_gan", "logger=tensorboard_csv", *FAST, "model.pretrain_epochs=1", "data.pretrain_streams.c_unlabeled.batch_size=50",
-                    "data.streams.c_unlabeled.batch_size=50", "data.streams.d_unlabeled.batch_size=50"], run_dir)
+    proc = run_cli(["model=triple_gan", "logger=tensorboard_csv", *FAST, "model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=50",
+                    "model.batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50"], run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     errors = [float(r["val/err_ema"]) for r in rows if r.get("val/err_ema")]
@@ -204,7 +204,7 @@ def test_default_trainer_sizes_itself_to_this_machine(tmp_path):
     """The default trainer: bf16-mixed exactly where the CPU multiplies bf16 natively; the schedule and the ETA printed."""
     from gan_lightning.hardware import cpu_has_native_bf16
 
-    proc = run_cli(["model=gan", "epochs=1", "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none"], tmp_path / "run")
+    proc = run_cli(["model=gan", "model.epochs=1", "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none"], tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert ("Using bfloat16 Automatic Mixed Precision" in out) == cpu_has_native_bf16()

@@ -15,14 +15,19 @@ import torch
 from gan_lightning.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule, StreamBatches, balanced_split
 from gan_lightning.data.batches import epoch_length
 from gan_lightning.errors import ConfigError
+from gan_lightning.plan import DataPlan, Phase
 
 STREAMS = {"real": {"source": "train", "batch_size": 64}}
+PLAN = DataPlan(Phase(STREAMS, "real"))
 
 
-def make_dm(cls, root, **kw):
-    args = dict(data_dir=str(root), image_shape=cls.image_shape, num_classes=10, streams=STREAMS, epoch_length="real", download=False)
+def make_dm(cls, root, streams=STREAMS, epoch_length="real", n_labeled=None, **kw):
+    """A datamodule serving a game that draws ``streams`` (as ``model.batch_sizes`` would make them)."""
+    args = dict(data_dir=str(root), image_shape=cls.image_shape, num_classes=10, download=False)
     args.update(kw)
-    return cls(**args)
+    dm = cls(**args)
+    dm.serve(DataPlan(Phase(streams, epoch_length), n_labeled=n_labeled))
+    return dm
 
 
 @pytest.mark.parametrize("cls", [MNISTDataModule, FashionMNISTDataModule])
@@ -134,13 +139,14 @@ def test_stream_batches_cycle_small_sources_and_shard_by_rank():
     assert not set(r0.tolist()) & set(r1.tolist())
 
 
-def test_bad_stream_config_is_rejected(data_root):
-    with pytest.raises(ConfigError, match="batch_size=0 must be a positive integer"):
-        make_dm(MNISTDataModule, data_root, streams={"real": {"source": "train", "batch_size": 0}})
-    with pytest.raises(ConfigError, match="is not one of"):
+def test_a_plan_the_datamodule_cannot_serve_is_one_line(data_root):
+    with pytest.raises(ConfigError, match=r"reads stream 'real' from 'nowhere'; MNIST serves \['train', 'labeled'\]"):
         make_dm(MNISTDataModule, data_root, streams={"real": {"source": "nowhere", "batch_size": 4}})
-    with pytest.raises(ConfigError, match="larger than the training set"):
+    with pytest.raises(ConfigError, match="model.n_labeled=70000 is larger than the training set"):
         make_dm(MNISTDataModule, data_root, n_labeled=70000).setup()
+    dm = make_dm(MNISTDataModule, data_root)
+    with pytest.raises(ConfigError, match="has no data plan: give model.batch_sizes"):
+        dm.serve(object())
 
 
 @pytest.mark.parametrize("damage", ["truncated_gz", "not_gzip", "truncated_raw_unverified", "bad_header_unverified"])
@@ -248,17 +254,17 @@ def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
     from gan_lightning.data import ImageFolderDataModule
 
     _write_image_folder(tmp_path / "pets")
-    dm = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, STREAMS, "real", folder=str(tmp_path / "pets"), val_fraction=0.4)
+    dm = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, folder=str(tmp_path / "pets"), val_fraction=0.4)
     dm.setup()
     assert dm.classes == ["cats", "dogs"] and dm.name == "pets"
     assert dm.splits.train_x.shape == (6, 3, 16, 16) and dm.splits.test_x.shape == (4, 3, 16, 16)
     assert dm.splits.train_x.dtype == torch.uint8 and torch.bincount(dm.splits.test_y).tolist() == [2, 2]
     red = dm.splits.train_x[:, 0].float().mean((1, 2))
     assert torch.equal(red > 128, dm.splits.train_y == 1)
-    gray = ImageFolderDataModule(str(tmp_path), (1, 8, 12), 2, STREAMS, "real", folder=str(tmp_path / "pets"))
+    gray = ImageFolderDataModule(str(tmp_path), (1, 8, 12), 2, folder=str(tmp_path / "pets"))
     gray.setup()
     assert gray.splits.train_x.shape[1:] == (1, 8, 12)
-    again = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, STREAMS, "real", folder=str(tmp_path / "pets"), val_fraction=0.4)
+    again = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, folder=str(tmp_path / "pets"), val_fraction=0.4)
     again.setup()
     assert torch.equal(again.splits.test_x, dm.splits.test_x)  # seeded split
 
@@ -276,4 +282,4 @@ def test_image_folder_errors_are_one_line(tmp_path, problem, message):
         (tmp_path / "pets" / "dogs" / "3.png").write_bytes(b"\x89PNG truncated")
     folder = None if problem == "no_folder" else str(tmp_path / "pets")
     with pytest.raises(ConfigError, match=message):
-        ImageFolderDataModule(str(tmp_path), (3, 16, 16), 3 if problem == "classes" else 2, STREAMS, "real", folder=folder).setup()
+        ImageFolderDataModule(str(tmp_path), (3, 16, 16), 3 if problem == "classes" else 2, folder=folder).setup()

@@ -50,7 +50,7 @@ def test_average_gradients_is_a_no_op_in_one_process():
 
 @needs_mnist
 @pytest.mark.parametrize("model", [
-    ["model=triple_gan", "model.pretrain_epochs=1", "epochs=1"],  # pre-training (C only) then the game (D, G, C)
+    ["model=triple_gan", "model.pretrain_epochs=1", "model.epochs=1"],  # pre-training (C only) then the game (D, G, C)
     ["model=dcgan", "trainer.max_epochs=2"],
 ])
 def test_ddp_two_processes_on_cpu(model, tmp_path):

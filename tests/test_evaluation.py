@@ -24,7 +24,7 @@ pytestmark = [needs_mnist, pytest.mark.slow]  # CLI runs
 def reference_run(tmp_path_factory):
     """A reference network trained by the CLI (150 steps, no averaging, no logger: ~96 % test accuracy)."""
     root = tmp_path_factory.mktemp("reference")
-    proc = run_cli(["task=reference", "epochs=1", "trainer.limit_train_batches=150", "trainer.limit_val_batches=1",
+    proc = run_cli(["task=reference", "model.epochs=1", "trainer.limit_train_batches=150", "trainer.limit_val_batches=1",
                     "model.ema_decay=0.0", "logger=none", f"task.reference_dir={root / 'refs'}"], root / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout
@@ -37,7 +37,7 @@ def reference(reference_run):
 
 @pytest.fixture(scope="session")
 def mnist_test():
-    dm = MNISTDataModule(data_dir=str(DATA_ROOT), image_shape=(1, 28, 28), num_classes=10, streams={}, epoch_length=1, index_file=None)
+    dm = MNISTDataModule(data_dir=str(DATA_ROOT), image_shape=(1, 28, 28), num_classes=10, index_file=None)
     dm.setup("fit")
     return dm.splits.test_x, dm.splits.test_y
 

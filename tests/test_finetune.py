@@ -32,9 +32,10 @@ def test_frozen_backbone_stays_and_the_head_learns_on_an_image_folder(tmp_path):
     _folder(tmp_path / "shades")
     cfg = compose_cfg(["model=finetune", "data=image_folder", f"data.folder={tmp_path / 'shades'}", "data.image_shape=[1,28,28]",
                        "data.num_classes=2", "model.classifier.backbone=reference", f"model.classifier.weights={REFERENCE}",
-                       "data.n_labeled=null", "data.streams.labeled.batch_size=8", "model.optimizer.lr=0.05"])
+                       "model.n_labeled=null", "model.batch_sizes.labeled=8", "model.optimizer.lr=0.05"])
     L.seed_everything(0)
     model, dm = instantiate(cfg.model, _convert_="all"), instantiate(cfg.data, _convert_="all")
+    dm.serve(model)
     dm.setup()
     frozen = {k: v.clone() for k, v in model.classifier.features.state_dict().items()}
     trainer = L.Trainer(accelerator="cpu", max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -93,7 +94,7 @@ def test_finetuned_checkpoint_is_analysed_without_reading_the_backbone_file(tmp_
     weights = tmp_path / "MNIST.pt"
     weights.write_bytes(open(REFERENCE, "rb").read())
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=finetune", "data=fashion_mnist", "data.n_labeled=100", "model.classifier.backbone=reference",
+    proc = run_cli(["model=finetune", "data=fashion_mnist", "model.n_labeled=100", "model.classifier.backbone=reference",
                     f"model.classifier.weights={weights}", "trainer=debug", "logger=none"], run_dir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     weights.unlink()  # the checkpoint holds every weight: the backbone file is not needed to open it

@@ -18,22 +18,23 @@ from gan_lightning.errors import ConfigError
 
 SMALL_TRIPLE = [
     "model=triple_gan", "model.generator_batch=20", "model.pretrain_epochs=0",
-    "data.streams.c_labeled.batch_size=20", "data.streams.c_unlabeled.batch_size=20",
-    "data.streams.d_labeled.batch_size=2", "data.streams.d_unlabeled.batch_size=20",
+    "model.batch_sizes.c_labeled=20", "model.batch_sizes.c_unlabeled=20",
+    "model.batch_sizes.d_labeled=2", "model.batch_sizes.d_unlabeled=20",
 ]
 
 
 @pytest.fixture(scope="module")
 def mnist(data_root):
-    dm = MNISTDataModule(str(data_root), (1, 28, 28), 10, {"u": {"source": "train", "batch_size": 1}}, "u", download=False)
+    dm = MNISTDataModule(str(data_root), (1, 28, 28), 10, download=False)
     dm.setup()
     x, y = dm.splits.train_x[:1000], dm.splits.train_y[:1000]
     return {"train": (x, y), "labeled": (x[:100], y[:100]), "test": (dm.splits.test_x[:1000], dm.splits.test_y[:1000])}
 
 
-def batches(mnist, cfg, n, key="streams"):
+def batches(mnist, model, n, pretraining=False):
+    """``n`` batches of the streams the game declares (its pre-training's with ``pretraining``)."""
     sources = {k: mnist[k] for k in ("train", "labeled")}
-    return StreamBatches(sources, cfg.data[key], n, seed=0)
+    return StreamBatches(sources, model.plan.phase(pretraining).streams, n, seed=0)
 
 
 class Recorder(L.Callback):
@@ -74,23 +75,23 @@ def fit(model, data, steps, callbacks=(), val=None):
     (1, 3, 3, ["generator", "generator", "discriminator", "generator"]),
 ])
 def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, n, expected):
-    cfg = compose_cfg(["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "data.streams.real.batch_size=32"])
+    cfg = compose_cfg(["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "model.batch_sizes.real=32"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
-    fit(model, batches(mnist, cfg, n), n, [rec])
+    fit(model, batches(mnist, model, n), n, [rec])
     assert [changed for _, changed in rec.events] == [{net} for net in expected]
     assert all(math.isfinite(v) for m in rec.metrics for v in m.values())
 
 
 @pytest.mark.parametrize("model_name", ["dcgan", "cgan", "cdcgan", "maxout_gan"])
 def test_every_gan_variant_trains_on_mnist(mnist, model_name):
-    cfg = compose_cfg([f"model={model_name}", "data.streams.real.batch_size=16", "model.discriminator.base_channels=8"] if "dcgan" in model_name
-                      else [f"model={model_name}", "data.streams.real.batch_size=16"])
+    cfg = compose_cfg([f"model={model_name}", "model.batch_sizes.real=16", "model.discriminator.base_channels=8"] if "dcgan" in model_name
+                      else [f"model={model_name}", "model.batch_sizes.real=16"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
-    fit(model, batches(mnist, cfg, 2), 2, [rec])
+    fit(model, batches(mnist, model, 2), 2, [rec])
     assert [c for _, c in rec.events] == [{"discriminator"}, {"generator"}] * 2
     images, nrow = model.sample_images()
     if model_name.startswith("c"):
@@ -104,7 +105,7 @@ def test_triple_gan_step_order_and_parameters_touched(mnist):
     model = instantiate(cfg.model)
     rec = Recorder(["classifier", "generator", "discriminator"])
     ema_before = [p.detach().clone() for p in model.ema.module.parameters()]
-    fit(model, batches(mnist, cfg, 2), 2, [rec])
+    fit(model, batches(mnist, model, 2), 2, [rec])
     assert [(i, c) for i, c in rec.events] == [(0, {"discriminator"}), (1, {"generator"}), (2, {"classifier"})] * 2
     m = rec.metrics[-1]
     for term in ["train/d/real", "train/d/fake_g", "train/d/fake_c", "train/g/adv", "train/c/adv", "train/c/supervised",
@@ -115,11 +116,11 @@ def test_triple_gan_step_order_and_parameters_touched(mnist):
 
 
 def test_triple_gan_pretraining_only_moves_c(mnist):
-    cfg = compose_cfg(SMALL_TRIPLE + ["model.pretrain_epochs=1", "data.pretrain_streams.c_unlabeled.batch_size=30"])
+    cfg = compose_cfg(SMALL_TRIPLE + ["model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=30"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier", "generator", "discriminator"])
-    fit(model, batches(mnist, cfg, 3, key="pretrain_streams"), 3, [rec])
+    fit(model, batches(mnist, model, 3, pretraining=True), 3, [rec])
     assert rec.events == [(3, {"classifier"})] * 3
     assert set(rec.metrics[-1]) >= {"pretrain/c/supervised", "pretrain/c/entropy", "pretrain/c/balance", "pretrain/c/loss"}
 
@@ -129,7 +130,7 @@ def _c_step_metrics(mnist, overrides):
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier"])
-    fit(model, batches(mnist, cfg, 1), 1, [rec])
+    fit(model, batches(mnist, model, 1), 1, [rec])
     return rec.metrics[0]
 
 
@@ -273,7 +274,7 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier"])
-    data = StreamBatches({"train": mnist["train"], "labeled": mnist["labeled"]}, cfg.data.streams, 150, seed=0)
+    data = StreamBatches({"train": mnist["train"], "labeled": mnist["labeled"]}, model.plan.game.streams, 150, seed=0)
     trainer = fit(model, data, 150, [rec], val=EvalBatches(*mnist["test"], 500))
     first = sum(m["train/c/supervised"] for m in rec.metrics[:5]) / 5
     last = sum(m["train/c/supervised"] for m in rec.metrics[-5:]) / 5
@@ -290,7 +291,8 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
 def test_every_preset_builds_its_model(overrides):
     cfg = compose_cfg(overrides)
     model = instantiate(cfg.model)
-    assert cfg.trainer.max_epochs == cfg.epochs + (cfg.model.get("pretrain_epochs") or 0)
+    assert cfg.trainer.max_epochs == cfg.model.epochs + (cfg.model.get("pretrain_epochs") or 0)
+    assert model.plan is not None and set(model.plan.game.streams) == set(type(model).STREAMS)  # every stream it reads has a size
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -306,9 +308,9 @@ def test_report_preset_is_the_simplified_game():
 def test_non_finite_loss_stops_with_the_network_and_step(mnist):
     from gan_lightning.errors import TrainingError
 
-    cfg = compose_cfg(["model=gan", "data.streams.real.batch_size=16"])
+    cfg = compose_cfg(["model=gan", "model.batch_sizes.real=16"])
     model = instantiate(cfg.model)
     with torch.no_grad():
         model.discriminator.net[-1].weight.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"discriminator loss is nan at global step 0"):
-        fit(model, batches(mnist, cfg, 2), 2)
+        fit(model, batches(mnist, model, 2), 2)

@@ -36,7 +36,7 @@ def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
     (["model=dcgan"], ["train/d/loss", "train/g/loss"]),
     # C's dropout masks are drawn in memory order, so NHWC and NCHW draw different masks: dropout off here; and no
     # hard labels of the untrained C (integrated C pairs, no unlabeled real pairs): rounding can flip a near-tie argmax
-    (["model=triple_gan", "model.pretrain_epochs=0", "data.streams.d_unlabeled.batch_size=40", "model.classifier.dropout=0",
+    (["model=triple_gan", "model.pretrain_epochs=0", "model.batch_sizes.d_unlabeled=40", "model.classifier.dropout=0",
       "model.objective=integrate", "model.d_unlabeled_real=false"],
      ["train/d/loss", "train/g/loss", "train/c/loss"]),
 ])
@@ -57,8 +57,8 @@ def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
-TRIPLE = ["model=triple_gan", "model.generator_batch=20", "data.streams.c_labeled.batch_size=20", "data.streams.c_unlabeled.batch_size=20",
-          "data.streams.d_labeled.batch_size=2", "data.streams.d_unlabeled.batch_size=20", "data.pretrain_streams.c_unlabeled.batch_size=40"]
+TRIPLE = ["model=triple_gan", "model.generator_batch=20", "model.batch_sizes.c_labeled=20", "model.batch_sizes.c_unlabeled=20",
+          "model.batch_sizes.d_labeled=2", "model.batch_sizes.d_unlabeled=20", "model.pretrain_batch_sizes.c_unlabeled=40"]
 GAME_KEYS = ["train/d/loss", "train/g/loss", "train/c/loss", "train/c/adv"]
 
 
@@ -163,7 +163,7 @@ def test_cuda_graphs_train_through_pretraining_game_and_pseudo_labels(tmp_path):
     logged losses follow eager mode (closely: the graph-safe Adam rounds its bias correction in float32, and
     C's hard labels can flip on such differences)."""
     overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7",
-                 "model.pretrain_epochs=1", "epochs=2", "trainer.max_epochs=3", "model.pseudo_label_epoch=2", "seed=3"]
+                 "model.pretrain_epochs=1", "model.epochs=2", "trainer.max_epochs=3", "model.pseudo_label_epoch=2", "seed=3"]
 
     def run(graphs: bool, tmp):
         cfg = compose_cfg(["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none", *overrides,

@@ -17,7 +17,7 @@ TINY = ["trainer=debug", "trainer.limit_train_batches=2", "trainer.limit_val_bat
 @needs_mnist
 def test_optuna_sweep_optimises_the_best_ema_error(tmp_path):
     sweep = tmp_path / "optuna"
-    proc = run_cli(["-m", "model=triple_gan", "model.pretrain_epochs=1", "epochs=1", *TINY, "sweep=optuna_triple_gan",
+    proc = run_cli(["-m", "model=triple_gan", "model.pretrain_epochs=1", "model.epochs=1", *TINY, "sweep=optuna_triple_gan",
                     "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"], tmp_path / "unused")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

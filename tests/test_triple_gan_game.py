@@ -16,6 +16,7 @@ from gan_lightning import losses
 from gan_lightning.data import MNISTDataModule
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import analysis
+from gan_lightning.plan import DataPlan, Phase
 from gan_lightning.tbread import read_scalars
 
 pytestmark = needs_mnist
@@ -23,12 +24,15 @@ pytestmark = needs_mnist
 # batch sizes that tell the forwards apart: C labeled 4, C unlabeled 6, D labeled 1, D unlabeled 8, G 10
 SIZES = {"c_labeled": 4, "c_unlabeled": 6, "d_labeled": 1, "d_unlabeled": 8}
 SMALL = ["model=triple_gan", "model.generator_batch=10", "model.pretrain_epochs=0", "model.channels_last=false",
-         *[f"data.streams.{k}.batch_size={v}" for k, v in SIZES.items()]]
+         *[f"model.batch_sizes.{k}={v}" for k, v in SIZES.items()]]
+
+
+HUNDRED_LABELS = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"), n_labeled=100)
 
 
 @pytest.fixture(scope="module")
 def mnist(data_root):
-    dm = MNISTDataModule(str(data_root), (1, 28, 28), 10, {}, 1, download=False)
+    dm = MNISTDataModule(str(data_root), (1, 28, 28), 10, download=False)
     dm.setup()
     return dm.splits
 
@@ -51,7 +55,8 @@ def _model(overrides=()):
 def test_official_label_split_matches_an_independent_computation(mnist):
     labels = mnist.train_y.numpy()
     for seed in (1, 2):
-        dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, {}, 1, n_labeled=100, label_seed=seed, label_split="official", download=False)
+        dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=seed, label_split="official", download=False)
+        dm.serve(HUNDRED_LABELS)
         dm.setup()
         # the official script: permute the training set with numpy's RandomState(seed), keep the first 10 of each class
         perm = np.random.RandomState(seed).permutation(len(labels))
@@ -61,11 +66,12 @@ def test_official_label_split_matches_an_independent_computation(mnist):
                 count[labels[i]] += 1
                 expected.append(int(i))
         assert sorted(expected) == dm.labeled_idx.tolist()
-    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, {}, 1, n_labeled=100, label_seed=1, download=False)
+    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=1, label_split="torch", download=False)
+    other.serve(HUNDRED_LABELS)
     other.setup()
     assert other.labeled_idx.tolist() != dm.labeled_idx.tolist()  # the torch split is another set of images
     with pytest.raises(ConfigError, match="data.label_split='numpy' is not one of"):
-        MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, {}, 1, label_split="numpy")
+        MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_split="numpy")
 
 
 def test_triple_gan_presets_use_the_official_split():
@@ -196,7 +202,7 @@ def scheduled_run(tmp_path_factory):
     proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:45", "model.pretrain_time_share=0.33",
                     "model.pretrain_epochs=1000", "model.pseudo_label_trigger=0.01", "model.pseudo_label_epoch=1000",
                     "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
-                    "data.pretrain_streams.c_unlabeled.batch_size=50", "data.streams.d_unlabeled.batch_size=50",
+                    "model.pretrain_batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50",
                     "paths.reference_dir=${shipped_references:}", "callbacks.generator_metrics.required=true",
                     "callbacks.generator_metrics.every_n_epochs=1", "callbacks.generator_metrics.n_samples=200",
                     "callbacks.generator_metrics.n_real=500", "callbacks.generator_metrics.per_class=false", "logger=tensorboard_csv"],

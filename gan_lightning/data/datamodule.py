@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -13,8 +12,7 @@ from gan_lightning.capabilities import HasPhases
 from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx, load_image_folder, load_svhn
 from gan_lightning.errors import ConfigError
-
-SOURCES = ("train", "labeled")
+from gan_lightning.plan import SOURCES, DataPlan, Phase
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -23,13 +21,12 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: data root (torchvision's layout underneath).
         image_shape, num_classes: what the config promises the models (checked against the dataset).
-        streams: named training streams ``{name: {source: train|labeled, batch_size: int}}`` (the model's
-            batch composition); ``epoch_length`` is an int or the name of the stream that defines one epoch.
-        pretrain_streams / pretrain_epochs / pretrain_epoch_length: a different composition for the first
-            epochs (Triple-GAN's classifier pre-training).
-        n_labeled: size of the labeled subset (balanced per class, chosen by ``label_seed``); null = all labels.
-        label_split: how ``label_seed`` picks it: ``official`` (the official Triple-GAN scripts' numpy permutation:
-            the same images for the same seed) or ``torch`` (a seeded ``torch.randperm``).
+        label_split: how ``label_seed`` picks the labeled subset: ``official`` (the official Triple-GAN scripts' numpy
+            permutation: the same images for the same seed) or ``torch`` (a seeded ``torch.randperm``).
+
+    What is drawn each iteration, and how many images carry a label, is the game's (``serve(model)``,
+    ``gan_lightning.plan``); without a game (evaluation, sampling) every training image is labeled.
+
         val_size: hold out this many training examples for validation; 0 = validate on the official test set.
         index_file: where the labeled indices are written (JSON), null to skip.
     """
@@ -43,16 +40,10 @@ class ImageDataModule(L.LightningDataModule):
         data_dir: str,
         image_shape: tuple[int, int, int] | list[int],
         num_classes: int,
-        streams: Mapping[str, Mapping],
-        epoch_length: int | str,
-        n_labeled: int | None = None,
         label_seed: int = 1,
-        label_split: str = "torch",
+        label_split: str = "official",
         val_size: int = 0,
         eval_batch_size: int = 1000,
-        pretrain_streams: Mapping[str, Mapping] | None = None,
-        pretrain_epochs: int = 0,
-        pretrain_epoch_length: int | str | None = None,
         download: bool = True,
         verify_checksums: bool = True,
         index_file: str | None = None,
@@ -63,11 +54,8 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"{self.name} has images {tuple(self.image_shape)} and {self.num_classes} classes; "
                               f"the config says {tuple(image_shape)} and {num_classes}")
         self.data_dir = str(data_dir)
-        self.streams = {k: dict(v) for k, v in streams.items()}
-        self.pretrain_streams = {k: dict(v) for k, v in (pretrain_streams or {}).items()}
-        self._epoch_length, self.pretrain_epochs = epoch_length, int(pretrain_epochs)
-        self._pretrain_epoch_length = pretrain_epoch_length
-        self.n_labeled, self.label_seed, self.val_size = n_labeled, int(label_seed), int(val_size)
+        self.plan: DataPlan | None = None  # the game's, from serve()
+        self.label_seed, self.val_size = int(label_seed), int(val_size)
         self.label_split = label_split
         self.eval_batch_size, self.download, self.verify = int(eval_batch_size), bool(download), bool(verify_checksums)
         self.index_file, self.seed = index_file, int(seed)
@@ -75,18 +63,29 @@ class ImageDataModule(L.LightningDataModule):
         self.labeled_idx: torch.Tensor | None = None
         self._validate_config()
 
+    @property
+    def n_labeled(self) -> int | None:
+        return self.plan.n_labeled if self.plan is not None else None
+
+    def serve(self, game: object) -> None:
+        """Take the game's data plan (its streams per phase, how many images carry a label; a game or a ``DataPlan``)
+        and check it can be served, before ``setup``: one line naming what is missing otherwise."""
+        plan = game if isinstance(game, DataPlan) else getattr(game, "plan", None)
+        if not isinstance(plan, DataPlan):
+            raise ConfigError(f"model: {type(game).__name__} has no data plan: give model.batch_sizes, one per stream it "
+                              f"reads ({sorted(getattr(game, 'STREAMS', {}))})")
+        for phase in (plan.game, plan.pretrain):
+            for name, spec in (phase.streams if phase else {}).items():
+                if spec["source"] not in SOURCES:
+                    raise ConfigError(f"{type(game).__name__} reads stream '{name}' from '{spec['source']}'; "
+                                      f"{self.name or type(self).__name__} serves {list(SOURCES)}")
+        if self.splits is not None and plan.n_labeled != self.n_labeled:
+            self.splits = None  # set up for another labeled subset: the next setup() draws this one
+        self.plan = plan
+
     def _validate_config(self) -> None:
-        for group in (self.streams, self.pretrain_streams):
-            for name, spec in group.items():
-                if spec.get("source") not in SOURCES:
-                    raise ConfigError(f"stream '{name}': source={spec.get('source')!r} is not one of {list(SOURCES)}")
-                size = spec.get("batch_size")
-                if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-                    raise ConfigError(f"stream '{name}': batch_size={size!r} must be a positive integer")
         if self.label_split not in LABEL_SPLITS:
             raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
-        if self.n_labeled is not None and self.n_labeled <= 0:
-            raise ConfigError(f"data.n_labeled={self.n_labeled} must be positive (or null for all labels)")
         if self.eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size={self.eval_batch_size} must be a positive integer")
         if self.val_size < 0:
@@ -118,7 +117,7 @@ class ImageDataModule(L.LightningDataModule):
             self.val_set = (splits.test_x, splits.test_y)
         if self.n_labeled is not None:
             if self.n_labeled > len(splits.train_y):
-                raise ConfigError(f"data.n_labeled={self.n_labeled} is larger than the training set ({len(splits.train_y)})")
+                raise ConfigError(f"model.n_labeled={self.n_labeled} is larger than the training set ({len(splits.train_y)})")
             self.labeled_idx = LABEL_SPLITS[self.label_split](splits.train_y, self.n_labeled, self.num_classes, self.label_seed)
         else:
             self.labeled_idx = torch.arange(len(splits.train_y))
@@ -143,35 +142,35 @@ class ImageDataModule(L.LightningDataModule):
         assert self.splits is not None, "call setup() first"
         return {"train": (self.splits.train_x, self.splits.train_y), "labeled": self.labeled_set}
 
+    def _phase(self, pretraining: bool) -> Phase:
+        if self.plan is None:
+            raise ConfigError("no game to draw training batches for: call serve(model) before training")
+        return self.plan.phase(pretraining)
+
     def in_pretraining(self, epoch: int) -> bool:
-        """Whether ``epoch`` uses the pre-training streams: the game decides when it has phases of its own
-        (``in_pretraining``, e.g. a pre-training that ends by wall time), else ``pretrain_epochs``."""
-        if not self.pretrain_streams:
+        """Whether ``epoch`` uses the pre-training streams: the game decides (``in_pretraining``, e.g. a pre-training
+        that ends by wall time)."""
+        if self.plan is None or self.plan.pretrain is None:
             return False
         model = self.trainer.lightning_module if self.trainer is not None else None
-        if isinstance(model, HasPhases):
-            return bool(model.in_pretraining(epoch))
-        return epoch < self.pretrain_epochs
+        return isinstance(model, HasPhases) and bool(model.in_pretraining(epoch))
 
     def iterations_per_epoch(self, pretraining: bool = False) -> int:
         """Batches in one epoch of the game's phase (before ``trainer.limit_train_batches``)."""
-        pre = pretraining and bool(self.pretrain_streams)
-        streams = self.pretrain_streams if pre else self.streams
-        by = (self._pretrain_epoch_length or self._epoch_length) if pre else self._epoch_length
+        phase = self._phase(pretraining)
         world = self.trainer.world_size if self.trainer is not None else 1
-        return epoch_length(self.sources, streams, by, world)
+        return epoch_length(self.sources, phase.streams, phase.epoch_length, world)
 
     def train_dataloader(self) -> StreamBatches:
         trainer = self.trainer
         epoch = trainer.current_epoch if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        pre = self.in_pretraining(epoch)
-        streams = self.pretrain_streams if pre else self.streams
-        by = (self._pretrain_epoch_length or self._epoch_length) if pre else self._epoch_length
+        phase = self._phase(self.in_pretraining(epoch))
         sources = self.sources
         # resumed from a checkpoint saved mid-epoch (Ctrl+C, SIGTERM): the epoch continues where it stopped
         skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None and trainer.fit_loop.restarting else 0
-        return StreamBatches(sources, streams, epoch_length(sources, streams, by, world), self.seed, epoch, rank, world, skip)
+        length = epoch_length(sources, phase.streams, phase.epoch_length, world)
+        return StreamBatches(sources, phase.streams, length, self.seed, epoch, rank, world, skip)
 
     def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> EvalBatches:
         trainer = self.trainer
@@ -232,8 +231,7 @@ class ImageFolderDataModule(ImageDataModule):
         split_seed: seed of that split.
     """
 
-    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, streams: Mapping[str, Mapping],
-                 epoch_length: int | str, folder: str | None = None, val_fraction: float = 0.2, split_seed: int = 0, **kwargs) -> None:
+    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, folder: str | None = None, val_fraction: float = 0.2, split_seed: int = 0, **kwargs) -> None:
         if not folder:
             raise ConfigError("data.folder is required: a directory with one sub-directory of images per class")
         if not 0.0 < val_fraction < 1.0:
@@ -244,7 +242,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_shape = (c, h, w)
         self.num_classes = int(num_classes)
         self.classes: list[str] = []
-        super().__init__(data_dir, image_shape, num_classes, streams, epoch_length, **kwargs)
+        super().__init__(data_dir, image_shape, num_classes, **kwargs)
 
     def _load(self, download: bool, parse: bool = True) -> Splits | None:
         if not parse:

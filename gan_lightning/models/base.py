@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -16,6 +16,7 @@ from torch import nn
 
 from gan_lightning.errors import ConfigError, TrainingError
 from gan_lightning.models.state import rng_states, set_rng_states
+from gan_lightning.plan import DataPlan, check_n_labeled, declare
 from gan_lightning.strategies import average_gradients
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
@@ -29,10 +30,30 @@ class GameModule(L.LightningModule):
         latent_dist: ``normal`` N(0, 1) or ``uniform`` U(0, 1) latent codes.
         channels_last: keep conv weights and image batches in NHWC memory layout (faster convolutions on
             CPU and on tensor cores; the results are the same up to float rounding).
+        batch_sizes: the batch size of each stream the game reads (``STREAMS``), e.g. ``{real: 64}``.
+        epoch_length: iterations per epoch, or the stream whose pass over its source is one; null: ``EPOCH_LENGTH``.
+        n_labeled: training images that carry a label (balanced per class, chosen by ``data.label_seed``); null: all.
+        epochs: epochs of the game (after any pre-training): the trainer's ``max_epochs`` follows from them.
+
+    A game declares what it draws from the data in its class: ``STREAMS`` (the names ``training_step`` reads and
+    their source, ``train`` or ``labeled``) and ``EPOCH_LENGTH``; ``MONITOR`` is the metric its best checkpoint is
+    chosen by (None: the latest). See ``gan_lightning.plan``.
     """
 
-    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True) -> None:
+    STREAMS: ClassVar[dict[str, str]] = {}
+    EPOCH_LENGTH: ClassVar[int | str] = 1
+    MONITOR: ClassVar[str | None] = None
+
+    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True,
+                 batch_sizes: Mapping[str, int] | None = None, epoch_length: int | str | None = None,
+                 n_labeled: int | None = None, epochs: int = 100) -> None:
         super().__init__()
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"model.epochs={epochs!r}: expects an integer >= 0")
+        # what the game draws from the data (None when built without batch sizes: it can evaluate, not train)
+        self.plan: DataPlan | None = None if batch_sizes is None else DataPlan(
+            declare(self.STREAMS, batch_sizes, self.EPOCH_LENGTH if epoch_length is None else epoch_length, "model.batch_sizes"),
+            n_labeled=check_n_labeled(n_labeled))
         if data_range not in RANGES:
             raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
         if latent_dist not in ("normal", "uniform"):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,13 +25,17 @@ class GAN(GeneratorGrid, GameModule):
             1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
         conditional: pass labels to both networks; fakes get labels drawn uniformly.
         grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
+        batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
     """
+
+    STREAMS = {"real": "train"}  # one batch of real images (with their labels for conditional games) per iteration
+    EPOCH_LENGTH = "real"  # one pass over the training set
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
                  latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
                  g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
-                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True) -> None:
-        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
+                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True, **plan: Any) -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
         self.set_optimizer_factories(optimizer_g=optimizer_g, optimizer_d=optimizer_d)

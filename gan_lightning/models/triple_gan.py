@@ -19,6 +19,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import replace
+from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Timer
@@ -31,6 +33,7 @@ from gan_lightning.graphs import IterationGraph, make_capturable
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.evaluation import ClassifierEvaluation, batch_stats_frozen
 from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.plan import declare
 
 DEFAULT_WEIGHTS = {
     "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
@@ -82,7 +85,16 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         pseudo_label_trigger: R_P starts after the first game epoch at whose end the EMA classifier labels at least
             this share of ``trigger_samples`` class-balanced samples of G as their class (or at
             ``pseudo_label_epoch``, whichever comes first). That share is logged every game epoch (``gen/ema_c_acc``).
+
+    Data (``GameModule``): batch_sizes of the game's four streams, ``pretrain_batch_sizes`` of the pre-training's two,
+        n_labeled (100 in the paper), epochs of the game; one epoch is one pass of C's unlabeled stream.
     """
+
+    # per iteration: C's labeled and unlabeled batches, D's labeled and unlabeled ones
+    STREAMS = {"c_labeled": "labeled", "c_unlabeled": "train", "d_labeled": "labeled", "d_unlabeled": "train"}
+    PRETRAIN_STREAMS = {"c_labeled": "labeled", "c_unlabeled": "train"}
+    EPOCH_LENGTH = "c_unlabeled"
+    MONITOR = "val/err_ema"
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
                  optimizer_c: Callable, optimizer_g: Callable, optimizer_d: Callable, optimizer_pretrain: Callable,
@@ -96,8 +108,11 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  teacher_augment: nn.Module | None = None, align_distribution: bool = False,
                  align_momentum: float = 0.999, reuse_forwards: bool = False, prob_clip: float = 1e-6,
                  restart_c_optimizer: bool = True, c_bn_update: str = "all", pretrain_time_share: float | None = None,
-                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000) -> None:
-        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last)
+                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000,
+                 pretrain_batch_sizes: Mapping[str, int] | None = None, **plan: Any) -> None:
+        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
+        if self.plan is not None and pretrain_batch_sizes is not None:
+            self.plan = replace(self.plan, pretrain=declare(self.PRETRAIN_STREAMS, pretrain_batch_sizes, self.EPOCH_LENGTH, "model.pretrain_batch_sizes"))
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment", "teacher_augment"])
         self.set_optimizer_factories(optimizer_c=optimizer_c, optimizer_g=optimizer_g, optimizer_d=optimizer_d,

@@ -36,6 +36,9 @@ def build(cfg: DictConfig):
     check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys, wrong types: one line before anything is built
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
+    datamodule.serve(model)  # the game's streams, phases and labeled subset; one line if the data cannot serve them
+    if cfg.get("monitor") is None and type(model).MONITOR:  # the checkpoint callback keeps the best by the game's metric
+        cfg.monitor = type(model).MONITOR
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -1,0 +1,63 @@
+"""What a game draws from the data: its streams, what one epoch is, its phases and how many images carry a label.
+
+A game class names the streams its ``training_step`` reads and where each comes from (``STREAMS``: name -> source,
+``train`` or ``labeled``); its config gives their batch sizes (``model.batch_sizes``). The datamodule serves the
+plan (``ImageDataModule.serve``) and checks it can. Every mismatch is one line before anything trains, instead of
+a ``KeyError`` at the first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gan_lightning.errors import ConfigError
+
+SOURCES = ("train", "labeled")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The batch of one iteration, ``{stream: {"source": ..., "batch_size": ...}}``, and the length of an epoch: a number
+    of iterations or the name of the stream whose pass over its source makes one."""
+
+    streams: dict[str, dict[str, Any]]
+    epoch_length: int | str
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """A game's phases (``pretrain``: C's pre-training, when the game has one) and its labeled subset size."""
+
+    game: Phase
+    pretrain: Phase | None = None
+    n_labeled: int | None = None
+
+    def phase(self, pretraining: bool) -> Phase:
+        return self.pretrain if pretraining and self.pretrain is not None else self.game
+
+
+def declare(sources: Mapping[str, str], batch_sizes: Mapping[str, Any] | None, epoch_length: int | str, key: str) -> Phase:
+    """Check the configured batch sizes against the streams a game reads; ``key`` names the setting in errors."""
+    sizes = dict(batch_sizes or {})
+    unknown = sorted(set(sizes) - set(sources))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: this game has no such stream; its streams are {sorted(sources)}")
+    missing = [name for name in sources if name not in sizes]
+    if missing:
+        raise ConfigError(f"{key} has no batch size for {missing}; this game reads {list(sources)} every iteration")
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ConfigError(f"{key}.{name}={size!r}: expects a positive integer")
+    if isinstance(epoch_length, bool) or not (isinstance(epoch_length, int) and epoch_length > 0 or epoch_length in sources):
+        raise ConfigError(f"model.epoch_length={epoch_length!r}: expects a positive number of iterations or a stream ({sorted(sources)})")
+    return Phase({name: {"source": sources[name], "batch_size": sizes[name]} for name in sources}, epoch_length)
+
+
+def check_n_labeled(n_labeled: Any) -> int | None:
+    if n_labeled is None:
+        return None
+    if isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or n_labeled <= 0:
+        raise ConfigError(f"model.n_labeled={n_labeled!r}: expects a positive integer (or null for all labels)")
+    return n_labeled
