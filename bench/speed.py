@@ -29,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.plain import PlainGAN, PlainTripleGAN
+from gan_lightning.acceleration import IterationGraph, make_capturable
 from gan_lightning.data import StreamBatches
-from gan_lightning.graphs import IterationGraph, make_capturable
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
@@ -121,10 +121,10 @@ class _Clock(L.Callback):
             self.times[batch_idx] = time.perf_counter()
 
 
-def time_framework(name, overrides, device, warmup, iters, compile_networks: bool = False, cuda_graphs: bool = False) -> float:
+def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = False, cuda_graphs: bool = False) -> float:
     cfg, model = build(name, overrides)
-    if compile_networks:  # trainer.compile=true
-        model.compile_networks()
+    if compile_nets:  # trainer.compile=true
+        compile_networks(model)
     if cuda_graphs and hasattr(model, "enable_cuda_graphs"):  # trainer.cuda_graphs=true
         model.enable_cuda_graphs()
     clock = _Clock(warmup, warmup + iters - 1, device)

@@ -39,3 +39,31 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     assert (model.augment.degrees, model.augment.translate, model.augment.scale) == (10, 2, (0.9, 1.1))
     for weights in (model.weights, model.pretrain_weights):
         assert weights["c_consistency"] > 0 and weights["c_confident"] > 0
+
+
+@pytest.mark.parametrize("extras,graphs,error", [
+    ({"cuda_graphs": "auto"}, False, None),  # no CUDA GPU here: auto stays eager
+    ({"cuda_graphs": False, "compile": True}, False, None),
+    ({"cuda_graphs": "sometimes"}, False, "trainer.cuda_graphs='sometimes' is not one of [auto, true, false]"),
+    ({"cuda_graphs": True}, False, "trainer.cuda_graphs=true needs a CUDA GPU"),
+])
+def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(extras, graphs, error):
+    import torch
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from gan_lightning.acceleration import accelerate
+    from gan_lightning.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU decisions")
+    model = instantiate(compose_cfg(["model=triple_gan"]).model)
+    if error:
+        with pytest.raises(ConfigError, match=error.replace("[", r"\[").replace("]", r"\]")):
+            accelerate(model, {"accelerator": "cpu", **extras})
+        return
+    rest = accelerate(model, {"accelerator": "cpu", "max_epochs": 3, **extras})
+    assert rest == {"accelerator": "cpu", "max_epochs": 3}  # what the Trainer takes
+    assert getattr(model, "iteration_graph", None) is None  # eager steps
+    compiled = [n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None]
+    assert compiled == (["classifier", "generator", "discriminator"] if extras.get("compile") else [])

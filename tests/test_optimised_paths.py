@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import compose_cfg, needs_mnist
 
-from gan_lightning.graphs import IterationGraph, make_capturable
+from gan_lightning.acceleration import IterationGraph, make_capturable
 from gan_lightning.tasks.train import build
 
 pytestmark = [needs_mnist, pytest.mark.slow]  # trainings of several steps, compiled runs

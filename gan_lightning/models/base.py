@@ -68,16 +68,6 @@ class GameModule(L.LightningModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
-    NETWORKS = ("discriminator", "generator", "classifier")
-
-    def compile_networks(self, **options: Any) -> list[str]:
-        """``torch.compile`` each network in place (``nn.Module.compile``: parameter names and checkpoints
-        stay the same); returns the compiled networks' names. Options go to ``torch.compile`` (e.g. mode)."""
-        names = [n for n in self.NETWORKS if isinstance(getattr(self, n, None), nn.Module)]
-        for name in names:
-            getattr(self, name).compile(**options)
-        return names
-
     # -- data ------------------------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] -> float in the model's range (done on the device, after the transfer)."""

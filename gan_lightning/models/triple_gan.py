@@ -28,8 +28,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from gan_lightning import losses
+from gan_lightning.acceleration import IterationGraph, make_capturable
 from gan_lightning.errors import ConfigError
-from gan_lightning.graphs import IterationGraph, make_capturable
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.evaluation import ClassifierEvaluation, batch_stats_frozen
 from gan_lightning.models.generation import GeneratorGrid

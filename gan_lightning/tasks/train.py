@@ -6,14 +6,13 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from gan_lightning.capabilities import RecordsCudaGraphs
+from gan_lightning.acceleration import accelerate
 from gan_lightning.checkpoints import read_checkpoint
 from gan_lightning.config_check import check_config
 from gan_lightning.errors import ConfigError
@@ -45,43 +44,11 @@ def build(cfg: DictConfig):
     if not loggers:  # `logger=none`: nothing to monitor learning rates into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    compile_cfg = trainer_cfg.pop("compile", False)  # not a Trainer argument: applied to the networks
-    cuda_graphs = trainer_cfg.pop("cuda_graphs", False)  # nor this: the model records its iterations
-    if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
-        cuda_graphs = _cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None
-    elif cuda_graphs not in (True, False):
-        raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
-    if cuda_graphs:
-        check_cuda_graphs(model, trainer_cfg, compile_cfg)
-        model.enable_cuda_graphs()
+    trainer_cfg = accelerate(model, trainer_cfg)  # trainer.cuda_graphs and trainer.compile: applied to the model
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
-    if compile_cfg:  # true, or torch.compile options such as {mode: max-autotune}
-        model.compile_networks(**(compile_cfg if isinstance(compile_cfg, dict) else {}))
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model, trainer
-
-
-def check_cuda_graphs(model, trainer_cfg: dict, compile_cfg) -> None:
-    """``trainer.cuda_graphs=true`` needs one CUDA GPU, a precision without a gradient scaler, and a game that records its steps."""
-    problem = _cuda_graphs_problem(model, trainer_cfg, compile_cfg)
-    if problem:
-        raise ConfigError(f"trainer.cuda_graphs=true {problem}")
-
-
-def _cuda_graphs_problem(model, trainer_cfg: dict, compile_cfg) -> str | None:
-    problem = None
-    if not isinstance(model, RecordsCudaGraphs):
-        problem = f"is supported by model=triple_gan, not by {type(model).__name__}"
-    elif trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
-        problem = "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
-    elif str(trainer_cfg.get("precision")) in ("16-mixed", "16", "16-true"):
-        problem = f"does not work with precision={trainer_cfg.get('precision')} (its gradient scaler reads values back); use bf16-mixed or 32-true"
-    elif trainer_cfg.get("devices", 1) not in (1, "1", [0]) or "ddp" in str(trainer_cfg.get("strategy", "")):
-        problem = "runs on one GPU (trainer.devices=1, no DDP)"
-    elif compile_cfg:
-        problem = "and trainer.compile=true exclude each other; choose one"
-    return problem
 
 
 def fit(cfg: DictConfig):

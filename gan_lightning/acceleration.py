@@ -1,4 +1,9 @@
-"""Whole-iteration CUDA graphs: a game's iteration (every forward, backward, optimizer step and the EMA update)
+"""Running a game faster without changing what it computes: ``trainer.cuda_graphs`` and ``trainer.compile``.
+
+``accelerate(model, trainer_cfg)`` is the one entry point: it takes these two keys out of the trainer's config,
+decides (``auto``: CUDA graphs wherever they work) and refuses impossible combinations with one line.
+
+Whole-iteration CUDA graphs: a game's iteration (every forward, backward, optimizer step and the EMA update)
 is recorded once and replayed, so one iteration costs one launch instead of hundreds of small kernels.
 
 The recorded function must not read values back to the host, must take its inputs from the given tensors, and
@@ -10,8 +15,13 @@ eager execution, since PyTorch advances the CUDA generator's offset on each repl
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
+from torch import nn
+
+from gan_lightning.capabilities import RecordsCudaGraphs
+from gan_lightning.errors import ConfigError
 
 Batch = Mapping[str, tuple[torch.Tensor, ...]]
 
@@ -75,3 +85,53 @@ class IterationGraph:
                     static.copy_(t, non_blocking=True)
         self.graph.replay()
         return self.outputs
+
+
+NETWORKS = ("discriminator", "generator", "classifier")
+
+
+def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
+    """Apply ``trainer.cuda_graphs`` (auto | true | false) and ``trainer.compile`` (false | true | torch.compile
+    options) to ``model``; returns the rest of ``trainer_cfg``, the Trainer's own arguments."""
+    trainer_cfg = dict(trainer_cfg)
+    compile_cfg = trainer_cfg.pop("compile", False)
+    cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
+    if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
+        cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None
+    elif cuda_graphs not in (True, False):
+        raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
+    if cuda_graphs:
+        problem = cuda_graphs_problem(model, trainer_cfg, compile_cfg)
+        if problem:
+            raise ConfigError(f"trainer.cuda_graphs=true {problem}")
+        assert isinstance(model, RecordsCudaGraphs)
+        model.enable_cuda_graphs()
+    if compile_cfg:
+        compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
+    return trainer_cfg
+
+
+def cuda_graphs_problem(model: nn.Module, trainer_cfg: dict, compile_cfg: Any = False) -> str | None:
+    """Why CUDA graphs cannot run this game with these trainer settings (None: they can). They need one CUDA GPU, a
+    precision without a gradient scaler, and a game that records its steps."""
+    precision = str(trainer_cfg.get("precision"))
+    if not isinstance(model, RecordsCudaGraphs):
+        return f"is supported by model=triple_gan, not by {type(model).__name__}"
+    if trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
+        return "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
+    if precision in ("16-mixed", "16", "16-true"):
+        return f"does not work with precision={precision} (its gradient scaler reads values back); use bf16-mixed or 32-true"
+    if trainer_cfg.get("devices", 1) not in (1, "1", [0]) or "ddp" in str(trainer_cfg.get("strategy", "")):
+        return "runs on one GPU (trainer.devices=1, no DDP)"
+    if compile_cfg:
+        return "and trainer.compile=true exclude each other; choose one"
+    return None
+
+
+def compile_networks(model: nn.Module, **options: Any) -> list[str]:
+    """``torch.compile`` each of the game's networks in place (``nn.Module.compile``: parameter names and checkpoints
+    stay the same); returns their names. Options go to ``torch.compile`` (e.g. mode)."""
+    names = [n for n in NETWORKS if isinstance(getattr(model, n, None), nn.Module)]
+    for name in names:
+        getattr(model, name).compile(**options)
+    return names
