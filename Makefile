@@ -30,8 +30,10 @@ train: install
 train-paper: install
 	$(PY) -m gan_lightning model=triple_gan data=mnist $(ARGS)
 
+# the whole suite, one worker per core (pytest-xdist; the tests of one file stay on one worker, sharing its fixtures)
+JOBS ?= auto
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
 
 # the edit loop: everything that is not marked slow (no CLI runs, no training beyond a few steps)
 test-fast: install

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, make_capturable
+from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -15,6 +15,12 @@ import gan_lightning  # noqa: F401 - registers the config resolvers
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, CLI runs included
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _data_root() -> Path | None:
     for candidate in (os.environ.get("GAN_LIGHTNING_DATA"), ROOT / "data", ROOT.parent / "shared" / "data"):
