@@ -19,7 +19,7 @@ class _Losses(L.Callback):
         self.keys, self.values = keys, []
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        self.values.append([float(trainer.callback_metrics[k]) for k in self.keys])
+        self.values.append([float(trainer.callback_metrics.get(k, float("nan"))) for k in self.keys])  # nan: not logged yet
 
 
 def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
@@ -45,6 +45,19 @@ def test_channels_last_gives_the_losses_of_the_plain_layout(model, keys, tmp_pat
     plain = _losses(model + ["model.channels_last=false"], keys, tmp_path / "b")
     assert fast.shape == (4, len(keys))
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("model,optimizers,keys", [
+    (["model=gan"], ["optimizer_g"], ["train/d/loss", "train/g/loss"]),  # optimizer_d follows optimizer_g
+    (["model=triple_gan", "model.pretrain_epochs=1", "model.epochs=1", "trainer.max_epochs=2", "model.batch_sizes.d_unlabeled=40",
+      "model.objective=integrate", "model.d_unlabeled_real=false"], ["optimizer_c", "optimizer_pretrain"],
+     ["pretrain/c/loss", "train/d/loss", "train/g/loss", "train/c/loss"]),
+])
+def test_fused_adam_gives_the_losses_of_the_for_loop_adam(model, optimizers, keys, tmp_path):
+    fused = _losses([*model, *[f"model.{o}.fused=true" for o in optimizers]], keys, tmp_path / "a")
+    loop = _losses([*model, *[f"model.{o}.fused=false" for o in optimizers]], keys, tmp_path / "b")
+    assert fused.shape[0] >= 2 and torch.isfinite(fused[-1]).all()  # the last step has every loss
+    torch.testing.assert_close(fused, loop, rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
 def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):
