@@ -5,6 +5,7 @@ Lightning): the difference to the Lightning run is Lightning's overhead.
 
     python -m bench.speed                          # all models on the CPU
     python -m bench.speed --device cuda --models triple_gan --cuda-graphs
+    python -m bench.speed --scaling --models gan dcgan triple_gan   # framework it/s against batch size and threads
 
 Writes bench/results/speed_<device>.{json,md}. Median and spread (min-max) over --repeats, warm-up excluded.
 One iteration = one update of every network (GANs: a D step and a G step; Triple-GAN: D, G and C steps).
@@ -28,6 +29,7 @@ from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 import gan_lightning  # noqa: F401 - config resolvers
+from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
 from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
@@ -139,6 +141,43 @@ def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = 
     return iters / (clock.times[warmup + iters - 1] - clock.times[warmup - 1]) / batches_per_iter
 
 
+def scaled_batches(name: str, factor: float) -> list[str]:
+    """Overrides that scale every stream's batch size (and Triple-GAN's generator batch) by ``factor``."""
+    _, model = build(name, [])
+    out = [f"model.batch_sizes.{k}={max(1, round(s['batch_size'] * factor))}" for k, s in model.plan.game.streams.items()]
+    if name == "triple_gan":
+        out.append(f"model.generator_batch={max(10, round(model.hparams.generator_batch * factor / 10) * 10)}")
+    return out
+
+
+def scaling(args) -> None:
+    """Framework it/s and images/s against batch size (x0.5, x1, x2) and threads (1, 2): one table."""
+    rows = []
+    for name in args.models:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for factor in (0.5, 1.0, 2.0):
+                overrides = [*args.overrides, *scaled_batches(name, factor)]
+                its = statistics.median(time_framework(name, overrides, args.device, args.warmup, args.iters) for _ in range(args.repeats))
+                _, model = build(name, overrides)
+                images = sum(int(s["batch_size"]) for s in model.plan.game.streams.values())
+                rows.append({"model": name, "threads": threads, "batch_factor": factor, "images_per_iter": images, "it_s": its,
+                             "images_s": its * images})
+                print(f"{name}: {threads} threads, batch x{factor}: {its:.2f} it/s, {its * images:.0f} images/s", flush=True)
+    meta = {"torch": torch.__version__, "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides,
+            "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    lines = ["| model | threads | batch | images/iter | it/s | images/s | images/s vs 1 thread, x1 batch |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = next(b for b in rows if b["model"] == r["model"] and b["threads"] == 1 and b["batch_factor"] == 1.0)
+        lines.append(f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} | {r['images_s']:.0f} "
+                     f"| {r['images_s'] / base['images_s']:.2f}x |")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stem = Path(args.out) / f"speed_scaling_{args.device}{'_' + args.tag if args.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(f"# Training speed against batch size and threads ({args.device})\n\n{json.dumps(meta)}\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def matmul_peak(device: str) -> float:
     """Best of several timed fp32 matrix products: the FLOP/s this device reaches on dense work."""
     n = 4096 if device == "cuda" else 2048
@@ -170,10 +209,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="the framework's networks under torch.compile (trainer.compile=true); "
                         "compilation happens in the warm-up, which should then be a few iterations longer")
     parser.add_argument("--cuda-graphs", action="store_true", help="Triple-GAN's iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
+    parser.add_argument("--tag", default="", help="appended to the results' file names (e.g. before, after)")
+    parser.add_argument("--scaling", action="store_true", help="framework it/s against batch size (x0.5, x1, x2) and threads (1, 2)")
     parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
     args = parser.parse_args()
     if args.cuda_graphs and args.device != "cuda":
         parser.error("--cuda-graphs needs --device cuda")
+    if args.scaling:
+        scaling(args)
+        return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     peak = matmul_peak(args.device)
     rows = []
@@ -201,10 +245,11 @@ def main() -> None:
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "iters": args.iters, "warmup": warmup, "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
-            "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M")}
+            "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else "") + ("_graphs" if args.cuda_graphs else ""))
+    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else "") + ("_graphs" if args.cuda_graphs else "")
+                  + (f"_{args.tag}" if args.tag else ""))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s "
              "| framework step without Lightning it/s (Lightning overhead) | GFLOP/iter | plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
