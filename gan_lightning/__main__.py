@@ -52,13 +52,18 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
+DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+
 def _quiet_lightning() -> None:
-    """Drop Lightning's notices a user cannot act on (product tips). Called inside the run, after Hydra's logging
-    set-up: importing Lightning before it would detach Lightning's messages from the run's log file."""
+    """Drop Lightning's notices a user cannot act on (product tips, which accelerators exist: the run's config says
+    which one it uses). Called inside the run, after Hydra's logging set-up: importing Lightning before it would
+    detach Lightning's messages from the run's log file."""
     import lightning.pytorch  # noqa: F401
 
     def keep(record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage().lower()
+        message = record.getMessage()
+        return "litlogger" not in message.lower() and not message.startswith(DEVICE_NOTICES)
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch", ""):
         logger = logging.getLogger(name)

@@ -32,6 +32,38 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
     return ckpt
 
 
+def _describe(run_config: dict) -> str:
+    model, data = run_config.get("model") or {}, run_config.get("data") or {}
+    shape = "x".join(str(v) for v in data.get("image_shape") or []) or "?"
+    nets = ", ".join(str(model[n].get("_target_", "?")).rsplit(".", 1)[-1] for n in ("classifier", "generator", "discriminator")
+                     if isinstance(model.get(n), dict))
+    return (f"{str(model.get('_target_', '?')).rsplit('.', 1)[-1]} ({nets}) on {str(data.get('_target_', '?')).rsplit('.', 1)[-1]} "
+            f"({shape} images, {data.get('num_classes', '?')} classes)")
+
+
+def check_resumable(ckpt: dict, run_config: dict, model: torch.nn.Module | None = None, what: str = "ckpt_path") -> None:
+    """A training run resumed from ``ckpt`` must be the game, dataset and image shape it was written by, with
+    parameters of the same names and shapes: one line saying what the checkpoint holds and what the run expected."""
+    stored = ckpt.get("run_config")
+    if not isinstance(stored, dict) or "model" not in stored:
+        raise ConfigError(f"{what} was not written by gan_lightning training (it has no run config); this run expected {_describe(run_config)}")
+    held, expected = _describe(stored), _describe(run_config)
+    if held != expected:
+        raise ConfigError(f"{what} holds {held}; this run is {expected}: resume with the config the checkpoint was "
+                          "written with (its run directory's .hydra/config.yaml)")
+    if model is not None:
+        saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+        current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        differ = sorted(k for k in saved.keys() & current.keys() if saved[k] != current[k])
+        missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+        if differ or missing or unexpected:
+            name = (differ or missing or unexpected)[0]
+            detail = (f"{name} is {saved[name]} there and {current[name]} here" if differ else
+                      f"{name} is missing there" if missing else f"{name} has no place here")
+            raise ConfigError(f"{what} holds {held} with other networks ({detail}): resume with the config the checkpoint "
+                              "was written with (its run directory's .hydra/config.yaml)")
+
+
 def load_game(path: str | Path, what: str = "ckpt_path"):
     """(model in eval mode on CPU, run config) from a training checkpoint; one-line ConfigError when the file is
     missing, unreadable, not from gan_lightning, or does not match the networks its config describes."""

@@ -46,11 +46,30 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("resume") / "full"
     proc = run_cli(RUN, run_dir)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return _last(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_dir):
+    return _last(uninterrupted_dir)
+
+
+@pytest.mark.parametrize("other,expected", [
+    (["model=dcgan"], "holds GAN (MLPGenerator, MLPDiscriminator) on MNISTDataModule (1x28x28 images, 10 classes); "
+                      "this run is GAN (DCGANGenerator, DCGANDiscriminator) on MNISTDataModule"),
+    (["data=fashion_mnist"], "this run is GAN (MLPGenerator, MLPDiscriminator) on FashionMNISTDataModule (1x28x28 images, 10 classes)"),
+    (["model.generator.hidden=[128,256,512]"], "with other networks (generator.net.0.bias is (256,) there and (128,) here)"),
+])
+def test_resuming_from_another_game_dataset_or_network_is_one_line(uninterrupted_dir, tmp_path, other, expected):
+    ckpt = uninterrupted_dir / "checkpoints" / "last.ckpt"
+    proc = run_cli([*RUN, *other, f"ckpt_path={ckpt}"], tmp_path / "run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: ckpt_path={ckpt} ") and expected in line, line
 
 
 def test_sigkill_then_resume_with_ckpt_path_last_reaches_the_same_weights(uninterrupted, tmp_path):

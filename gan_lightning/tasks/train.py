@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lightning.acceleration import accelerate
-from gan_lightning.checkpoints import read_checkpoint
+from gan_lightning.checkpoints import check_resumable, read_checkpoint
 from gan_lightning.config_check import check_config
 from gan_lightning.errors import ConfigError
 
@@ -59,9 +59,12 @@ def fit(cfg: DictConfig):
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path=last: there is no {ckpt_path}; resume a run with hydra.run.dir=<its directory> "
                               "ckpt_path=last, or give ckpt_path=<file>")
-    if ckpt_path is not None:
-        read_checkpoint(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if ckpt is not None:  # another game, dataset or image shape: one line before anything is built
+        check_resumable(ckpt, OmegaConf.to_container(cfg, resolve=True), what=f"ckpt_path={ckpt_path}")
     datamodule, model, trainer = build(cfg)
+    if ckpt is not None:  # the same game with other networks (sizes, layers)
+        check_resumable(ckpt, model.run_config, model, what=f"ckpt_path={ckpt_path}")
     _say(f"run directory: {cfg.paths.output_dir}")
     start = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
