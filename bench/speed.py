@@ -33,6 +33,7 @@ from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
 from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
+from gan_lightning.nets.blocks import MaskDropout
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
@@ -61,8 +62,18 @@ def to(batch, device):
     return {k: (x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for k, (x, y) in batch.items()}
 
 
+def torch_dropout(module: torch.nn.Module) -> None:
+    """Swap the framework's ``MaskDropout`` layers for torch's ``nn.Dropout`` (what a plain loop would use)."""
+    for child_name, child in module.named_children():
+        if isinstance(child, MaskDropout):
+            setattr(module, child_name, torch.nn.Dropout(child.p))
+        else:
+            torch_dropout(child)
+
+
 def time_plain(name, overrides, device, warmup, iters) -> tuple[float, float]:
     cfg, model = build(name, overrides)
+    torch_dropout(model)
     model.to(device).train()
     loop = PlainTripleGAN(model) if name == "triple_gan" else PlainGAN(model)
     batches = iter(data(cfg, model, warmup + iters + 1, device))

@@ -153,3 +153,38 @@ def test_random_erase_blanks_one_square_per_image():
     assert RandomErase(size=6).eval()(x) is x and RandomErase(size=0)(x) is x
     with pytest.raises(ConfigError, match="RandomErase: size=2.5 must be a whole number >= 0"):
         RandomErase(2.5)
+
+
+def test_mask_dropout_has_torch_dropouts_distribution_and_gradient():
+    from gan_lightning.nets.blocks import MaskDropout, make_dropout
+
+    layer = MaskDropout(0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    out = layer(x)
+    torch.manual_seed(0)
+    assert torch.equal(out, layer(x))  # the same seed, the same mask
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01  # keep rate 1 - p
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # survivors scaled by 1 / (1 - p)
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # d out / d x: the scaled mask
+    assert torch.equal(layer.eval()(x), x)  # identity in eval mode
+    assert torch.equal(MaskDropout(0.0).train()(x), x)
+    xl = torch.randn(8, 16, 6, 6).to(memory_format=torch.channels_last)
+    assert MaskDropout(0.5)(xl).is_contiguous(memory_format=torch.channels_last)  # keeps the layout of its input
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert MaskDropout(0.5)(xl.bfloat16()).dtype == torch.bfloat16
+    assert type(make_dropout(0.5, fast=False)) is torch.nn.Dropout and isinstance(make_dropout(0.5), MaskDropout)
+
+
+def test_the_networks_take_the_dropout_they_are_given():
+    from gan_lightning.nets.blocks import MaskDropout
+    from gan_lightning.nets.mlp import MaxoutDiscriminator, MLPClassifier, MLPDiscriminator
+    from gan_lightning.nets.triple_gan import ConvClassifier
+
+    for cls in (ConvClassifier, MLPDiscriminator, MaxoutDiscriminator, MLPClassifier):
+        fast = [m for m in cls((1, 28, 28)).modules() if isinstance(m, torch.nn.Dropout)]
+        plain = [m for m in cls((1, 28, 28), fast_dropout=False).modules() if isinstance(m, torch.nn.Dropout)]
+        assert fast and all(isinstance(m, MaskDropout) for m in fast), cls
+        assert len(plain) == len(fast) and not any(isinstance(m, MaskDropout) for m in plain), cls

@@ -22,6 +22,25 @@ class GaussianNoise(nn.Module):
         return x
 
 
+class MaskDropout(nn.Dropout):
+    """Dropout with its keep-mask drawn from uniform numbers (keep where U >= p, survivors scaled by 1 / (1 - p)): the
+    distribution of ``nn.Dropout`` from another random stream, about 2.5x faster on a CPU, where torch's Bernoulli
+    sampling is slow (``bench.profile``: 16 % of a Triple-GAN iteration in fp32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return x * 0.0
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.p  # fp32 uniforms: exact rates under bf16 autocast too
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def make_dropout(p: float, fast: bool = True) -> nn.Dropout:
+    """``MaskDropout`` (``fast``, the networks' default) or torch's ``nn.Dropout`` (``fast_dropout=false``)."""
+    return MaskDropout(p) if fast else nn.Dropout(p)
+
+
 class WNLinear(nn.Linear):
     """Weight-normalised linear layer (Salimans & Kingma 2016): ``W_j = g_j * v_j / ||v_j||``.
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape, check_probabilities, check_sizes
+from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape, check_probabilities, check_sizes, make_dropout
 
 
 class MLPGenerator(nn.Module):
@@ -45,7 +45,7 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256), num_classes: int = 0,
                  label_mode: str = "onehot", label_dim: int | None = None, dropout: float = 0.3,
-                 sigma_in: float = 0.0, sigma_hidden: float = 0.0) -> None:
+                 sigma_in: float = 0.0, sigma_hidden: float = 0.0, fast_dropout: bool = True) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPDiscriminator", image_shape, "any (C, H, W)", True)
         check_sizes("MLPDiscriminator", hidden=hidden)
@@ -57,7 +57,7 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), GaussianNoise(sigma_hidden), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), GaussianNoise(sigma_hidden), make_dropout(dropout, fast_dropout)]
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -73,16 +73,17 @@ class MaxoutDiscriminator(nn.Module):
     """Goodfellow et al. 2014's MNIST discriminator: dropout on the input, maxout hidden layers, one logit."""
 
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (240, 240), pieces: int = 5,
-                 input_dropout: float = 0.2, dropout: float = 0.5, num_classes: int = 0, label_mode: str = "onehot") -> None:
+                 input_dropout: float = 0.2, dropout: float = 0.5, num_classes: int = 0, label_mode: str = "onehot",
+                 fast_dropout: bool = True) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MaxoutDiscriminator", image_shape, "any (C, H, W)", True)
         check_sizes("MaxoutDiscriminator", hidden=hidden, pieces=pieces)
         check_probabilities("MaxoutDiscriminator", input_dropout=input_dropout, dropout=dropout)
         self.label = LabelCode(num_classes, label_mode) if num_classes else None
-        layers: list[nn.Module] = [nn.Dropout(input_dropout)]
+        layers: list[nn.Module] = [make_dropout(input_dropout, fast_dropout)]
         width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
         for h in hidden:
-            layers += [Maxout(width, h, pieces), nn.Dropout(dropout)]
+            layers += [Maxout(width, h, pieces), make_dropout(dropout, fast_dropout)]
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -97,7 +98,8 @@ class MaxoutDiscriminator(nn.Module):
 class MLPClassifier(nn.Module):
     """image -> hidden ReLU layers with dropout -> class logits (the reports' fully-connected baseline)."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (512, 256), dropout: float = 0.5) -> None:
+    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (512, 256), dropout: float = 0.5,
+                 fast_dropout: bool = True) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPClassifier", image_shape, "any (C, H, W)", True)
         if not hidden or any(int(h) <= 0 for h in hidden):
@@ -107,7 +109,7 @@ class MLPClassifier(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(self.image_shape)
         for h in hidden:
-            layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, int(h)), nn.ReLU(inplace=True), make_dropout(dropout, fast_dropout)]
             width = int(h)
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width, num_classes)

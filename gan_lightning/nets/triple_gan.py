@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, check_probabilities, check_sizes, one_hot
+from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, check_probabilities, check_sizes, make_dropout, one_hot
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, padding: str) -> list[nn.Module]:
@@ -20,16 +20,17 @@ def _conv_bn_relu(c_in: int, c_out: int, k: int, padding: str) -> list[nn.Module
 class ConvClassifier(nn.Module):
     """C: conv32 5x5 valid, pool, drop .5; conv64 3x3 same, conv64 3x3 valid, pool, drop .5;
     conv128 3x3 same x2; global average pool; dense -> class logits. Convs carry no bias (BN follows each).
-    Weights ~ N(0, 0.05), last layer ~ N(0, 0.01), as in the official script."""
+    Weights ~ N(0, 0.05), last layer ~ N(0, 0.01), as in the official script. ``fast_dropout``: ``MaskDropout``
+    (false: torch's ``nn.Dropout``, the same distribution from another random stream)."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, dropout: float = 0.5) -> None:
+    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, dropout: float = 0.5, fast_dropout: bool = True) -> None:
         super().__init__()
         shape = check_image_shape("ConvClassifier", image_shape, "images of side >= 20", min(tuple(image_shape)[1:]) >= 20)
         check_probabilities("ConvClassifier", dropout=dropout)
         c = shape[0]
         self.features = nn.Sequential(
-            *_conv_bn_relu(c, 32, 5, "valid"), nn.MaxPool2d(2), nn.Dropout(dropout),
-            *_conv_bn_relu(32, 64, 3, "same"), *_conv_bn_relu(64, 64, 3, "valid"), nn.MaxPool2d(2), nn.Dropout(dropout),
+            *_conv_bn_relu(c, 32, 5, "valid"), nn.MaxPool2d(2), make_dropout(dropout, fast_dropout),
+            *_conv_bn_relu(32, 64, 3, "same"), *_conv_bn_relu(64, 64, 3, "valid"), nn.MaxPool2d(2), make_dropout(dropout, fast_dropout),
             *_conv_bn_relu(64, 128, 3, "same"), *_conv_bn_relu(128, 128, 3, "same"),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
