@@ -36,10 +36,10 @@ def cases() -> list[tuple[str, str, str]]:
     for group in ("model", "data"):
         for path in sorted((CONF / group).glob("*.yaml")):
             tree = yaml.safe_load(path.read_text()) or {}
-            root = tree if group == "model" else {"data": tree}  # model files are @package _global_
+            root = {group: tree}  # each file is its group's package (model, data)
             for key in _numeric_leaves(root):
                 if key.split(".")[0] not in ("model", "data"):
-                    continue  # top-level keys such as epochs, checked by the trainer
+                    continue  # keys outside the group (none today)
                 for value in ("0", "-3", "abc"):
                     out.append((f"{group}={path.stem}", key, value))
     return out
