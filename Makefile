@@ -30,10 +30,11 @@ train: install
 train-paper: install
 	$(PY) -m gan_lightning model=triple_gan data=mnist $(ARGS)
 
-# the whole suite, one worker per core (pytest-xdist; the tests of one file stay on one worker, sharing its fixtures)
+# the whole suite, one worker per core (pytest-xdist): tests spread one by one, except those sharing an expensive
+# run (marked xdist_group), which stay on one worker
 JOBS ?= auto
 test: install
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup $(ARGS)
 
 # the edit loop: everything that is not marked slow (no CLI runs, no training beyond a few steps)
 test-fast: install

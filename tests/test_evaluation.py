@@ -17,7 +17,7 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, analysis, load_reference
 from gan_lightning.tbread import read_scalars
 
-pytestmark = [needs_mnist, pytest.mark.slow]  # CLI runs
+pytestmark = [needs_mnist, pytest.mark.slow, pytest.mark.xdist_group("evaluation")]  # CLI runs sharing a reference run
 
 
 @pytest.fixture(scope="session")

@@ -212,6 +212,7 @@ def scheduled_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("scheduled_run")  # one worker runs the shared CLI run
 def test_schedule_by_wall_time_and_quality(scheduled_run):
     run_dir, proc = scheduled_run
     scalars = read_scalars(run_dir / "tb")
@@ -230,6 +231,7 @@ def test_schedule_by_wall_time_and_quality(scheduled_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("scheduled_run")  # one worker runs the shared CLI run
 def test_generator_metrics_logged_during_the_game_only(scheduled_run):
     run_dir, _ = scheduled_run
     scalars = read_scalars(run_dir / "tb")
@@ -257,6 +259,7 @@ def _custom_scalar_layout(tb_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("scheduled_run")  # one worker runs the shared CLI run
 def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     run_dir, proc = scheduled_run
     out = proc.stdout + proc.stderr
