@@ -38,7 +38,7 @@ test: install
 
 # the edit loop: everything that is not marked slow (no CLI runs, no training beyond a few steps)
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
