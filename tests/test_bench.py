@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, needs_mnist
+from conftest import ROOT, compose_cfg, needs_mnist
 
 from bench.mnist100 import combine, summary_table
 
@@ -78,3 +78,22 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     finals = [r["final_err_ema"] for r in report["results"]]
     assert finals == [float(rows[1]["err_ema"]), float(rows[3]["err_ema"])]
     assert "| triple_gan_fast, mean ± SD | 2 splits |" in stem.with_suffix(".md").read_text()
+
+
+def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from bench.experiments import STUDIES, commands
+    from gan_lightning.config_check import check_config
+
+    n = 0
+    for study in STUDIES:
+        runs = commands(study, 5, [1, 2], tmp_path)
+        assert len(runs) == 2 * len(STUDIES[study][1]) and len({str(d) for _, _, d, _ in runs}) == len(runs)
+        for _, seed, _, cmd in runs[::2]:  # one seed per setting: the other differs only in `seed`
+            overrides = [a for a in cmd[3:] if not a.startswith("hydra.")]
+            cfg = compose_cfg(overrides)
+            check_config(OmegaConf.to_container(cfg, resolve=True))
+            assert cfg.seed == seed and (cfg.trainer.max_time == "00:00:05:00") == STUDIES[study][0]
+            n += 1
+    assert n >= 20

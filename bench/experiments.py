@@ -1,0 +1,149 @@
+"""The source reports' experiments, each setting run for a stated wall time on one core, two seeds, side by side two
+at a time, and tabulated (mean ± SD over the seeds of the last evaluation) for docs/experiments.md.
+
+    python -m bench.experiments --list                           # the studies and their settings
+    python -m bench.experiments --studies dcgan_lr gan_loss      # 5 minutes per run (--minutes), seeds 1 2 (--seeds)
+    python -m bench.experiments --studies baselines --dry-run    # print the commands only
+
+Each run is a real CLI run (`python -m gan_lightning ...`) pinned to one core; its TensorBoard events are read back.
+Writes bench/results/experiments_<study>.{json,md} and the last sample grid of each setting's first seed to
+docs/experiments/<study>_<setting>.png. Timed studies run until `trainer.max_time` (`model.epochs` is raised so that
+time decides); the supervised baselines keep their own epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.mnist100 import cpu_flags
+from gan_lightning.tbread import read_scalars
+
+ROOT = Path(__file__).resolve().parent.parent
+# study -> (timed, [(setting, overrides)])
+STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
+    "gan_loss": (True, [(loss, ["model=gan", f"model.loss={loss}"]) for loss in ("non_saturating", "minimax")]),
+    "maxout": (True, [("MNIST", ["experiment=maxout_gan_mnist"]), ("Fashion-MNIST", ["experiment=maxout_gan_fashion_mnist"])]),
+    "dcgan_beta1": (True, [(f"beta1={b}", ["model=dcgan", f"model.optimizer_g.betas=[{b},0.999]"]) for b in ("0.5", "0.9")]),
+    "dcgan_d_steps": (True, [(f"D:G={d}:{g}", ["model=dcgan", f"model.d_steps={d}", f"model.g_steps={g}"]) for d, g in ((5, 1), (1, 1), (1, 5))]),
+    "dcgan_lr": (True, [(f"lr={lr}", ["model=dcgan", f"model.optimizer_g.lr={lr}"]) for lr in ("1e-1", "2e-4", "1e-10")]),
+    "dcgan_latent": (True, [(f"nz={nz}", ["model=dcgan", f"model.latent_dim={nz}"]) for nz in (10, 100, 1000)]),
+    "cgan_vs_cdcgan": (True, [("cGAN", ["model=cgan"]), ("cDCGAN", ["model=cdcgan"])]),
+    "report_vs_faithful": (True, [("report", ["experiment=triple_gan_report", "trainer=cpu", "model.pretrain_time_share=0.4"]),
+                                  ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"])]),
+    "baselines": (False, [("CNN", ["experiment=classifier_mnist100"]), ("MLP", ["experiment=classifier_mlp_mnist100"])]),
+}
+METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "val/err_ema", "val/err_c")
+
+
+def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tuple[str, int, Path, list[str]]]:
+    """(setting, seed, run directory, command) of every run of ``study``."""
+    timed, settings = STUDIES[study]
+    extra = [f"trainer.max_time=00:00:{int(minutes):02d}:{int(60 * (minutes % 1)):02d}", "model.epochs=100000",
+             "callbacks.generator_metrics.every_n_epochs=1000000"] if timed else []  # metrics once, after the last epoch
+    runs = []
+    for setting, overrides in settings:
+        for seed in seeds:
+            run_dir = out / "runs" / "experiments" / study / f"{setting.replace('=', '_').replace(':', '-')}_s{seed}"
+            cmd = [sys.executable, "-m", "gan_lightning", *overrides, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+            runs.append((setting, seed, run_dir, cmd))
+    return runs
+
+
+def final_values(run_dir: Path) -> dict[str, float]:
+    scalars = read_scalars(run_dir / "tb")
+    return {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
+
+
+def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> list[float]:
+    """Run the commands ``len(cores)`` at a time, each pinned to one core; returns each run's wall time."""
+    walls: list[float] = [0.0] * len(runs)
+    pending = list(enumerate(runs))
+    active: dict[int, tuple[int, subprocess.Popen, float]] = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while pending or active:
+        for core in cores:
+            if core not in active and pending:
+                i, (_, _, run_dir, cmd) = pending.pop(0)
+                run_dir.parent.mkdir(parents=True, exist_ok=True)
+                log = (run_dir.parent / f"{run_dir.name}.log").open("w")
+                print("$", " ".join(cmd[1:]), flush=True)
+                active[core] = (i, subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, env=env, stdout=log, stderr=log), time.time())
+        time.sleep(1)
+        for core, (i, proc, start) in list(active.items()):
+            if proc.poll() is not None:
+                if proc.returncode:
+                    raise SystemExit(f"error: {' '.join(runs[i][3][1:])} failed with exit code {proc.returncode} (log: {runs[i][2]}.log)")
+                walls[i] = time.time() - start
+                del active[core]
+    return walls
+
+
+def table(study: str, results: list[dict]) -> str:
+    present = [k for k in METRICS if any(k in r["final"] for r in results)]
+    lines = [f"| {study} | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    for setting in dict.fromkeys(r["setting"] for r in results):
+        group = [r["final"] for r in results if r["setting"] == setting]
+        cells = []
+        for key in present:
+            values = [g[key] for g in group if key in g]
+            scale, unit = (100, " %") if key.startswith("val/") or key == "gen/cond_acc" else (1, "")
+            if not values:
+                cells.append("–")
+            elif len(values) == 1:
+                cells.append(f"{scale * values[0]:.2f}{unit}")
+            else:
+                cells.append(f"{scale * statistics.mean(values):.2f} ± {scale * statistics.stdev(values):.2f}{unit}")
+        lines.append(f"| {setting} ({len(group)} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", nargs="+", choices=sorted(STUDIES), default=[])
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each timed run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--cores", nargs="+", type=int, help="cores to run on, one run per core (default: all)")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--images", default="docs/experiments")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("extra", nargs="*", help="overrides added to every run (e.g. trainer.limit_val_batches=10)")
+    args = parser.parse_args()
+    if args.list or not args.studies:
+        for name, (timed, settings) in STUDIES.items():
+            print(f"{name} ({'timed' if timed else 'own epochs'}): " + "; ".join(f"{s}: {' '.join(o)}" for s, o in settings))
+        return
+    out, cores = Path(args.out), sorted(args.cores or os.sched_getaffinity(0))
+    for study in args.studies:
+        runs = [(s, seed, d, [*cmd[:-2], *args.extra, *cmd[-2:]]) for s, seed, d, cmd in commands(study, args.minutes, args.seeds, out)]
+        if args.dry_run:
+            print("\n".join(" ".join(cmd[1:]) for *_, cmd in runs))
+            continue
+        walls = run_all(runs, cores)
+        results = [{"setting": s, "seed": seed, "run_dir": str(d), "wall_s": round(w, 1), "final": final_values(d)}
+                   for (s, seed, d, _), w in zip(runs, walls)]
+        Path(args.images).mkdir(parents=True, exist_ok=True)
+        for setting in dict.fromkeys(r[0] for r in runs):
+            first = next(d for s, _, d, _ in runs if s == setting)
+            grids = sorted((first / "samples").glob("*.png"))
+            if grids:
+                shutil.copy(grids[-1], Path(args.images) / f"{study}_{setting.replace('=', '_').replace(':', '-')}.png")
+        meta = {"minutes": args.minutes if STUDIES[study][0] else None, "seeds": args.seeds, "cores": cores, "extra": args.extra,
+                "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+        stem = out / f"experiments_{study}"
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        text = table(study, results)
+        stem.with_suffix(".md").write_text(f"# {study}\n\n{json.dumps(meta)}\n\n{text}\n")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
