@@ -78,6 +78,10 @@ def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
     (["model.latent_dimm=3"], "error: Could not override 'model.latent_dimm'"),  # Hydra's composition error
     (["model.latent_dim=abc"], "error: model.latent_dim='abc': expects an integer"),  # checked from the signature
     (["+model.noise=1"], "error: model.noise: TripleGAN has no such setting"),
+    # keys of earlier releases name where they moved
+    (["epochs=3"], "error: Could not override 'epochs'; To append to your config use +epochs=3 (moved to model.epochs)"),
+    (["model=gan", "data.streams.real.batch_size=8"], "error: Could not override 'data.streams.real.batch_size'; To append to your "
+     "config use +data.streams.real.batch_size=8 (the games' batch sizes moved to model.batch_sizes.<stream>"),
 ])
 def test_unknown_keys_and_wrong_types_are_one_line_with_exit_2(tmp_path, args, expected):
     proc = run_cli([*args, "trainer=debug"], tmp_path / "run")
