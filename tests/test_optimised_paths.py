@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose_cfg, needs_mnist
+from hydra.utils import instantiate
 
 from gan_lightning.acceleration import IterationGraph, make_capturable
 from gan_lightning.tasks.train import build
@@ -58,6 +59,22 @@ def test_fused_adam_gives_the_losses_of_the_for_loop_adam(model, optimizers, key
     loop = _losses([*model, *[f"model.{o}.fused=false" for o in optimizers]], keys, tmp_path / "b")
     assert fused.shape[0] >= 2 and torch.isfinite(fused[-1]).all()  # the last step has every loss
     torch.testing.assert_close(fused, loop, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("model", [["model=gan"], ["model=cgan"]])
+def test_joint_discriminator_forward_gives_the_losses_of_two_forwards(model, tmp_path):
+    # without dropout D is deterministic: one forward over real and fake scores each image as two forwards do
+    overrides = [*model, "model.discriminator.dropout=0"]
+    keys = ["train/d/loss", "train/d/real", "train/d/fake", "train/g/loss"]
+    joint = _losses([*overrides, "model.joint_d_forward=true"], keys, tmp_path / "a")
+    apart = _losses([*overrides, "model.joint_d_forward=false"], keys, tmp_path / "b")
+    assert joint.shape == (4, len(keys))
+    torch.testing.assert_close(joint, apart, rtol=1e-4, atol=1e-5)
+
+
+def test_a_discriminator_with_batch_norm_keeps_two_forwards():
+    model = instantiate(compose_cfg(["model=dcgan"]).model)
+    assert not model.joint_d and instantiate(compose_cfg(["model=gan"]).model).joint_d
 
 
 def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from gan_lightning import losses
 from gan_lightning.errors import ConfigError
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.nets.blocks import batch_stat_layers
 
 
 class GAN(GeneratorGrid, GameModule):
@@ -25,6 +26,8 @@ class GAN(GeneratorGrid, GameModule):
             1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
         conditional: pass labels to both networks; fakes get labels drawn uniformly.
         grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
+        joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
+            same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
         batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
     """
 
@@ -34,7 +37,8 @@ class GAN(GeneratorGrid, GameModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
                  latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
                  g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
-                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True, **plan: Any) -> None:
+                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True, joint_d_forward: bool = True,
+                 **plan: Any) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
@@ -48,6 +52,7 @@ class GAN(GeneratorGrid, GameModule):
         if conditional != (getattr(generator, "label", None) is not None) or conditional != (getattr(discriminator, "label", None) is not None):
             raise ConfigError("model.conditional must match the networks: give both num_classes > 0 (conditional) or neither")
         self.generator, self.discriminator = generator, discriminator
+        self.joint_d = bool(joint_d_forward) and not batch_stat_layers(discriminator)
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
         gen = torch.Generator().manual_seed(grid_seed)
         if conditional:  # one row per class, the same z down each column (for sample_images)
@@ -83,7 +88,11 @@ class GAN(GeneratorGrid, GameModule):
             with self.training_only(opt_d, (opt_g, opt_d)):
                 with torch.no_grad():
                     fake = self(z, y_fake)
-                real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
+                if self.joint_d:  # one forward over both batches (D has no batch statistics)
+                    logits = self._d(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y_fake]) if self.conditional else None)
+                    real_logits, fake_logits = logits[:n], logits[n:]
+                else:
+                    real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
                 loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
                 self.step(opt_d, loss_real + loss_fake, "discriminator")
             if log:

@@ -33,6 +33,7 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.evaluation import ClassifierEvaluation, batch_stats_frozen
 from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.nets.blocks import batch_stat_layers
 from gan_lightning.plan import declare
 
 DEFAULT_WEIGHTS = {
@@ -41,7 +42,6 @@ DEFAULT_WEIGHTS = {
     "c_confident": 0.0,
 }
 # discriminators that mix the examples of a batch (D scores real and fake pairs in separate forwards here)
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0,
                     "c_confident": 0.0}
 
@@ -147,7 +147,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             raise ConfigError(f"model.pseudo_label_trigger={pseudo_label_trigger} must be in (0, 1] or null")
         if trigger_samples <= 0 or trigger_samples % num_classes:
             raise ConfigError(f"model.trigger_samples={trigger_samples} must be a positive multiple of the {num_classes} classes")
-        with_stats = [name for name, m in discriminator.named_modules() if isinstance(m, BATCH_NORMS)]
+        with_stats = batch_stat_layers(discriminator)
         if with_stats:
             raise ConfigError(f"model.discriminator: {type(discriminator).__name__} has batch norm ({with_stats[0]}), whose batch "
                               "statistics would change D's verdicts between D's, G's and C's steps; use one without it "

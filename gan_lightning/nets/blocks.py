@@ -8,6 +8,13 @@ from torch import nn
 
 from gan_lightning.errors import ConfigError
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def batch_stat_layers(module: nn.Module) -> list[str]:
+    """Names of ``module``'s layers whose output depends on the rest of the batch (batch norm)."""
+    return [name for name, m in module.named_modules() if isinstance(m, BATCH_NORMS)]
+
 
 class GaussianNoise(nn.Module):
     """Adds N(0, sigma^2) noise in training mode; identity in eval mode."""
