@@ -78,7 +78,8 @@ def fit(cfg: DictConfig):
                 logger.log_metrics(final, step=trainer.global_step)
             logger.save()
     shown = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
-                      if k.startswith(("val/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k)
+                      if k.startswith(("val/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k
+                      and "fid_class/" not in k)  # per-class FIDs stay in TensorBoard; their mean is shown
     _say(f"done in {(time.time() - start) / 60:.1f} min, {trainer.current_epoch} epochs{': ' + shown if shown else ''}")
     _say(f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})")
     return datamodule, model, trainer
