@@ -34,8 +34,10 @@ from bench.plain import PlainGAN, PlainTripleGAN
 from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
+from gan_lightning.schema import register
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+register()  # the config schemas conf/ starts from
 MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
 
 

@@ -14,8 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gan_lightning.errors import ConfigError, TrainingError
+from gan_lightning.schema import register
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register()  # the schemas conf/ starts from (gan_lightning/schema.py)
 
 
 def _user_error(err: BaseException | None) -> ConfigError | TrainingError | None:

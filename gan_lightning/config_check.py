@@ -103,7 +103,7 @@ def _locate(hint: Any, value: Any, where: str) -> tuple[str, Any, Any]:
     return where, value, hint
 
 
-def _signature(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+def arguments_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
     """Parameters and annotations of ``cls(...)``; a subclass's ``**kwargs`` are followed into its bases' ``__init__``."""
     params: dict[str, inspect.Parameter] = {}
     hints: dict[str, Any] = {}
@@ -138,7 +138,7 @@ def check_node(node: Any, where: str) -> None:
     target = node.get("_target_")
     cls = _resolve(target) if isinstance(target, str) else None
     if cls is not None and callable(cls):
-        params, hints, takes_any = _signature(cls)
+        params, hints, takes_any = arguments_of(cls)
         own = [n for n in params if n not in ("self", "args", "kwargs")]
         for key, value in node.items():
             if key in SPECIAL:

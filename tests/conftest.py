@@ -11,9 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import gan_lightning  # noqa: F401 - registers the config resolvers
+from gan_lightning.schema import register
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
+register()  # the config schemas (Hydra's ConfigStore) that conf/ starts from
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each, CLI runs included
     os.environ["OMP_NUM_THREADS"] = "1"

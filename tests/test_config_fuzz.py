@@ -1,5 +1,5 @@
-"""Fuzz the configuration: every numeric setting of every model and data config set to 0, to a negative value and to a
-string, built as the CLI builds a run (without training). Each case either builds or stops with one line
+"""Fuzz the configuration: every numeric setting of every model and data config (what its YAML writes and the
+defaults its classes' signatures add) set to 0, to a negative value and to a string, built as the CLI builds a run (without training). Each case either builds or stops with one line
 (``ConfigError``, exit status 2); a traceback fails the test. The number of cases is printed and asserted."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 
 import pytest
-import yaml
 from conftest import CONF, compose_cfg, needs_mnist
 from omegaconf import OmegaConf
 
@@ -19,29 +18,35 @@ from gan_lightning.tasks.train import build
 pytestmark = [needs_mnist, pytest.mark.slow]
 
 
-def _numeric_leaves(node, prefix=""):
-    """Dotted keys of the int/float values written in a YAML file (interpolations and lists are skipped)."""
+def _numeric_leaves(node, prefix="", owner=("", "")):
+    """(dotted key, (class that reads it, key below that class's node)) of every int/float setting of a composed
+    config node (interpolations and lists are skipped)."""
     if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            owner = (node["_target_"], "")
         for key, value in node.items():
-            if key == "defaults":
-                continue
-            yield from _numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+            below = f"{owner[1]}.{key}" if owner[1] else str(key)
+            yield from _numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key), (owner[0], below))
     elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield prefix
+        yield prefix, owner
 
 
 def cases() -> list[tuple[str, str, str]]:
-    """(group option, key, value) for every numeric leaf of conf/model/*.yaml and conf/data/*.yaml."""
-    out = []
+    """(group option, key, value) for every numeric setting of every model and data option as composed (the
+    defaults its classes' signatures give included): each setting of each class once, under the first option
+    (in name order) that has it."""
+    out, seen = [], set()
     for group in ("model", "data"):
         for path in sorted((CONF / group).glob("*.yaml")):
-            tree = yaml.safe_load(path.read_text()) or {}
-            root = {group: tree}  # each file is its group's package (model, data)
-            for key in _numeric_leaves(root):
-                if key.split(".")[0] not in ("model", "data"):
-                    continue  # keys outside the group (none today)
+            option = f"{group}={path.stem}"
+            cfg = compose_cfg([option] if group == "model" else ["model=gan", option])
+            node = OmegaConf.to_container(cfg[group], resolve=False)
+            for key, owner in _numeric_leaves(node, group):
+                if owner in seen:
+                    continue
+                seen.add(owner)
                 for value in ("0", "-3", "abc"):
-                    out.append((f"{group}={path.stem}", key, value))
+                    out.append((option, key, value))
     return out
 
 

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -36,14 +37,18 @@ from gan_lightning.models.generation import GeneratorGrid
 from gan_lightning.nets.blocks import batch_stat_layers
 from gan_lightning.plan import declare
 
-DEFAULT_WEIGHTS = {
-    "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0, "g_adv": 1.0, "c_adv": 1.0,
-    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4, "c_pseudo": 0.1, "c_consistency": 0.0,
-    "c_confident": 0.0,
-}
-# discriminators that mix the examples of a batch (D scores real and fake pairs in separate forwards here)
-PRETRAIN_WEIGHTS = {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0,
-                    "c_confident": 0.0}
+# every loss term of the game and its weight (0 switches a term off); model.weights.<term>=... changes one
+DEFAULT_WEIGHTS = MappingProxyType({
+    "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0,  # D: real pairs, G's pairs, C's pairs
+    "g_adv": 1.0, "c_adv": 1.0,                        # G's and C's adversarial terms
+    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4,  # C: CE on labels, entropy, class balance, L2
+    "c_pseudo": 0.1,                                   # alpha_P of R_P (C's CE on G's samples)
+    "c_consistency": 0.0,  # C vs. its EMA copy (mean teacher) on two draws of model.augment of x_u, with dropout
+    "c_confident": 0.0,    # CE of C on x_u against the EMA copy's hard label where it is confident (FixMatch)
+})
+# C's loss during its pre-training
+PRETRAIN_WEIGHTS = MappingProxyType({"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4,
+                                     "c_consistency": 0.0, "c_confident": 0.0})
 
 
 class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
@@ -99,7 +104,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
                  optimizer_c: Callable, optimizer_g: Callable, optimizer_d: Callable, optimizer_pretrain: Callable,
                  num_classes: int = 10, latent_dim: int = 100, alpha: float = 0.5, objective: str = "argmax",
-                 weights: Mapping[str, float] | None = None, pretrain_weights: Mapping[str, float] | None = None,
+                 weights: Mapping[str, float] = DEFAULT_WEIGHTS, pretrain_weights: Mapping[str, float] = PRETRAIN_WEIGHTS,
                  pretrain_epochs: int = 30, d_unlabeled_real: bool = True, pseudo_label_epoch: int = 300,
                  adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
                  generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
@@ -110,6 +115,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                  restart_c_optimizer: bool = True, c_bn_update: str = "all", pretrain_time_share: float | None = None,
                  pseudo_label_trigger: float | None = None, trigger_samples: int = 1000,
                  pretrain_batch_sizes: Mapping[str, int] | None = None, **plan: Any) -> None:
+        weights, pretrain_weights = dict(weights or {}), dict(pretrain_weights or {})  # plain dicts in the hparams
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         if self.plan is not None and pretrain_batch_sizes is not None:
             self.plan = replace(self.plan, pretrain=declare(self.PRETRAIN_STREAMS, pretrain_batch_sizes, self.EPOCH_LENGTH, "model.pretrain_batch_sizes"))
@@ -172,7 +178,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         self.c_optimizer_restarted = False
 
     @staticmethod
-    def _check_weights(given: Mapping | None, defaults: dict, name: str) -> dict[str, float]:
+    def _check_weights(given: Mapping | None, defaults: Mapping, name: str) -> dict[str, float]:
         given = dict(given or {})
         unknown = sorted(set(given) - set(defaults))
         if unknown:
