@@ -59,9 +59,18 @@ DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU ava
 
 def _quiet_lightning() -> None:
     """Drop Lightning's notices a user cannot act on (product tips, which accelerators exist: the run's config says
-    which one it uses). Called inside the run, after Hydra's logging set-up: importing Lightning before it would
-    detach Lightning's messages from the run's log file."""
+    which one it uses), and send its messages through Hydra's handlers (console and the run's log file). Called inside
+    the run, after Hydra's logging set-up: Lightning, imported before it (the config schemas are made from the
+    classes), gave its loggers a console handler of their own and stopped them from reaching the root logger."""
     import lightning.pytorch  # noqa: F401
+
+    if logging.getLogger().hasHandlers():
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            own = logging.getLogger(name)
+            if not own.propagate:
+                for handler in [h for h in own.handlers if type(h) is logging.StreamHandler]:
+                    own.removeHandler(handler)
+                own.propagate = True
 
     def keep(record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -34,6 +34,9 @@ def test_gan_run_writes_config_checkpoint_and_image_grid(tmp_path):
     grids = acc.Images("samples/grid")
     assert [g.step for g in grids] == [0, 1] and grids[0].width > 200 and grids[0].height > 200  # an 8x8 grid of 28x28
     assert {"train/d/loss", "train/g/loss", "train/d/D(x)", "train/d/D(G(z))"} <= set(acc.Tags()["scalars"])
+    # Lightning's own messages reach the run's log file through Hydra's handlers, once on the console
+    log = (run_dir / "__main__.log").read_text()
+    assert "`Trainer.fit` stopped" in log and (proc.stdout + proc.stderr).count("`Trainer.fit` stopped") == 1
 
 
 @needs_mnist
