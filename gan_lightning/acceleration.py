@@ -96,6 +96,8 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     trainer_cfg = dict(trainer_cfg)
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
+    if not isinstance(compile_cfg, (bool, dict)):
+        raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
     if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
         cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None
     elif cuda_graphs not in (True, False):

@@ -46,6 +46,7 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     ({"cuda_graphs": False, "compile": True}, False, None),
     ({"cuda_graphs": "sometimes"}, False, "trainer.cuda_graphs='sometimes' is not one of [auto, true, false]"),
     ({"cuda_graphs": True}, False, "trainer.cuda_graphs=true needs a CUDA GPU"),
+    ({"cuda_graphs": False, "compile": "yes"}, False, "trainer.compile='yes': expects true, false or torch.compile's options"),
 ])
 def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(extras, graphs, error):
     import torch
