@@ -26,8 +26,8 @@ def test_each_model_config_gives_a_size_to_every_stream_its_game_reads(name):
     ("+model.batch_sizes.images=64", r"model.batch_sizes.images: this game has no such stream; its streams are \['real'\]"),
     ("model.batch_sizes.real=0", r"model.batch_sizes.real=0: expects a positive integer"),
     ("~model.batch_sizes.real", r"model.batch_sizes has no batch size for \['real'\]"),
-    ("+model.epoch_length=fakes", r"model.epoch_length='fakes': expects a positive number of iterations or a stream"),
-    ("+model.n_labeled=0", r"model.n_labeled=0: expects a positive integer"),
+    ("model.epoch_length=fakes", r"model.epoch_length='fakes': expects a positive number of iterations or a stream"),
+    ("model.n_labeled=0", r"model.n_labeled=0: expects a positive integer"),
 ])
 def test_batch_sizes_that_do_not_fit_the_game_are_refused(override, message):
     with pytest.raises(InstantiationException, match=message) as err:  # Hydra wraps the game's ConfigError
