@@ -47,7 +47,9 @@ def test_the_docs_hold_the_main_commands():
 
 def _single_run(words: list[str]) -> list[str]:
     """A multirun's overrides with each sweep reduced to its first value (what its first job composes)."""
-    overrides = [w for w in words if not w.startswith("-") and not w.startswith("[")]
+    with_value = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp"}
+    flag_values = {i + 1 for i, w in enumerate(words) if w in with_value}  # e.g. `--cfg job --package model`
+    overrides = [w for i, w in enumerate(words) if not w.startswith(("-", "[")) and i not in flag_values]
     out = []
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.is_sweep_override():
