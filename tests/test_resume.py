@@ -45,7 +45,7 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("resume") / "full"
     proc = run_cli(RUN, run_dir)
@@ -53,7 +53,7 @@ def uninterrupted_dir(tmp_path_factory):
     return run_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(uninterrupted_dir):
     return _last(uninterrupted_dir)
 

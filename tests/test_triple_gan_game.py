@@ -195,7 +195,7 @@ class _Scale(torch.nn.Module):
         return x * 2 - 1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def scheduled_run(tmp_path_factory):
     """Pre-training ends by wall time (a third of 45 s), R_P starts by the quality trigger, G's metrics are logged."""
     run_dir = tmp_path_factory.mktemp("scheduled") / "run"
