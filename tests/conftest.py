@@ -57,3 +57,19 @@ def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, 
         env["GAN_LIGHTNING_DATA"] = str(data_root)
     cmd = [sys.executable, "-m", "gan_lightning", *args, f"hydra.run.dir={run_dir}"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep each ``xdist_group`` on one worker under ``--dist loadgroup``: pytest-xdist marks a grouped test by a
+    ``@group`` suffix of its node id, which it writes where pytest 9 no longer keeps the id, so the groups (and
+    the expensive CLI runs they share) were spread over the workers and run once per worker. Written here too."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # an older pytest: pytest-xdist's own suffix works there
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")
