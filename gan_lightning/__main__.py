@@ -68,8 +68,8 @@ def _quiet_lightning() -> None:
         for name in ("lightning.pytorch", "lightning.fabric"):
             own = logging.getLogger(name)
             if not own.propagate:
-                for handler in [h for h in own.handlers if type(h) is logging.StreamHandler]:
-                    own.removeHandler(handler)
+                for console in [h for h in own.handlers if type(h) is logging.StreamHandler]:
+                    own.removeHandler(console)
                 own.propagate = True
 
     def keep(record: logging.LogRecord) -> bool:
