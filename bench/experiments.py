@@ -4,6 +4,7 @@ at a time, and tabulated (mean ± SD over the seeds of the last evaluation) for 
     python -m bench.experiments --list                           # the studies and their settings
     python -m bench.experiments --studies dcgan_lr gan_loss      # 5 minutes per run (--minutes), seeds 1 2 (--seeds)
     python -m bench.experiments --studies baselines --dry-run    # print the commands only
+    python -m bench.experiments --retable dcgan_lr               # rebuild a study's table and images from its saved runs
 
 Each run is a real CLI run (`python -m gan_lightning ...`) pinned to one core; its TensorBoard events are read back.
 Writes bench/results/experiments_<study>.{json,md} and the last sample grid of each setting's first seed to
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from bench.mnist100 import cpu_flags
 from gan_lightning.tbread import read_scalars
 
@@ -40,7 +43,8 @@ STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
                                   ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"])]),
     "baselines": (False, [("CNN", ["experiment=classifier_mnist100"]), ("MLP", ["experiment=classifier_mlp_mnist100"])]),
 }
-METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "val/err_ema", "val/err_c")
+METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class_mean", "val/err_ema", "val/err_c")
+OVER_TRAINING = {"cgan_vs_cdcgan"}  # studies whose grids are also shown over training (a few epochs side by side)
 
 
 def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tuple[str, int, Path, list[str]]]:
@@ -58,8 +62,11 @@ def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tu
 
 
 def final_values(run_dir: Path) -> dict[str, float]:
+    """The last logged value of each metric, and the iterations (optimizer steps of the run) done in its budget."""
     scalars = read_scalars(run_dir / "tb")
-    return {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
+    final = {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
+    final["iterations"] = max((s for events in scalars.values() for _, s, _ in events), default=0)
+    return final
 
 
 def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> list[float]:
@@ -88,10 +95,10 @@ def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> l
 
 def table(study: str, results: list[dict]) -> str:
     present = [k for k in METRICS if any(k in r["final"] for r in results)]
-    lines = [f"| {study} | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+    lines = [f"| {study} | iterations | " + " | ".join(present) + " |", "|---" * (len(present) + 2) + "|"]
     for setting in dict.fromkeys(r["setting"] for r in results):
         group = [r["final"] for r in results if r["setting"] == setting]
-        cells = []
+        cells = [f"{statistics.mean(g.get('iterations', 0) for g in group):,.0f}"]
         for key in present:
             values = [g[key] for g in group if key in g]
             scale, unit = (100, " %") if key.startswith("val/") or key == "gen/cond_acc" else (1, "")
@@ -115,9 +122,11 @@ def main() -> None:
     parser.add_argument("--images", default="docs/experiments")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--retable", nargs="+", choices=sorted(STUDIES), default=[],
+                        help="rebuild these studies' tables and images from their saved runs (nothing is run)")
     parser.add_argument("extra", nargs="*", help="overrides added to every run (e.g. trainer.limit_val_batches=10)")
     args = parser.parse_args()
-    if args.list or not args.studies:
+    if args.list or not (args.studies or args.retable):
         for name, (timed, settings) in STUDIES.items():
             print(f"{name} ({'timed' if timed else 'own epochs'}): " + "; ".join(f"{s}: {' '.join(o)}" for s, o in settings))
         return
@@ -128,22 +137,46 @@ def main() -> None:
             print("\n".join(" ".join(cmd[1:]) for *_, cmd in runs))
             continue
         walls = run_all(runs, cores)
-        results = [{"setting": s, "seed": seed, "run_dir": str(d), "wall_s": round(w, 1), "final": final_values(d)}
-                   for (s, seed, d, _), w in zip(runs, walls)]
-        Path(args.images).mkdir(parents=True, exist_ok=True)
-        for setting in dict.fromkeys(r[0] for r in runs):
-            first = next(d for s, _, d, _ in runs if s == setting)
-            grids = sorted((first / "samples").glob("*.png"))
-            if grids:
-                shutil.copy(grids[-1], Path(args.images) / f"{study}_{setting.replace('=', '_').replace(':', '-')}.png")
+        results = [{"setting": s, "seed": seed, "run_dir": str(d), "wall_s": round(w, 1)} for (s, seed, d, _), w in zip(runs, walls)]
         meta = {"minutes": args.minutes if STUDIES[study][0] else None, "seeds": args.seeds, "cores": cores, "extra": args.extra,
                 "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
-        stem = out / f"experiments_{study}"
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-        text = table(study, results)
-        stem.with_suffix(".md").write_text(f"# {study}\n\n{json.dumps(meta)}\n\n{text}\n")
-        print(text, flush=True)
+        report(study, meta, results, out, Path(args.images))
+    for study in args.retable:
+        saved = json.loads((out / f"experiments_{study}.json").read_text())
+        report(study, saved["meta"], saved["results"], out, Path(args.images))
 
+
+def report(study: str, meta: dict, results: list[dict], out: Path, images: Path) -> None:
+    """Read each run's final values back from its TensorBoard events, write the study's table (JSON + Markdown) and
+    the last sample grid of each setting's first seed (with grids over training for the studies that show them)."""
+    for r in results:
+        r["final"] = final_values(ROOT / r["run_dir"])
+    images.mkdir(parents=True, exist_ok=True)
+    for setting in dict.fromkeys(r["setting"] for r in results):
+        first = ROOT / next(r["run_dir"] for r in results if r["setting"] == setting)
+        grids = sorted((first / "samples").glob("*.png"))
+        name = f"{study}_{setting.replace('=', '_').replace(':', '-')}"
+        if grids:
+            shutil.copy(grids[-1], images / f"{name}.png")
+        if grids and study in OVER_TRAINING:
+            picked = [grids[round(i * (len(grids) - 1) / 3)] for i in range(4)] if len(grids) >= 4 else grids
+            side_by_side([Image.open(g) for g in picked]).save(images / f"{name}_over_training.png")
+    stem = out / f"experiments_{study}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    text = table(study, results)
+    stem.with_suffix(".md").write_text(f"# {study}\n\n{json.dumps(meta)}\n\n{text}\n")
+    print(text, flush=True)
+
+
+def side_by_side(grids: list) -> Image.Image:
+    """Sample grids left to right (epochs of one run), 8 pixels apart."""
+    width, height = sum(g.width for g in grids) + 8 * (len(grids) - 1), max(g.height for g in grids)
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for g in grids:
+        canvas.paste(g.convert("RGB"), (x, 0))
+        x += g.width + 8
+    return canvas
 
 if __name__ == "__main__":
     main()

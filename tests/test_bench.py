@@ -97,3 +97,31 @@ def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> Non
             assert cfg.seed == seed and (cfg.trainer.max_time == "00:00:05:00") == STUDIES[study][0]
             n += 1
     assert n >= 20
+
+
+def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
+    """A study's table: the last value of each metric per run, mean ± SD over the seeds, iterations, and its grids."""
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    from bench.experiments import report
+
+    results = []
+    for setting, seed, fids in [("cGAN", 1, [40.0, 30.0]), ("cGAN", 2, [50.0, 20.0]), ("cDCGAN", 1, [9.0, 5.0]), ("cDCGAN", 2, [8.0, 7.0])]:
+        run_dir = tmp_path / "runs" / f"{setting}_s{seed}"
+        with SummaryWriter(str(run_dir / "tb")) as writer:
+            for step, fid in zip((100, 200 * seed), fids):
+                writer.add_scalar("gen/fid", fid, step)
+                writer.add_scalar("train/d/loss", 1.0, step + 1)
+        (run_dir / "samples").mkdir()
+        for epoch in range(5):
+            Image.new("L", (20, 20), 50 * epoch).save(run_dir / "samples" / f"epoch_{epoch:04d}.png")
+        results.append({"setting": setting, "seed": seed, "run_dir": str(run_dir), "wall_s": 1.0})
+    report("cgan_vs_cdcgan", {"minutes": 3}, results, tmp_path, tmp_path / "images")
+    lines = (tmp_path / "experiments_cgan_vs_cdcgan.md").read_text().splitlines()
+    # the last FID of each run: cGAN 30 and 20 (mean 25, SD 7.07); cDCGAN 5 and 7 (6, 1.41); iterations 201 and 401
+    assert "| cGAN (2 seeds) | 301 | 25.00 ± 7.07 |" in lines and "| cDCGAN (2 seeds) | 301 | 6.00 ± 1.41 |" in lines
+    last = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cGAN.png")
+    assert last.getpixel((0, 0)) == 200  # the last epoch's grid of the first seed
+    over = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cDCGAN_over_training.png")
+    assert over.size == (4 * 20 + 3 * 8, 20) and over.getpixel((3 * 28, 0)) == (200, 200, 200)

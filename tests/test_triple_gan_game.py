@@ -4,6 +4,7 @@ and the generator's metrics during training (real MNIST, real CLI runs)."""
 from __future__ import annotations
 
 import json
+import re
 
 import lightning as L
 import numpy as np
@@ -197,9 +198,9 @@ class _Scale(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def scheduled_run(tmp_path_factory):
-    """Pre-training ends by wall time (a third of 45 s), R_P starts by the quality trigger, G's metrics are logged."""
+    """Pre-training ends by wall time (a third of 30 s), R_P starts by the quality trigger, G's metrics are logged."""
     run_dir = tmp_path_factory.mktemp("scheduled") / "run"
-    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:45", "model.pretrain_time_share=0.33",
+    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:30", "model.pretrain_time_share=0.33",
                     "model.pretrain_epochs=1000", "model.pseudo_label_trigger=0.01", "model.pseudo_label_epoch=1000",
                     "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
                     "model.pretrain_batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50",
@@ -221,7 +222,7 @@ def test_schedule_by_wall_time_and_quality(scheduled_run):
     game = sorted((w, s) for w, s, _ in scalars["train/d/loss"])
     assert pre_steps and game and max(pre_steps) < game[0][1]  # one switch, from pre-training to the game
     start = min(w for w, _, _ in scalars["pretrain/c/loss"])
-    assert game[0][0] - start >= 0.33 * 45 - 3  # not before its share of the time (first logged step ~ start)
+    assert game[0][0] - start >= 0.33 * 30 - 3  # not before its share of the time (first logged step ~ start)
     pseudo = sorted(s for _, s, _ in scalars.get("train/c/pseudo", []))
     acc_steps = sorted(s for _, s, _ in scalars["gen/ema_c_acc"])
     assert pseudo and acc_steps and min(pseudo) > acc_steps[0]  # R_P only after the first game epoch's measurement
@@ -263,9 +264,13 @@ def _custom_scalar_layout(tb_dir):
 def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     run_dir, proc = scheduled_run
     out = proc.stdout + proc.stderr
-    assert "schedule: pre-training" in out and "stops after 0:00:45 (trainer.max_time)" in out
+    assert "schedule: pre-training" in out and "stops after 0:00:30 (trainer.max_time)" in out
     assert "pre-training:" in out and "it/s; the rest of the run" in out
     assert f"run directory: {run_dir}" in out and "done in " in out
+    # the closing line shows the final generator's FID: the one measured after trainer.max_time stopped the run
+    done = re.search(r"done in .*gen/fid=([0-9.e+-]+)", out)
+    last_fid = max(read_scalars(run_dir / "tb")["gen/fid"], key=lambda e: e[1])[2]
+    assert done and float(done.group(1)) == pytest.approx(last_fid, rel=1e-3)
     assert "litlogger" not in out.lower() and "transfer_batch_to_device" not in out
     layout = _custom_scalar_layout(run_dir / "tb")
     assert layout["test error"]["C and EMA C (test error)"] == ["val/err_c$", "val/err_ema$"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from gan_lightning.capabilities import CanGenerate, HasPhases
@@ -73,6 +74,9 @@ class GeneratorEvaluation(L.Callback):
         values = self._evaluate(trainer, pl_module)
         if values is None:
             return
+        final = {f"gen/{k}": float(v) for k, v in values.items()}
         for logger in trainer.loggers:
-            logger.log_metrics({f"gen/{k}": float(v) for k, v in values.items()}, step=trainer.global_step)
+            logger.log_metrics(final, step=trainer.global_step)
             logger.save()
+        # the run's closing line and the HParams view read the final metrics from here
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in final.items()})
