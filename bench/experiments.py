@@ -62,7 +62,7 @@ def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tu
 
 
 def final_values(run_dir: Path) -> dict[str, float]:
-    """The last logged value of each metric, and the iterations (optimizer steps of the run) done in its budget."""
+    """The last logged value of each metric, and the optimizer steps (every player's updates) done in its budget."""
     scalars = read_scalars(run_dir / "tb")
     final = {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
     final["iterations"] = max((s for events in scalars.values() for _, s, _ in events), default=0)
@@ -95,7 +95,7 @@ def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> l
 
 def table(study: str, results: list[dict]) -> str:
     present = [k for k in METRICS if any(k in r["final"] for r in results)]
-    lines = [f"| {study} | iterations | " + " | ".join(present) + " |", "|---" * (len(present) + 2) + "|"]
+    lines = [f"| {study} | optimizer steps | " + " | ".join(present) + " |", "|---" * (len(present) + 2) + "|"]
     for setting in dict.fromkeys(r["setting"] for r in results):
         group = [r["final"] for r in results if r["setting"] == setting]
         cells = [f"{statistics.mean(g.get('iterations', 0) for g in group):,.0f}"]

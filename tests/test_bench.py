@@ -119,7 +119,7 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
         results.append({"setting": setting, "seed": seed, "run_dir": str(run_dir), "wall_s": 1.0})
     report("cgan_vs_cdcgan", {"minutes": 3}, results, tmp_path, tmp_path / "images")
     lines = (tmp_path / "experiments_cgan_vs_cdcgan.md").read_text().splitlines()
-    # the last FID of each run: cGAN 30 and 20 (mean 25, SD 7.07); cDCGAN 5 and 7 (6, 1.41); iterations 201 and 401
+    # the last FID of each run: cGAN 30 and 20 (mean 25, SD 7.07); cDCGAN 5 and 7 (6, 1.41); optimizer steps 201 and 401
     assert "| cGAN (2 seeds) | 301 | 25.00 ± 7.07 |" in lines and "| cDCGAN (2 seeds) | 301 | 6.00 ± 1.41 |" in lines
     last = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cGAN.png")
     assert last.getpixel((0, 0)) == 200  # the last epoch's grid of the first seed
