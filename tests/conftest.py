@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,13 +51,52 @@ def compose_cfg(overrides: list[str], output_dir: str | Path = "/tmp/gan_lightni
                                             f"paths.reference_dir={output_dir}/no-reference", *overrides])
 
 
-def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m gan_lightning ARGS`` in a subprocess writing into ``run_dir``."""
+class _Forker:
+    """``tests/cli_forker.py``: one process per test worker that imports the CLI once and forks each CLI run from it
+    (a real process with its own environment, arguments, output and exit status; only the imports are shared)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def run(self, args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "cli_forker.py")], cwd=ROOT, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+        with tempfile.TemporaryDirectory() as out_dir:
+            return self._run(args, env, timeout, Path(out_dir) / "stdout", Path(out_dir) / "stderr")
+
+    def _run(self, args: list[str], env: dict, timeout: float, stdout: Path, stderr: Path) -> subprocess.CompletedProcess:
+        request = {"args": args, "env": env, "cwd": str(ROOT), "stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError("tests/cli_forker.py stopped (run it by hand to see why)")
+        code = json.loads(reply)["returncode"]
+        cmd = [sys.executable, "-m", "gan_lightning", *args]
+        if code is None:
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        return subprocess.CompletedProcess(cmd, code, stdout.read_text(), stderr.read_text())
+
+
+_FORKER = _Forker()
+
+
+def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """``python -m gan_lightning ARGS`` in a process of its own writing into ``run_dir``: forked from a process that
+    has imported the CLI already (``tests/cli_forker.py``), or with ``fresh=True`` a new interpreter (for what a
+    fresh start shows, such as warnings emitted while importing)."""
     # runs see no reference network (so no generator metrics) unless a test passes paths.reference_dir
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GAN_LIGHTNING_REFERENCE": str(Path(run_dir).parent / "no-reference")}
     if data_root is not None:
         env["GAN_LIGHTNING_DATA"] = str(data_root)
-    cmd = [sys.executable, "-m", "gan_lightning", *args, f"hydra.run.dir={run_dir}"]
+    args = [*args, f"hydra.run.dir={run_dir}"]
+    if not (fresh or os.environ.get("GAN_LIGHTNING_TEST_FRESH")):  # =1: every CLI run in a new interpreter
+        return _FORKER.run(args, env, timeout)
+    cmd = [sys.executable, "-m", "gan_lightning", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

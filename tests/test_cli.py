@@ -107,18 +107,9 @@ def test_help_lists_the_config_groups(tmp_path):
 
 @needs_mnist
 def test_multirun_sweep_and_its_summary_table(tmp_path):
-    import csv
-    import os
-    import subprocess
-    import sys
-
-    from conftest import DATA_ROOT, ROOT
-
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT)}
-    cmd = [sys.executable, "-m", "gan_lightning", "-m", "model=classifier", "trainer=debug", "callbacks.progress_bar=null",
-           "model.optimizer.lr=1e-3,3e-4", "seed=1,2", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli(["-m", "model=classifier", "trainer=debug", "trainer.max_epochs=1", "callbacks.progress_bar=null", "model.optimizer.lr=1e-3,3e-4",
+                    "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path / "unused", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     proc = run_cli(["task=summary", f"task.dir={sweep}"], tmp_path / "summary_run")
@@ -129,7 +120,7 @@ def test_multirun_sweep_and_its_summary_table(tmp_path):
     errs = [float(r["val/best_err_ema"]) for r in rows]
     assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)
     assert "| overrides | runs |" in proc.stdout
-    assert "Every run: `model=classifier trainer=debug callbacks.progress_bar=null`" in proc.stdout  # shared, shown once
+    assert "Every run: `model=classifier trainer=debug trainer.max_epochs=1 callbacks.progress_bar=null`" in proc.stdout  # shared, shown once
     assert all(r["overrides"].startswith("model.optimizer.lr=") for r in rows)
 
 
@@ -200,7 +191,7 @@ def test_a_run_prints_no_python_warning(tmp_path, model):
     """Every warning a user cannot act on is filtered in one place (gan_lightning/__main__.py, each with its reason);
     anything else printed by a plain run fails here."""
     proc = run_cli([f"model={model}", "trainer=debug", "model.pretrain_epochs=1"] if model == "triple_gan"
-                   else [f"model={model}", "trainer=debug"], tmp_path / "run")
+                   else [f"model={model}", "trainer=debug"], tmp_path / "run", fresh=True)  # a fresh interpreter: import-time warnings too
     assert proc.returncode == 0, proc.stderr[-2000:]
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if re.search(r"\w+Warning: |^\S+\.py:\d+: ", line)]
     assert warnings == []

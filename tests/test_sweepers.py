@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
-from conftest import ROOT, needs_mnist, run_cli
+from conftest import needs_mnist, run_cli
 
 pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
 
@@ -36,9 +33,8 @@ def test_joblib_launcher_runs_the_jobs(tmp_path):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_slurm_launcher_preset_composes():
-    proc = subprocess.run([sys.executable, "-m", "gan_lightning", "--cfg", "hydra", "--package", "hydra.launcher", "launcher=slurm"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_slurm_launcher_preset_composes(tmp_path):
+    proc = run_cli(["--cfg", "hydra", "--package", "hydra.launcher", "launcher=slurm"], tmp_path / "unused", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     launcher = yaml.safe_load(proc.stdout)  # printed as the hydra.launcher package
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1

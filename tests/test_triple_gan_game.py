@@ -168,7 +168,7 @@ def test_convolutional_generator_and_discriminator_play_without_hurting_c(mnist)
     x, y = mnist.train_x[:2000].float() / 127.5 - 1, mnist.train_y[:2000]
     test_x, test_y = mnist.test_x[:500], mnist.test_y[:500]
     pre = torch.optim.Adam(model.classifier.parameters(), lr=2e-3)
-    for i in range(250):  # C alone on 2000 labeled images
+    for i in range(120):  # C alone on 2000 labeled images
         j = torch.randint(0, 2000, (64,), generator=torch.Generator().manual_seed(i))
         loss = torch.nn.functional.cross_entropy(model.classifier(x[j]), y[j])
         pre.zero_grad()
@@ -198,15 +198,16 @@ class _Scale(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def scheduled_run(tmp_path_factory):
-    """Pre-training ends by wall time (a third of 30 s), R_P starts by the quality trigger, G's metrics are logged."""
+    """Pre-training ends by wall time (a third of 24 s), R_P starts by the quality trigger, G's metrics are logged."""
     run_dir = tmp_path_factory.mktemp("scheduled") / "run"
-    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:30", "model.pretrain_time_share=0.33",
+    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:24", "model.pretrain_time_share=0.33",
                     "model.pretrain_epochs=1000", "model.pseudo_label_trigger=0.01", "model.pseudo_label_epoch=1000",
                     "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
                     "model.pretrain_batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50",
                     "paths.reference_dir=${shipped_references:}", "callbacks.generator_metrics.required=true",
                     "callbacks.generator_metrics.every_n_epochs=1", "callbacks.generator_metrics.n_samples=200",
-                    "callbacks.generator_metrics.n_real=500", "callbacks.generator_metrics.per_class=false", "logger=tensorboard_csv"],
+                    "callbacks.generator_metrics.n_real=500", "callbacks.generator_metrics.per_class=false", "logger=tensorboard_csv",
+                    "callbacks.schedule.measure_batches=5"],  # the speed line within the few batches of pre-training
                    run_dir, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, proc
@@ -222,7 +223,7 @@ def test_schedule_by_wall_time_and_quality(scheduled_run):
     game = sorted((w, s) for w, s, _ in scalars["train/d/loss"])
     assert pre_steps and game and max(pre_steps) < game[0][1]  # one switch, from pre-training to the game
     start = min(w for w, _, _ in scalars["pretrain/c/loss"])
-    assert game[0][0] - start >= 0.33 * 30 - 3  # not before its share of the time (first logged step ~ start)
+    assert game[0][0] - start >= 0.33 * 24 - 2  # not before its share of the time (first logged step ~ start)
     pseudo = sorted(s for _, s, _ in scalars.get("train/c/pseudo", []))
     acc_steps = sorted(s for _, s, _ in scalars["gen/ema_c_acc"])
     assert pseudo and acc_steps and min(pseudo) > acc_steps[0]  # R_P only after the first game epoch's measurement
@@ -264,7 +265,7 @@ def _custom_scalar_layout(tb_dir):
 def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     run_dir, proc = scheduled_run
     out = proc.stdout + proc.stderr
-    assert "schedule: pre-training" in out and "stops after 0:00:30 (trainer.max_time)" in out
+    assert "schedule: pre-training" in out and "stops after 0:00:24 (trainer.max_time)" in out
     assert "pre-training:" in out and "it/s; the rest of the run" in out
     assert f"run directory: {run_dir}" in out and "done in " in out
     # the closing line shows the final generator's FID: the one measured after trainer.max_time stopped the run

@@ -1,0 +1,65 @@
+"""Runs ``python -m gan_lightning`` command lines for the tests, each in its own process, forked from this one.
+
+This process imports the CLI once (torch, Lightning, Hydra and the config schemas: most of a short run's start-up
+time), then reads one request per line on stdin: ``{"args", "env", "cwd", "stdout", "stderr", "timeout"}``. For
+each it forks a child that takes the request's environment, working directory and command line, writes its output
+to the request's files and runs the CLI's ``main()`` exactly as ``python -m gan_lightning`` does, up to a normal
+interpreter exit (exit status, ``atexit`` handlers, buffered files). The child's exit status (or ``null`` after a
+timeout, when the child was killed) goes back as one line of JSON.
+
+What a child cannot show: warnings emitted while modules are imported (they happen here, once). Tests about the
+console of a fresh interpreter run ``python -m gan_lightning`` itself (``run_cli(..., fresh=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import gan_lightning.__main__ as cli  # noqa: E402 - the import this process exists to share
+
+control = os.fdopen(os.dup(1), "w")  # replies go here; fd 1 and 2 become each child's output files
+
+
+def serve() -> None:
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            child(request)  # never returns
+        deadline = time.monotonic() + request["timeout"]
+        status = None
+        while status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+            elif time.monotonic() > deadline:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            else:
+                time.sleep(0.02)
+        control.write(json.dumps({"returncode": status}) + "\n")
+        control.flush()
+
+
+def child(request: dict) -> None:
+    os.setpgid(0, 0)  # a timeout kills the child and whatever it started
+    control.close()
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    for fd, path in ((0, os.devnull), (1, request["stdout"]), (2, request["stderr"])):
+        target = os.open(path, os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.argv = [cli.__file__, *request["args"]]
+    cli.main()  # its SystemExit (or exception) ends this child as it would end `python -m gan_lightning`
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    serve()
