@@ -24,7 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
+from torchvision.io import write_png
+from torchvision.transforms.functional import pil_to_tensor
+from torchvision.utils import make_grid
 
 from bench.mnist100 import cpu_flags
 from gan_lightning.tbread import read_scalars
@@ -65,7 +69,7 @@ def final_values(run_dir: Path) -> dict[str, float]:
     """The last logged value of each metric, and the optimizer steps (every player's updates) done in its budget."""
     scalars = read_scalars(run_dir / "tb")
     final = {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
-    final["iterations"] = max((s for events in scalars.values() for _, s, _ in events), default=0)
+    final["optimizer_steps"] = max((s for events in scalars.values() for _, s, _ in events), default=0)
     return final
 
 
@@ -98,7 +102,7 @@ def table(study: str, results: list[dict]) -> str:
     lines = [f"| {study} | optimizer steps | " + " | ".join(present) + " |", "|---" * (len(present) + 2) + "|"]
     for setting in dict.fromkeys(r["setting"] for r in results):
         group = [r["final"] for r in results if r["setting"] == setting]
-        cells = [f"{statistics.mean(g.get('iterations', 0) for g in group):,.0f}"]
+        cells = [f"{statistics.mean(g.get('optimizer_steps', 0) for g in group):,.0f}"]
         for key in present:
             values = [g[key] for g in group if key in g]
             scale, unit = (100, " %") if key.startswith("val/") or key == "gen/cond_acc" else (1, "")
@@ -160,7 +164,7 @@ def report(study: str, meta: dict, results: list[dict], out: Path, images: Path)
             shutil.copy(grids[-1], images / f"{name}.png")
         if grids and study in OVER_TRAINING:
             picked = [grids[round(i * (len(grids) - 1) / 3)] for i in range(4)] if len(grids) >= 4 else grids
-            side_by_side([Image.open(g) for g in picked]).save(images / f"{name}_over_training.png")
+            write_png(side_by_side(picked), str(images / f"{name}_over_training.png"))
     stem = out / f"experiments_{study}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     text = table(study, results)
@@ -168,15 +172,11 @@ def report(study: str, meta: dict, results: list[dict], out: Path, images: Path)
     print(text, flush=True)
 
 
-def side_by_side(grids: list) -> Image.Image:
-    """Sample grids left to right (epochs of one run), 8 pixels apart."""
-    width, height = sum(g.width for g in grids) + 8 * (len(grids) - 1), max(g.height for g in grids)
-    canvas = Image.new("RGB", (width, height), "white")
-    x = 0
-    for g in grids:
-        canvas.paste(g.convert("RGB"), (x, 0))
-        x += g.width + 8
-    return canvas
+def side_by_side(paths: list[Path]) -> torch.Tensor:
+    """Sample grids (epochs of one run) in one row, 8 white pixels apart, as a uint8 image tensor."""
+    grids = torch.stack([pil_to_tensor(Image.open(p).convert("RGB")) for p in paths])
+    return make_grid(grids, nrow=len(paths), padding=8, pad_value=255)
+
 
 if __name__ == "__main__":
     main()

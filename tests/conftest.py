@@ -64,21 +64,19 @@ class _Forker:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
         with tempfile.TemporaryDirectory() as out_dir:
-            return self._run(args, env, timeout, Path(out_dir) / "stdout", Path(out_dir) / "stderr")
-
-    def _run(self, args: list[str], env: dict, timeout: float, stdout: Path, stderr: Path) -> subprocess.CompletedProcess:
-        request = {"args": args, "env": env, "cwd": str(ROOT), "stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        reply = self.proc.stdout.readline()
-        if not reply:
-            raise RuntimeError("tests/cli_forker.py stopped (run it by hand to see why)")
-        code = json.loads(reply)["returncode"]
-        cmd = [sys.executable, "-m", "gan_lightning", *args]
-        if code is None:
-            raise subprocess.TimeoutExpired(cmd, timeout)
-        return subprocess.CompletedProcess(cmd, code, stdout.read_text(), stderr.read_text())
+            stdout, stderr = Path(out_dir) / "stdout", Path(out_dir) / "stderr"
+            request = {"args": args, "env": env, "cwd": str(ROOT), "stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+            if not reply:
+                raise RuntimeError("tests/cli_forker.py stopped (run it by hand to see why)")
+            code = json.loads(reply)["returncode"]
+            cmd = [sys.executable, "-m", "gan_lightning", *args]
+            if code is None:
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            return subprocess.CompletedProcess(cmd, code, stdout.read_text(), stderr.read_text())
 
 
 _FORKER = _Forker()
