@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable
+from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable, reuse_cpu_memory
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -232,6 +232,8 @@ def main() -> None:
         scaling(args)
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
+    # trainer.reuse_cpu_memory (process-wide: the plain loop gets it too, so the ratios count only the steps' own code)
+    reuse_memory = build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory in ("auto", True) and reuse_cpu_memory()
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:
@@ -257,7 +259,7 @@ def main() -> None:
         print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "warmup": warmup, "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
+            "iters": args.iters, "warmup": warmup, "reuse_cpu_memory": reuse_memory, "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
             "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +281,7 @@ def main() -> None:
                                        f"matmul peak: {peak / 1e9:.0f} GFLOP/s; {meta['iters']} timed iterations after {warmup} warm-up, "
                                        f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
                                        f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
+                                       f"; CPU memory reuse (plain loop too): {'on' if reuse_memory else 'off'}"
                                        f"\n\n{table}\n")
     print(table)
 

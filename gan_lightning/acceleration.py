@@ -1,7 +1,14 @@
-"""Running a game faster without changing what it computes: ``trainer.cuda_graphs`` and ``trainer.compile``.
+"""Running a game faster without changing what it computes: ``trainer.cuda_graphs``, ``trainer.compile`` and
+``trainer.reuse_cpu_memory``.
 
-``accelerate(model, trainer_cfg)`` is the one entry point: it takes these two keys out of the trainer's config,
-decides (``auto``: CUDA graphs wherever they work) and refuses impossible combinations with one line.
+``accelerate(model, trainer_cfg)`` is the one entry point: it takes these keys out of the trainer's config,
+decides (``auto``: CUDA graphs wherever they work, CPU memory reuse wherever the C library is glibc) and refuses
+impossible combinations with one line.
+
+CPU memory reuse: glibc's malloc hands every block over 128 KiB-32 MiB back to the operating system when it is
+freed, so each new activation or gradient of a CPU training step starts on fresh pages, one page fault per 4 KiB.
+``reuse_cpu_memory`` raises its thresholds (``mallopt``) so freed blocks stay in the process for the next step's
+tensors; the process keeps its peak memory instead of returning it between steps.
 
 Whole-iteration CUDA graphs: a game's iteration (every forward, backward, optimizer step and the EMA update)
 is recorded once and replayed, so one iteration costs one launch instead of hundreds of small kernels.
@@ -14,6 +21,8 @@ eager execution, since PyTorch advances the CUDA generator's offset on each repl
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -96,6 +105,13 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     trainer_cfg = dict(trainer_cfg)
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
+    reuse_memory = trainer_cfg.pop("reuse_cpu_memory", False)
+    if reuse_memory not in ("auto", True, False):
+        raise ConfigError(f"trainer.reuse_cpu_memory={reuse_memory!r} is not one of [auto, true, false]")
+    applied = reuse_memory in ("auto", True) and reuse_cpu_memory()
+    if reuse_memory is True and not applied:
+        raise ConfigError("trainer.reuse_cpu_memory=true needs glibc's malloc (Linux) and this C library has no mallopt; "
+                          "use auto or false")
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
     if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
@@ -111,6 +127,24 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     if compile_cfg:
         compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
     return trainer_cfg
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest on 64-bit systems: blocks above it are still mapped and unmapped
+TRIM_THRESHOLD = 1 << 30
+
+
+def reuse_cpu_memory() -> bool:
+    """Keep freed blocks of up to 32 MiB in the process for reuse, and up to 1 GiB of free memory at the top of the
+    heap (glibc ``mallopt``); the same every call. False where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def cuda_graphs_problem(model: nn.Module, trainer_cfg: dict, compile_cfg: Any = False) -> str | None:

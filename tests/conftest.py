@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import gan_lightning  # noqa: F401 - registers the config resolvers
+from gan_lightning.acceleration import reuse_cpu_memory
 from gan_lightning.schema import register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
     import torch
 
     torch.set_num_threads(1)
+
+reuse_cpu_memory()  # as every training run does (trainer.reuse_cpu_memory): the in-process trainings and forked CLI runs
 
 
 def _data_root() -> Path | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from gan_lightning.hardware import cpu_has_native_bf16
@@ -47,6 +50,9 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     ({"cuda_graphs": "sometimes"}, False, "trainer.cuda_graphs='sometimes' is not one of [auto, true, false]"),
     ({"cuda_graphs": True}, False, "trainer.cuda_graphs=true needs a CUDA GPU"),
     ({"cuda_graphs": False, "compile": "yes"}, False, "trainer.compile='yes': expects true, false or torch.compile's options"),
+    ({"cuda_graphs": False, "reuse_cpu_memory": "auto"}, False, None),
+    ({"cuda_graphs": False, "reuse_cpu_memory": False}, False, None),
+    ({"cuda_graphs": False, "reuse_cpu_memory": "always"}, False, "trainer.reuse_cpu_memory='always' is not one of [auto, true, false]"),
 ])
 def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(extras, graphs, error):
     import torch
@@ -68,3 +74,35 @@ def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(ex
     assert getattr(model, "iteration_graph", None) is None  # eager steps
     compiled = [n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None]
     assert compiled == (["classifier", "generator", "discriminator"] if extras.get("compile") else [])
+
+
+FAULTS = """
+import resource, statistics, sys, torch
+from gan_lightning.acceleration import reuse_cpu_memory
+from gan_lightning.nets.triple_gan import ConvClassifier
+if sys.argv[1] == "on":
+    assert reuse_cpu_memory()
+torch.set_num_threads(1)
+c = ConvClassifier((1, 28, 28))
+opt = torch.optim.Adam(c.parameters())
+x, y = torch.rand(100, 1, 28, 28), torch.randint(10, (100,))
+faults = []
+for _ in range(18):
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(c(x), y).backward()
+    opt.step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+faults = faults[3:]  # after the first steps, in which the heap grows to the step's working size
+print(statistics.mean(faults), statistics.median(faults))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_reused_cpu_memory_spares_the_page_faults_of_each_training_step():
+    """trainer.reuse_cpu_memory: a training step's new tensors land on pages the process already has."""
+    faults = {mode: [float(v) for v in subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+                                                      check=True).stdout.split()] for mode in ("off", "on")}
+    (mean_off, _), (mean_on, median_on) = faults["off"], faults["on"]  # page faults per step of a classifier's training
+    assert mean_off > 1000, faults  # glibc's default: freed activations go back to the system, new ones fault pages in
+    assert median_on < 10 and mean_on < mean_off / 5, faults  # reused: most steps fault no page in

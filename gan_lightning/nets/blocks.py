@@ -25,7 +25,7 @@ class GaussianNoise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.sigma > 0:
-            return x + self.sigma * torch.randn_like(x)
+            return x + self.sigma * random_like(x)
         return x
 
 
@@ -39,8 +39,16 @@ class MaskDropout(nn.Dropout):
             return x
         if self.p >= 1.0:
             return x * 0.0
-        keep = torch.rand_like(x, dtype=torch.float32) >= self.p  # fp32 uniforms: exact rates under bf16 autocast too
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        # fp32 uniforms: exact rates under bf16 autocast too
+        return x * (random_like(x, torch.rand, torch.float32) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def random_like(x: torch.Tensor, draw=torch.randn, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Random numbers (``torch.rand`` or ``torch.randn``) of ``x``'s shape and memory layout, drawn as one flat block:
+    on a CPU torch fills a channels-last tensor 2x (uniform) to 8x (normal) slower than a contiguous one."""
+    flat = draw(x.numel(), dtype=dtype or x.dtype, device=x.device)
+    dense = x.is_contiguous() or x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return flat.as_strided(x.shape, x.stride()) if dense else flat.view(x.shape)
 
 
 def make_dropout(p: float, fast: bool = True) -> nn.Dropout:

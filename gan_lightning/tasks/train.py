@@ -44,7 +44,7 @@ def build(cfg: DictConfig):
     if not loggers:  # `logger=none`: nothing to monitor learning rates into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg = accelerate(model, trainer_cfg)  # trainer.cuda_graphs and trainer.compile: applied to the model
+    trainer_cfg = accelerate(model, trainer_cfg)  # trainer.cuda_graphs, .compile, .reuse_cpu_memory: applied here
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     datamodule.prepare_data()
     datamodule.setup("fit")
