@@ -35,7 +35,7 @@ def _average_in(rank: int, port: int, out) -> None:
 
 def test_average_gradients_across_two_processes():
     out = mp.Manager().dict()
-    mp.spawn(_average_in, args=(_free_port(), out), nprocs=2, join=True)
+    mp.start_processes(_average_in, args=(_free_port(), out), nprocs=2, join=True, start_method="fork")  # no new interpreters
     for rank in (0, 1):
         a, b, unused = out[rank]
         assert torch.equal(a, torch.full((3,), 1.5)) and torch.equal(b, torch.full((2, 2), 5.0)) and unused is None

@@ -18,7 +18,7 @@ from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
 from gan_lightning.checkpoints import AtomicCheckpointIO
 
 pytestmark = [needs_mnist, pytest.mark.slow, pytest.mark.xdist_group("resume")]  # CLI runs sharing an uninterrupted run
-RUN = ["model=gan", "trainer=debug", "trainer.limit_train_batches=80", "trainer.max_epochs=3", "logger=none",
+RUN = ["model=gan", "trainer=debug", "trainer.limit_train_batches=40", "trainer.max_epochs=3", "logger=none",
        "callbacks.sample_grid=null"]
 
 

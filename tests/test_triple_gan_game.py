@@ -198,9 +198,9 @@ class _Scale(torch.nn.Module):
 
 @pytest.fixture(scope="session")
 def scheduled_run(tmp_path_factory):
-    """Pre-training ends by wall time (a third of 24 s), R_P starts by the quality trigger, G's metrics are logged."""
+    """Pre-training ends by wall time (a third of 16 s), R_P starts by the quality trigger, G's metrics are logged."""
     run_dir = tmp_path_factory.mktemp("scheduled") / "run"
-    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:24", "model.pretrain_time_share=0.33",
+    proc = run_cli(["model=triple_gan", "trainer=cpu", "trainer.max_time=00:00:00:16", "model.pretrain_time_share=0.33",
                     "model.pretrain_epochs=1000", "model.pseudo_label_trigger=0.01", "model.pseudo_label_epoch=1000",
                     "model.trigger_samples=100", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1",
                     "model.pretrain_batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50",
@@ -223,7 +223,7 @@ def test_schedule_by_wall_time_and_quality(scheduled_run):
     game = sorted((w, s) for w, s, _ in scalars["train/d/loss"])
     assert pre_steps and game and max(pre_steps) < game[0][1]  # one switch, from pre-training to the game
     start = min(w for w, _, _ in scalars["pretrain/c/loss"])
-    assert game[0][0] - start >= 0.33 * 24 - 2  # not before its share of the time (first logged step ~ start)
+    assert game[0][0] - start >= 0.33 * 16 - 2  # not before its share of the time (first logged step ~ start)
     pseudo = sorted(s for _, s, _ in scalars.get("train/c/pseudo", []))
     acc_steps = sorted(s for _, s, _ in scalars["gen/ema_c_acc"])
     assert pseudo and acc_steps and min(pseudo) > acc_steps[0]  # R_P only after the first game epoch's measurement
