@@ -265,7 +265,7 @@ def _custom_scalar_layout(tb_dir):
 def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     run_dir, proc = scheduled_run
     out = proc.stdout + proc.stderr
-    assert "schedule: pre-training" in out and "stops after 0:00:24 (trainer.max_time)" in out
+    assert "schedule: pre-training" in out and "stops after 0:00:16 (trainer.max_time)" in out
     assert "pre-training:" in out and "it/s; the rest of the run" in out
     assert f"run directory: {run_dir}" in out and "done in " in out
     # the closing line shows the final generator's FID: the one measured after trainer.max_time stopped the run
