@@ -72,6 +72,27 @@ def test_joint_discriminator_forward_gives_the_losses_of_two_forwards(model, tmp
     torch.testing.assert_close(joint, apart, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("model", [["model=dcgan"], ["model=cgan", "model.d_steps=2"]])
+def test_reused_generator_forward_gives_the_losses_of_a_fresh_one(model, tmp_path):
+    # D's dropout draws in the same order either way (G draws nothing): the losses match with dropout on
+    keys = ["train/d/loss", "train/d/real", "train/d/fake", "train/g/loss"]
+    runs = {}
+    for reuse in (True, False):
+        cfg = compose_cfg(["trainer=debug", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none",
+                           *model, f"model.reuse_g_forward={str(reuse).lower()}"], output_dir=tmp_path / str(reuse))
+        datamodule, game, trainer = build(cfg)
+        record = _Losses(keys)
+        trainer.callbacks.append(record)
+        trainer.fit(game, datamodule=datamodule)
+        bn = [m for m in game.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        runs[reuse] = torch.tensor(record.values), [int(m.num_batches_tracked) for m in bn]
+    (reused, tracked_reused), (fresh, tracked_fresh) = runs[True], runs[False]
+    assert reused.shape == (4, len(keys))
+    torch.testing.assert_close(reused, fresh, rtol=1e-5, atol=1e-6, equal_nan=True)
+    if "model=dcgan" in model:  # G's batch-norm statistics: one update per batch instead of two
+        assert tracked_reused and all(r == 4 and f == 8 for r, f in zip(tracked_reused, tracked_fresh)), (tracked_reused, tracked_fresh)
+
+
 def test_a_discriminator_with_batch_norm_keeps_two_forwards():
     model = instantiate(compose_cfg(["model=dcgan"]).model)
     assert not model.joint_d and instantiate(compose_cfg(["model=gan"]).model).joint_d

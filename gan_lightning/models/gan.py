@@ -28,6 +28,10 @@ class GAN(GeneratorGrid, GameModule):
         grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
         joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
             same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
+        reuse_g_forward: on a batch with both a D and a G step, G's samples are generated once, with their graph: D's
+            step scores them detached and G's step trains through them (as PyTorch's DCGAN example). The losses are
+            those of a fresh G forward in G's step (same z, G unchanged in between); G's batch-norm running
+            statistics move once per batch instead of twice. false: G runs again in its step.
         batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
     """
 
@@ -38,6 +42,7 @@ class GAN(GeneratorGrid, GameModule):
                  latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
                  g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
                  data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True, joint_d_forward: bool = True,
+                 reuse_g_forward: bool = True,
                  **plan: Any) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
@@ -84,10 +89,18 @@ class GAN(GeneratorGrid, GameModule):
         cycle = max(self.hparams.d_steps, self.hparams.g_steps)
         phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
         log = self.logging_step()
-        if phase >= cycle - self.hparams.d_steps:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
+        d_step, g_step = phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
+        fake_g = None  # G's samples with their graph, for both steps of the batch (reuse_g_forward)
+        if d_step and g_step and self.hparams.reuse_g_forward:
+            with self.training_only(opt_g, (opt_g, opt_d)):
+                fake_g = self(z, y_fake)
+        if d_step:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
             with self.training_only(opt_d, (opt_g, opt_d)):
-                with torch.no_grad():
-                    fake = self(z, y_fake)
+                if fake_g is None:
+                    with torch.no_grad():
+                        fake = self(z, y_fake)
+                else:
+                    fake = fake_g.detach()
                 if self.joint_d:  # one forward over both batches (D has no batch statistics)
                     logits = self._d(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y_fake]) if self.conditional else None)
                     real_logits, fake_logits = logits[:n], logits[n:]
@@ -98,9 +111,9 @@ class GAN(GeneratorGrid, GameModule):
             if log:
                 self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
                                "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
-        if phase >= cycle - self.hparams.g_steps:  # --- G step, on the D just updated
+        if g_step:  # --- G step, on the D just updated
             with self.training_only(opt_g, (opt_g, opt_d)):
-                fake_logits = self._d(self(z, y_fake), y_fake)
+                fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
                 self.step(opt_g, loss_g, "generator")
             if log:
