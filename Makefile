@@ -11,8 +11,8 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # uv installs the same packages as pip, faster; pip where uv is unavailable. Bytecode compiled at install, as pip does.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	if $(PY) -m pip install -q uv; then \
-		$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) $(TORCH_PINS) -e ".[test]"; \
+	if $(PY) -m pip install -q uv && $(VENV)/bin/uv pip install --compile-bytecode --python $(PY) $(TORCH_PINS) -e ".[test]"; then \
+		:; \
 	else \
 		$(PY) -m pip install $(TORCH_PINS) -e ".[test]"; \
 	fi
