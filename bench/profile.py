@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench.mnist100 import cpu_flags
 from bench.speed import MODELS, build, data
-from gan_lightning.acceleration import reuse_cpu_memory
+from gan_lightning.acceleration import apply_reuse_cpu_memory
 
 
 def profile_model(name: str, overrides: list[str], iters: int, warmup: int, top: int) -> dict:
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides (default: trainer.precision=32-true)")
     args = parser.parse_args()
     overrides = args.overrides or ["trainer.precision=32-true"]
-    reuse_memory = build(args.models[0], overrides)[0].trainer.reuse_cpu_memory in ("auto", True) and reuse_cpu_memory()  # as a run does
+    reuse_memory = apply_reuse_cpu_memory(build(args.models[0], overrides)[0].trainer.reuse_cpu_memory)  # as a run does
     results = [profile_model(name, overrides, args.iters, args.warmup, args.top) for name in args.models]
     meta = {"machine": platform.machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "overrides": overrides, "reuse_cpu_memory": reuse_memory,
             "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}

@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, compile_networks, make_capturable, reuse_cpu_memory
+from gan_lightning.acceleration import IterationGraph, apply_reuse_cpu_memory, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -233,7 +233,7 @@ def main() -> None:
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     # trainer.reuse_cpu_memory (process-wide: the plain loop gets it too, so the ratios count only the steps' own code)
-    reuse_memory = build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory in ("auto", True) and reuse_cpu_memory()
+    reuse_memory = apply_reuse_cpu_memory(build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory)
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:

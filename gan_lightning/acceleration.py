@@ -105,13 +105,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     trainer_cfg = dict(trainer_cfg)
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
-    reuse_memory = trainer_cfg.pop("reuse_cpu_memory", False)
-    if reuse_memory not in ("auto", True, False):
-        raise ConfigError(f"trainer.reuse_cpu_memory={reuse_memory!r} is not one of [auto, true, false]")
-    applied = reuse_memory in ("auto", True) and reuse_cpu_memory()
-    if reuse_memory is True and not applied:
-        raise ConfigError("trainer.reuse_cpu_memory=true needs glibc's malloc (Linux) and this C library has no mallopt; "
-                          "use auto or false")
+    apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
     if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
@@ -132,6 +126,18 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 MMAP_THRESHOLD_MAX = 32 << 20  # glibc's largest on 64-bit systems: blocks above it are still mapped and unmapped
 TRIM_THRESHOLD = 1 << 30
+
+
+def apply_reuse_cpu_memory(setting: Any) -> bool:
+    """Apply ``trainer.reuse_cpu_memory`` (auto | true | false); whether freed memory is now kept for reuse. One line
+    for a value outside those, or for ``true`` where the C library cannot do it."""
+    if setting not in ("auto", True, False):
+        raise ConfigError(f"trainer.reuse_cpu_memory={setting!r} is not one of [auto, true, false]")
+    applied = setting in ("auto", True) and reuse_cpu_memory()
+    if setting is True and not applied:
+        raise ConfigError("trainer.reuse_cpu_memory=true needs glibc's malloc (Linux) and this C library has no mallopt; "
+                          "use auto or false")
+    return applied
 
 
 def reuse_cpu_memory() -> bool:
