@@ -15,6 +15,7 @@ from gan_lightning.__main__ import _user_error
 from gan_lightning.data import MNISTDataModule, StreamBatches
 from gan_lightning.data.batches import EvalBatches
 from gan_lightning.errors import ConfigError
+from gan_lightning.tbread import read_scalars
 
 SMALL_TRIPLE = [
     "model=triple_gan", "model.generator_batch=20", "model.pretrain_epochs=0",
@@ -62,7 +63,7 @@ class Recorder(L.Callback):
 
 
 def fit(model, data, steps, callbacks=(), val=None):
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, logger=False, log_every_n_steps=1, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks),
                         limit_val_batches=1.0 if val is not None else 0)
     trainer.fit(model, train_dataloaders=data, val_dataloaders=val)
@@ -314,3 +315,23 @@ def test_non_finite_loss_stops_with_the_network_and_step(mnist):
         model.discriminator.net[-1].weight.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"discriminator loss is nan at global step 0"):
         fit(model, batches(mnist, model, 2), 2)
+
+
+def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_every_step(mnist, tmp_path):
+    """Every scalar is logged on the steps a logger writes (every log_every_n_steps); between them only the
+    progress bar's loss is handed to Lightning, on every step (on the CPU)."""
+    cfg = compose_cfg(["model=gan", "model.batch_sizes.real=32"])
+    L.seed_everything(0)
+    model = instantiate(cfg.model)
+    rec = Recorder(["generator", "discriminator"])
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=6, log_every_n_steps=3, enable_checkpointing=False,
+                        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version=""), enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[rec], limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=batches(mnist, model, 6))
+    g = [m["train/g/loss"] for m in rec.metrics]
+    d = [m.get("train/d/loss") for m in rec.metrics]
+    assert len(set(g)) == 6  # a fresh G loss on the progress bar after every step
+    assert d[:2] == [None, None] and d[2] == d[3] == d[4] != d[5]  # D's terms only on steps 3 and 6
+    written = read_scalars(tmp_path)
+    assert [step for _, step, _ in written["train/d/loss"]] == [2, 5] == [step for _, step, _ in written["train/g/loss"]]
+    assert [v for _, _, v in written["train/g/loss"]] == pytest.approx([g[2], g[5]])

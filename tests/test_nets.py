@@ -176,18 +176,27 @@ def test_random_erase_blanks_one_square_per_image():
         RandomErase(2.5)
 
 
-def test_mask_dropout_has_torch_dropouts_distribution_and_gradient():
-    from gan_lightning.nets.blocks import MaskDropout, make_dropout
+@pytest.mark.parametrize("p,bits", [(0.3, 0), (0.5, 1), (0.25, 2), (0.75, 2), (0.125, 3)])
+def test_mask_dropout_has_torch_dropouts_distribution_and_gradient(p, bits):
+    from gan_lightning.nets.blocks import MaskDropout, _mask_bits, make_dropout
 
-    layer = MaskDropout(0.3)
+    assert _mask_bits(p) == bits  # 0: fp32 uniforms; k: k random bits per element, 31 // k elements per draw
+    layer = MaskDropout(p)
     x = torch.ones(400, 500, requires_grad=True)
     torch.manual_seed(0)
     out = layer(x)
     torch.manual_seed(0)
     assert torch.equal(out, layer(x))  # the same seed, the same mask
     kept = out != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.01  # keep rate 1 - p
-    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # survivors scaled by 1 / (1 - p)
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # keep rate 1 - p
+    # independent decisions: elements that share a random draw (neighbours, every 31st) are not correlated,
+    # and each position within a draw keeps at the same rate
+    flat = kept.flatten().float()
+    assert abs((flat[:-1] * flat[1:]).mean().item() - (1 - p) ** 2) < 0.01
+    per = max(1, 31 // bits) if bits else 31
+    rates = flat[: len(flat) // per * per].view(-1, per).mean(0)
+    assert (rates - (1 - p)).abs().max() < 0.03
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / (1 - p)))  # survivors scaled by 1 / (1 - p)
     out.sum().backward()
     assert torch.equal(x.grad, out.detach())  # d out / d x: the scaled mask
     assert torch.equal(layer.eval()(x), x)  # identity in eval mode

@@ -88,7 +88,7 @@ class GAN(GeneratorGrid, GameModule):
         y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
         cycle = max(self.hparams.d_steps, self.hparams.g_steps)
         phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
-        log = self.logging_step()
+        scalars: dict[str, torch.Tensor] = {}
         d_step, g_step = phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
         fake_g = None  # G's samples with their graph, for both steps of the batch (reuse_g_forward)
         if d_step and g_step and self.hparams.reuse_g_forward:
@@ -108,13 +108,13 @@ class GAN(GeneratorGrid, GameModule):
                     real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
                 loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
                 self.step(opt_d, loss_real + loss_fake, "discriminator")
-            if log:
-                self.log_dict({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
-                               "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
+            if self.logging_step():
+                scalars.update({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
+                                "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
         if g_step:  # --- G step, on the D just updated
             with self.training_only(opt_g, (opt_g, opt_d)):
                 fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
                 self.step(opt_g, loss_g, "generator")
-            if log:
-                self.log("train/g/loss", loss_g, prog_bar=True)
+            scalars["train/g/loss"] = loss_g
+        self.log_step_scalars(scalars, "train/g/loss")

@@ -345,14 +345,9 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
                 opt._on_before_step()
                 opt._on_after_step()
             self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
-        if not self.logging_step():
-            return
-        if graph is not None:  # the next replay overwrites the graph's outputs
+        if graph is not None and self.logging_step():  # the next replay overwrites the graph's outputs
             logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
-        shown = "train/c/loss"  # on the progress bar
-        self.log_dict({k: v for k, v in logs.items() if k != shown})
-        if shown in logs:
-            self.log(shown, logs[shown], prog_bar=True)
+        self.log_step_scalars(logs, "train/c/loss")
 
     LOSS_NAMES = {"discriminator": "train/d", "generator": "train/g", "classifier": "train/c", "classifier (pre-training)": "pretrain/c"}
 
