@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -127,3 +128,20 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
     # four of the five epochs (0, 1, 3, 4) in one row, 8 white pixels around each: the last grid starts at x = 8 + 3 * 28
     assert over.size == (4 * 20 + 5 * 8, 20 + 2 * 8) and over.getpixel((0, 0)) == (255, 255, 255)
     assert [over.getpixel((8 + i * 28, 8)) for i in range(4)] == [(v, v, v) for v in (0, 50, 150, 200)]
+
+
+def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
+    """``bench.speed`` runs the plain loop and the framework side by side and records both, with the CPU's flags and
+    the matmul peak measured before each repeat (read back, not timed)."""
+    cmd = [sys.executable, "-m", "bench.speed", "--models", "gan", "--iters", "2", "--warmup", "1", "--repeats", "2",
+           "--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "speed_cpu_smoke.json").read_text())
+    assert {"avx512_bf16", "amx_bf16", "torch_threads", "matmul_peak_gflop_s"} <= set(report["meta"])
+    (row,) = report["rows"]
+    assert row["model"] == "gan" and len(row["plain_it_s"]["runs"]) == len(row["framework_it_s"]["runs"]) == 2
+    assert len(row["peaks_flop_s"]) == 2 and row["peak_flop_s"] == pytest.approx(statistics.median(row["peaks_flop_s"]))
+    assert row["speedup"] == pytest.approx(row["framework_it_s"]["median"] / row["plain_it_s"]["median"])
+    table = (tmp_path / "speed_cpu_smoke.md").read_text()
+    assert "| gan | 64 |" in table and "trainer.precision=32-true" in table
