@@ -335,3 +335,27 @@ def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_e
     written = read_scalars(tmp_path)
     assert [step for _, step, _ in written["train/d/loss"]] == [2, 5] == [step for _, step, _ in written["train/g/loss"]]
     assert [v for _, _, v in written["train/g/loss"]] == pytest.approx([g[2], g[5]])
+
+
+def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_game(mnist):
+    """Between logging steps only C's loss is handed to Lightning: on the progress bar, in both phases."""
+
+    class Shown(L.Callback):
+        def __init__(self) -> None:
+            self.bars: list[set[str]] = []
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            self.bars.append(set(trainer.progress_bar_metrics))
+
+    for pretrain_epochs, expected in ((1, "pretrain/c/loss"), (0, "train/c/loss")):
+        cfg = compose_cfg(SMALL_TRIPLE + [f"model.pretrain_epochs={pretrain_epochs}", "model.pretrain_batch_sizes.c_unlabeled=30"])
+        L.seed_everything(0)
+        model = instantiate(cfg.model)
+        shown = Shown()
+        trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=50,
+                            callbacks=[shown])
+        trainer.fit(model, train_dataloaders=batches(mnist, model, 2, pretraining=bool(pretrain_epochs)))
+        assert shown.bars == [{expected}, {expected}]
+        steps = {k for k in trainer.callback_metrics if k.startswith(("train/", "pretrain/"))}
+        assert steps == {expected}  # no logging step: the other terms stay out
