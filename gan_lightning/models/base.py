@@ -155,7 +155,7 @@ class GameModule(L.LightningModule):
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training if a loss ``{network name: loss}`` is not finite; it reads the losses back from the
         device, so on accelerators only every ``log_every_n_steps`` steps."""
-        every = 1 if self._trainer is None or self.device.type == "cpu" else self.trainer.log_every_n_steps
+        every = 1 if self._trainer is None or self.device.type == "cpu" else max(1, self.trainer.log_every_n_steps)  # 0: no logging
         if self.global_step % every:
             return
         values = torch.stack([v.detach().float() for v in losses.values()]).tolist()

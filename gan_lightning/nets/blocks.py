@@ -59,9 +59,10 @@ def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
 
     On a CPU, where torch draws one 32-bit number per element from one serial generator, a rate with an exact
     k-bit form (0.5, 0.25, 0.125, ...) takes its mask from the bits of 31-bit random integers: element i keeps
-    where its k-bit field is >= p * 2^k, so 31 // k elements share one draw (p = 0.5: 31 masks per draw, 4x
-    faster overall on this path). Other rates, and accelerators, compare fp32 uniforms with p (exact rates under
-    bf16 autocast too). Either way the keep decisions are independent Bernoulli(1 - p) draws."""
+    where its k-bit field is >= p * 2^k, so 31 // k elements share one draw (p = 0.5: 31 masks per draw; a mask
+    for a (400, 32, 12, 12) activation 2.6x faster than from uniforms). Other rates, and accelerators, compare
+    fp32 uniforms with p (exact rates under bf16 autocast too). Either way the keep decisions are independent
+    Bernoulli(1 - p) draws."""
     k = _mask_bits(p) if x.device.type == "cpu" else 0
     if k:
         per, n = 31 // k, x.numel()
