@@ -143,14 +143,16 @@ class GameModule(L.LightningModule):
             return True
         return bool(self.trainer._logger_connector.should_update_logs)
 
-    def log_step_scalars(self, scalars: Mapping[str, torch.Tensor], shown: str) -> None:
-        """Log this batch's step scalars on logging steps (``logging_step``); ``shown`` goes on the progress bar,
-        on the CPU on every batch (on accelerators reading it back would sync the device on every batch)."""
+    def log_step_scalars(self, scalars: Mapping[str, torch.Tensor], shown: str, bar: str) -> None:
+        """Log this batch's step scalars on logging steps (``logging_step``), and ``scalars[shown]`` on the progress
+        bar as ``bar`` (not to the logger): on the CPU on every batch, on accelerators on logging steps (reading it
+        back would sync the device on every batch). One bar name per network, whatever the phase, so the bar never
+        shows a stale value of an earlier phase."""
         logging = self.logging_step()
         if logging:
-            self.log_dict({k: v for k, v in scalars.items() if k != shown})
+            self.log_dict(dict(scalars))
         if shown in scalars and (logging or self.device.type == "cpu"):
-            self.log(shown, scalars[shown], prog_bar=True)
+            self.log(bar, scalars[shown], prog_bar=True, logger=False)
 
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training if a loss ``{network name: loss}`` is not finite; it reads the losses back from the

@@ -117,4 +117,4 @@ class GAN(GeneratorGrid, GameModule):
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
                 self.step(opt_g, loss_g, "generator")
             scalars["train/g/loss"] = loss_g
-        self.log_step_scalars(scalars, "train/g/loss")
+        self.log_step_scalars(scalars, "train/g/loss", bar="g_loss")

@@ -347,7 +347,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
             self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
         if graph is not None and self.logging_step():  # the next replay overwrites the graph's outputs
             logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
-        self.log_step_scalars(logs, "train/c/loss" if "train/c/loss" in logs else "pretrain/c/loss")  # C's loss on the bar
+        self.log_step_scalars(logs, "train/c/loss" if "train/c/loss" in logs else "pretrain/c/loss", bar="c_loss")
 
     LOSS_NAMES = {"discriminator": "train/d", "generator": "train/g", "classifier": "train/c", "classifier (pre-training)": "pretrain/c"}
 
