@@ -218,3 +218,13 @@ def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path):
 
     datamodule, model, trainer = build(compose_cfg(["model=triple_gan", "trainer.accelerator=gpu"], output_dir=tmp_path))
     assert getattr(model, "iteration_graph", None) is not None
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("trainer.log_every_n_steps=-3", "error: trainer.log_every_n_steps=-3 must be a whole number >= 0"),
+    ("trainer.check_val_every_n_epoch=0", "error: trainer.check_val_every_n_epoch=0 must be a whole number >= 1"),
+])
+def test_a_bad_trainer_count_is_one_line_before_training(tmp_path, override, expected):
+    proc = run_cli(["model=gan", override, *FAST], tmp_path / "run")
+    assert proc.returncode == 2 and proc.stderr.strip() == expected, proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -44,11 +44,26 @@ def build(cfg: DictConfig):
     if not loggers:  # `logger=none`: nothing to monitor learning rates into
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_trainer_counts(trainer_cfg)
     trainer_cfg = accelerate(model, trainer_cfg)  # trainer.cuda_graphs, .compile, .reuse_cpu_memory: applied here
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule, model, trainer
+
+
+TRAINER_COUNTS = {"log_every_n_steps": 0, "check_val_every_n_epoch": 1}  # key: smallest allowed whole number
+
+
+def check_trainer_counts(trainer_cfg: dict) -> None:
+    """One line for a trainer count Lightning would take without complaint and then misuse (e.g. a negative
+    ``log_every_n_steps`` logs nothing and trains on)."""
+    for key, least in TRAINER_COUNTS.items():
+        value = trainer_cfg.get(key)
+        if key not in trainer_cfg or (value is None and key == "check_val_every_n_epoch"):  # None: validate by steps
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"trainer.{key}={value!r} must be a whole number >= {least}")
 
 
 def fit(cfg: DictConfig):
