@@ -107,9 +107,10 @@ class GAN(GeneratorGrid, GameModule):
                 else:
                     real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
                 loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
-                self.step(opt_d, loss_real + loss_fake, "discriminator")
+                loss_d = loss_real + loss_fake
+                self.step(opt_d, loss_d, "discriminator")
             if self.logging_step():
-                scalars.update({"train/d/loss": loss_real + loss_fake, "train/d/real": loss_real, "train/d/fake": loss_fake,
+                scalars.update({"train/d/loss": loss_d, "train/d/real": loss_real, "train/d/fake": loss_fake,
                                 "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
         if g_step:  # --- G step, on the D just updated
             with self.training_only(opt_g, (opt_g, opt_d)):

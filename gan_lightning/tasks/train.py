@@ -59,10 +59,8 @@ def check_trainer_counts(trainer_cfg: dict) -> None:
     """One line for a trainer count Lightning would take without complaint and then misuse (e.g. a negative
     ``log_every_n_steps`` logs nothing and trains on)."""
     for key, least in TRAINER_COUNTS.items():
-        value = trainer_cfg.get(key)
-        if key not in trainer_cfg or (value is None and key == "check_val_every_n_epoch"):  # None: validate by steps
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        value = trainer_cfg.get(key)  # None: Lightning's default (check_val_every_n_epoch: validate by steps)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ConfigError(f"trainer.{key}={value!r} must be a whole number >= {least}")
 
 
