@@ -6,6 +6,7 @@ Lightning): the difference to the Lightning run is Lightning's overhead.
     python -m bench.speed                          # all models on the CPU
     python -m bench.speed --device cuda --models triple_gan --cuda-graphs
     python -m bench.speed --scaling --models gan dcgan triple_gan   # framework it/s against batch size and threads
+    python -m bench.speed --sharing 1 2 --models triple_gan        # several runs at once on one machine (GPU: --sharing 1 5)
 
 Writes bench/results/speed_<device>.{json,md}. Median and spread (min-max) over --repeats, warm-up excluded.
 One iteration = one update of every network (GANs: a D step and a G step; Triple-GAN: D, G and C steps).
@@ -18,8 +19,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -126,23 +130,28 @@ class _Clock(L.Callback):
     """Host clock after the last warm-up batch and after the last batch, the device synchronised at both
     (only there: a sync per batch would stop the host from queueing work ahead, which the plain loop does)."""
 
-    def __init__(self, warmup: int, last: int, device: str) -> None:
-        self.warmup, self.last, self.device = warmup, last, device
+    def __init__(self, warmup: int, last: int, device: str, barrier: Callable[[], None] | None = None) -> None:
+        self.warmup, self.last, self.device, self.barrier = warmup, last, device, barrier
         self.times: dict = {}
+        self.wall: dict = {}  # the same two moments on the wall clock (comparable across processes)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if batch_idx in (self.warmup - 1, self.last):
             sync(self.device)
+            if batch_idx == self.warmup - 1 and self.barrier is not None:
+                self.barrier()  # --sharing: every run starts its timed span together
             self.times[batch_idx] = time.perf_counter()
+            self.wall[batch_idx] = time.time()
 
 
-def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = False, cuda_graphs: bool = False) -> float:
+def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = False, cuda_graphs: bool = False,
+                   clock: _Clock | None = None) -> float:
     cfg, model = build(name, overrides)
     if compile_nets:  # trainer.compile=true
         compile_networks(model)
     if cuda_graphs and hasattr(model, "enable_cuda_graphs"):  # trainer.cuda_graphs=true
         model.enable_cuda_graphs()
-    clock = _Clock(warmup, warmup + iters - 1, device)
+    clock = clock or _Clock(warmup, warmup + iters - 1, device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters,
                             precision=cfg.trainer.precision, logger=L.pytorch.loggers.TensorBoardLogger(tmp), log_every_n_steps=50,
@@ -191,6 +200,90 @@ def scaling(args) -> None:
     print("\n".join(lines))
 
 
+def sharing_worker(args) -> None:
+    """One of ``--sharing``'s runs (a subprocess): warm up, say so (``<dir>/<id>.ready``), wait for ``<dir>/go``, time
+    the framework's run and write ``<dir>/<id>.json``."""
+    folder, ident = Path(args.worker).parent, Path(args.worker).name
+    torch.set_num_threads(args.threads)
+    apply_reuse_cpu_memory(build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory)
+
+    def barrier() -> None:
+        (folder / f"{ident}.ready").touch()
+        while not (folder / "go").exists():
+            time.sleep(0.005)
+
+    clock = _Clock(args.warmup, args.warmup + args.iters - 1, args.device, barrier)
+    its = time_framework(args.models[0], args.overrides, args.device, args.warmup, args.iters, cuda_graphs=args.cuda_graphs, clock=clock)
+    (folder / f"{ident}.json").write_text(json.dumps({"it_s": its, "start": clock.wall[args.warmup - 1],
+                                                      "end": clock.wall[args.warmup + args.iters - 1]}))
+
+
+def run_together(name: str, runs: int, threads: int, args) -> list[dict]:
+    """``runs`` framework runs of ``name`` in separate processes on this machine, ``threads`` torch threads each, their
+    timed spans started together (after every run's warm-up); each run's it/s and wall-clock span."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "bench.speed", "--models", name, "--device", args.device, "--iters", str(args.iters),
+               "--warmup", str(args.warmup), "--threads", str(threads), *(["--cuda-graphs"] if args.cuda_graphs else []), *args.overrides]
+        procs = [subprocess.Popen([*cmd, "--worker", str(Path(tmp) / str(i))], cwd=Path(__file__).resolve().parent.parent,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(runs)]
+        try:
+            while not all((Path(tmp) / f"{i}.ready").exists() for i in range(runs)):
+                failed = [p for p in procs if p.poll() not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a --sharing run of {name} failed:\n{failed[0].stderr.read()[-2000:]}")
+                time.sleep(0.01)
+            (Path(tmp) / "go").touch()
+            for p in procs:
+                if p.wait() != 0:
+                    raise RuntimeError(f"a --sharing run of {name} failed:\n{p.stderr.read()[-2000:]}")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        return [json.loads((Path(tmp) / f"{i}.json").read_text()) for i in range(runs)]
+
+
+def sharing(args) -> None:
+    """Several runs of one model at once on this machine (e.g. five labeled splits on one GPU): each run's it/s and
+    the machine's total, the CPU's threads shared out between the runs; one table."""
+    total_threads = torch.get_num_threads()
+    rows = []
+    for name in args.models:
+        _, model = build(name, args.overrides)
+        images = sum(int(s["batch_size"]) for s in model.plan.game.streams.values())
+        for runs in args.sharing:
+            threads = max(1, total_threads // runs)
+            totals, per_run, overlaps = [], [], []
+            for _ in range(args.repeats):
+                results = run_together(name, runs, threads, args)
+                # the machine's throughput: every run's iterations over the wall time from the common start to the last end
+                span = max(r["end"] for r in results) - min(r["start"] for r in results)
+                totals.append(runs * args.iters / span)
+                per_run += [r["it_s"] for r in results]
+                overlaps.append(min(r["end"] for r in results) - max(r["start"] for r in results))
+            rows.append({"model": name, "runs": runs, "threads_per_run": threads, "images_per_iter": images,
+                         "per_run_it_s": summary(per_run), "total_it_s": summary(totals), "overlap_s": overlaps})
+            print(f"{name}: {runs} at once, {threads} threads each: {statistics.median(per_run):.2f} it/s per run, "
+                  f"{statistics.median(totals):.2f} it/s in all", flush=True)
+    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": total_threads, "torch": torch.__version__, "iters": args.iters,
+            "warmup": args.warmup, "repeats": args.repeats, "cuda_graphs": args.cuda_graphs, "overrides": args.overrides,
+            "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    lines = ["| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all | in all vs one run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = next(b for b in rows if b["model"] == r["model"] and b["runs"] == min(args.sharing))
+        p, t = r["per_run_it_s"], r["total_it_s"]
+        lines.append(f"| {r['model']} | {r['runs']} | {r['threads_per_run']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
+                     f"| {t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f}) | {t['median'] * r['images_per_iter']:.0f} "
+                     f"| {t['median'] / base['total_it_s']['median']:.2f}x |")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stem = Path(args.out) / f"speed_sharing_{args.device}{'_' + args.tag if args.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(f"# Several runs at once on one machine ({meta['device']})\n\n{json.dumps(meta)}\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def matmul_peak(device: str) -> float:
     """Best of several timed fp32 matrix products: the FLOP/s this device reaches on dense work."""
     n = 4096 if device == "cuda" else 2048
@@ -224,10 +317,22 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="Triple-GAN's iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
     parser.add_argument("--tag", default="", help="appended to the results' file names (e.g. before, after)")
     parser.add_argument("--scaling", action="store_true", help="framework it/s against batch size (x0.5, x1, x2) and threads (1, 2)")
+    parser.add_argument("--sharing", nargs="+", type=int, metavar="N", help="N framework runs of each model at once in separate "
+                        "processes, the threads shared out (e.g. 1 2 on a CPU, 1 5 on a GPU): each run's it/s and the total")
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)  # a --sharing run's share of the threads
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # a --sharing run: <folder>/<id>
     parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
     args = parser.parse_args()
     if args.cuda_graphs and args.device != "cuda":
         parser.error("--cuda-graphs needs --device cuda")
+    if args.worker:
+        sharing_worker(args)
+        return
+    if args.sharing:
+        if min(args.sharing) < 1:
+            parser.error("--sharing takes run counts >= 1")
+        sharing(args)
+        return
     if args.scaling:
         scaling(args)
         return

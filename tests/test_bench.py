@@ -145,3 +145,30 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     assert row["speedup"] == pytest.approx(row["framework_it_s"]["median"] / row["plain_it_s"]["median"])
     table = (tmp_path / "speed_cpu_smoke.md").read_text()
     assert "| gan | 64 |" in table and "trainer.precision=32-true" in table
+
+
+def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> None:
+    """``bench.speed --sharing 1 2``: one run alone, then two runs in separate processes whose timed spans start
+    together (they overlap), the threads shared out; the total is every run's iterations over the common wall time."""
+    cmd = [sys.executable, "-m", "bench.speed", "--models", "gan", "--iters", "3", "--warmup", "1", "--repeats", "1",
+           "--sharing", "1", "2", "--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "speed_sharing_cpu_smoke.json").read_text())
+    assert {"avx512_bf16", "amx_bf16", "torch_threads"} <= set(report["meta"])
+    alone, two = report["rows"]
+    threads = report["meta"]["torch_threads"]
+    assert (alone["runs"], alone["threads_per_run"]) == (1, threads)
+    assert (two["runs"], two["threads_per_run"]) == (2, max(1, threads // 2))
+    assert len(two["per_run_it_s"]["runs"]) == 2 and min(two["overlap_s"]) > 0  # both timed at the same time
+    # the total counts both runs' iterations over a span at least as long as each one's: at most the sum of their rates
+    assert two["total_it_s"]["median"] <= sum(two["per_run_it_s"]["runs"]) * 1.001
+    assert alone["total_it_s"]["median"] == pytest.approx(alone["per_run_it_s"]["median"], rel=0.01)
+    assert "| gan | 2 |" in (tmp_path / "speed_sharing_cpu_smoke.md").read_text()
+
+
+def test_speed_benchmark_refuses_a_run_count_below_one(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.speed", "--sharing", "0", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--sharing takes run counts >= 1" in proc.stderr
+    assert not list(tmp_path.iterdir())
