@@ -1,10 +1,10 @@
 """Training speed, side by side in one process: a plain PyTorch loop vs. the framework's Lightning run,
 same networks and batch sizes, for each model. Also FLOPs per iteration and the achieved share of the
-machine's measured matmul peak. For Triple-GAN also the framework's own iteration in a bare loop (no
-Lightning): the difference to the Lightning run is Lightning's overhead.
+machine's measured matmul peak. Also the framework's own iteration in a bare loop (no Lightning): the
+difference to the Lightning run is Lightning's overhead.
 
     python -m bench.speed                          # all models on the CPU
-    python -m bench.speed --device cuda --models triple_gan --cuda-graphs
+    python -m bench.speed --device cuda --cuda-graphs            # every game's iterations recorded as CUDA graphs
     python -m bench.speed --scaling --models gan dcgan triple_gan   # framework it/s against batch size and threads
     python -m bench.speed --sharing 1 2 --models triple_gan        # several runs at once on one machine (GPU: --sharing 1 5)
 
@@ -103,7 +103,9 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
         return None
     model.to(device).train()
     model.setup("fit")
-    optimizers = model.configure_optimizers()[0]
+    optimizers = model.configure_optimizers()
+    if isinstance(optimizers, tuple):  # (optimizers, schedulers)
+        optimizers = optimizers[0]
     model.bare_steps = True
     graph = IterationGraph() if cuda_graphs else None
     if graph is not None:
@@ -314,7 +316,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--compile", action="store_true", help="the framework's networks under torch.compile (trainer.compile=true); "
                         "compilation happens in the warm-up, which should then be a few iterations longer")
-    parser.add_argument("--cuda-graphs", action="store_true", help="Triple-GAN's iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="the games' iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
     parser.add_argument("--tag", default="", help="appended to the results' file names (e.g. before, after)")
     parser.add_argument("--scaling", action="store_true", help="framework it/s against batch size (x0.5, x1, x2) and threads (1, 2)")
     parser.add_argument("--sharing", nargs="+", type=int, metavar="N", help="N framework runs of each model at once in separate "

@@ -2,7 +2,7 @@
 ``trainer.reuse_cpu_memory``.
 
 ``accelerate(model, trainer_cfg)`` is the one entry point: it takes these keys out of the trainer's config,
-decides (``auto``: CUDA graphs wherever they work, CPU memory reuse wherever the C library is glibc) and refuses
+decides (``auto``: CUDA graphs wherever they work and have been measured to pay, CPU memory reuse wherever the C library is glibc) and refuses
 impossible combinations with one line.
 
 CPU memory reuse: glibc's malloc hands every block over 128 KiB-32 MiB back to the operating system when it is
@@ -56,44 +56,57 @@ def make_capturable(optimizers) -> None:
 class IterationGraph:
     """Runs ``fn(batch)`` eagerly for ``warmup`` calls (on a side stream, as graph capture requires), records
     it on the next call and replays the record from then on, with the batch copied into fixed input tensors.
-    Returns ``fn``'s output tensors (the graph's own, overwritten by the next replay)."""
+    Each ``key`` (a kind of iteration: e.g. a D-only batch of a 5:1 GAN, or the game after pre-training) has its own
+    record; the ``keep`` most recently used kinds are kept, an older one is dropped (and warmed up and recorded again
+    if it comes back). Returns ``fn``'s output tensors (the graph's own, overwritten by its next replay)."""
 
-    def __init__(self, warmup: int = 3) -> None:
+    def __init__(self, warmup: int = 3, keep: int = 1) -> None:
         if warmup < 1:
             raise ValueError("a CUDA graph needs at least one eager warm-up call before it is recorded")
-        self.warmup = warmup
-        self.key: Hashable | None = None
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.calls = 0
+        if keep < 1:
+            raise ValueError("an iteration graph keeps at least one record")
+        self.warmup, self.keep = warmup, keep
+        self.records: dict[Hashable, _Record] = {}  # least recently used first
         self.captures = 0
 
     def reset(self) -> None:
-        self.key, self.graph, self.calls = None, None, 0
+        self.records.clear()
 
     def __call__(self, key: Hashable, fn: Callable[[Batch], dict], batch: Batch) -> dict:
-        if key != self.key:
-            self.reset()
-            self.key = key
-        self.calls += 1
-        if self.calls <= self.warmup:
+        record = self.records.pop(key, None) or _Record()
+        self.records[key] = record  # now the most recently used
+        while len(self.records) > self.keep:
+            self.records.pop(next(iter(self.records)))
+        record.calls += 1
+        if record.calls <= self.warmup:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 out = fn(batch)
             torch.cuda.current_stream().wait_stream(side)
             return out
-        if self.graph is None:
-            self.inputs = {name: tuple(t.clone() for t in tensors) for name, tensors in batch.items()}
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.outputs = fn(self.inputs)
+        if record.graph is None:
+            record.inputs = {name: tuple(t.clone() for t in tensors) for name, tensors in batch.items()}
+            record.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(record.graph):
+                record.outputs = fn(record.inputs)
             self.captures += 1
         else:
             for name, tensors in batch.items():
-                for static, t in zip(self.inputs[name], tensors):
+                for static, t in zip(record.inputs[name], tensors):
                     static.copy_(t, non_blocking=True)
-        self.graph.replay()
-        return self.outputs
+        record.graph.replay()
+        return record.outputs
+
+
+class _Record:
+    """One kind of iteration in an ``IterationGraph``: its eager calls so far, then its graph and fixed tensors."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: dict = {}
+        self.outputs: dict = {}
 
 
 NETWORKS = ("discriminator", "generator", "classifier")
@@ -108,8 +121,8 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
-    if cuda_graphs == "auto":  # on wherever it works: a game that records its steps, alone on one CUDA GPU
-        cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None
+    if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
+        cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None and bool(getattr(model, "CUDA_GRAPHS_AUTO", False))
     elif cuda_graphs not in (True, False):
         raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
     if cuda_graphs:
@@ -158,7 +171,7 @@ def cuda_graphs_problem(model: nn.Module, trainer_cfg: dict, compile_cfg: Any = 
     precision without a gradient scaler, and a game that records its steps."""
     precision = str(trainer_cfg.get("precision"))
     if not isinstance(model, RecordsCudaGraphs):
-        return f"is supported by model=triple_gan, not by {type(model).__name__}"
+        return f"is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, maxout_gan), not by {type(model).__name__}"
     if trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
         return "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
     if precision in ("16-mixed", "16", "16-true"):

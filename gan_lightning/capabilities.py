@@ -61,6 +61,9 @@ class HasPhases(Protocol):
 
 @runtime_checkable
 class RecordsCudaGraphs(Protocol):
-    """A game that can record its iterations as CUDA graphs (``trainer.cuda_graphs``)."""
+    """A game that can record its iterations as CUDA graphs (``trainer.cuda_graphs``); ``CUDA_GRAPHS_AUTO``: whether
+    ``trainer.cuda_graphs=auto`` does."""
+
+    CUDA_GRAPHS_AUTO: bool
 
     def enable_cuda_graphs(self, warmup: int = 3) -> None: ...

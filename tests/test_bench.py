@@ -143,6 +143,8 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     assert row["model"] == "gan" and len(row["plain_it_s"]["runs"]) == len(row["framework_it_s"]["runs"]) == 2
     assert len(row["peaks_flop_s"]) == 2 and row["peak_flop_s"] == pytest.approx(statistics.median(row["peaks_flop_s"]))
     assert row["speedup"] == pytest.approx(row["framework_it_s"]["median"] / row["plain_it_s"]["median"])
+    bare = row["bare_framework_step_it_s"]  # the game's own iteration without Lightning
+    assert len(bare["runs"]) == 2 and row["lightning_overhead"] == pytest.approx(1 - row["framework_it_s"]["median"] / bare["median"])
     table = (tmp_path / "speed_cpu_smoke.md").read_text()
     assert "| gan | 64 |" in table and "trainer.precision=32-true" in table
 

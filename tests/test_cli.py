@@ -160,7 +160,9 @@ def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
 
 @needs_mnist
 @pytest.mark.parametrize("args,expected", [
-    (["model=gan"], "error: trainer.cuda_graphs=true is supported by model=triple_gan, not by GAN"),
+    (["model=classifier"], "error: trainer.cuda_graphs=true is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, "
+                           "maxout_gan), not by Classifier"),
+    (["model=gan"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"),
     (["model=triple_gan", "trainer.accelerator=cpu"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"),
 ])
 def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expected):
@@ -211,13 +213,14 @@ def test_default_trainer_sizes_itself_to_this_machine(tmp_path):
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path):
+@pytest.mark.parametrize("model,graphed", [("triple_gan", True), ("gan", False)])  # auto: where measured faster
+def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path, model, graphed):
     from conftest import compose_cfg
 
     from gan_lightning.tasks.train import build
 
-    datamodule, model, trainer = build(compose_cfg(["model=triple_gan", "trainer.accelerator=gpu"], output_dir=tmp_path))
-    assert getattr(model, "iteration_graph", None) is not None
+    datamodule, game, trainer = build(compose_cfg([f"model={model}", "trainer.accelerator=gpu"], output_dir=tmp_path))
+    assert (getattr(game, "iteration_graph", None) is not None) is graphed
 
 
 @pytest.mark.parametrize("override,expected", [

@@ -120,7 +120,8 @@ def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4
     datamodule, model, _ = build(cfg)
     model.train()
     model.setup("fit")
-    optimizers = model.configure_optimizers()[0]
+    optimizers = model.configure_optimizers()
+    optimizers = optimizers[0] if isinstance(optimizers, tuple) else optimizers  # Triple-GAN: (optimizers, schedulers)
     model.bare_steps = True
     values = []
     for batch, _ in zip(datamodule.train_dataloader(), range(steps)):
@@ -129,9 +130,12 @@ def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4
     return torch.tensor(values)
 
 
-def test_graph_safe_iteration_without_lightning_gives_the_lightning_losses(tmp_path):
-    overrides = [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"]
-    keys = [*GAME_KEYS, "train/c/pseudo"]
+@pytest.mark.parametrize("overrides,keys", [
+    ([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"], [*GAME_KEYS, "train/c/pseudo"]),
+    (["model=dcgan"], ["train/d/loss", "train/d/D(x)", "train/d/D(G(z))", "train/g/loss"]),
+    (["model=cgan"], ["train/d/loss", "train/d/real", "train/g/loss"]),
+])
+def test_graph_safe_iteration_without_lightning_gives_the_lightning_losses(tmp_path, overrides, keys):
     bare = _bare_losses(overrides, keys, tmp_path / "a")
     lightning = _losses(overrides, keys, tmp_path / "b")
     assert bare.shape == (4, len(keys)) and bool(torch.isfinite(bare).all())
@@ -229,6 +233,33 @@ def test_cuda_graphs_train_through_pretraining_game_and_pseudo_labels(tmp_path):
     _, _, eager = run(False, tmp_path / "b")
     assert model.iteration_graph.captures == 3 and trainer.global_step == 7 + 2 * 7 * 3
     assert len(graphed) == len(eager) == 21
+    for g, e in zip(graphed, eager):
+        assert g.keys() == e.keys()
+        torch.testing.assert_close(torch.tensor(list(g.values())), torch.tensor(list(e.values())), rtol=2e-2, atol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("model,kinds", [
+    (["model=dcgan"], 1),  # D and G on every batch, batch norm in both networks
+    (["model=cgan", "model.d_steps=2"], 2),  # D-only and D-and-G batches alternate: two records, replayed in turn
+])
+def test_cuda_graphs_record_each_kind_of_gan_batch(model, kinds, tmp_path):
+    """A GAN's Lightning run with CUDA graphs: one record per kind of batch, Lightning's step counter and the
+    logged losses as in eager mode (float noise apart)."""
+    def run(graphs: bool, tmp):
+        cfg = compose_cfg(["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none", *model,
+                           "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=12", "seed=3",
+                           f"trainer.cuda_graphs={graphs}"], output_dir=tmp)
+        datamodule, game, trainer = build(cfg)
+        record = _Steps()
+        trainer.callbacks.append(record)
+        trainer.fit(game, datamodule=datamodule)
+        return game, trainer, record.values
+
+    game, graphed_trainer, graphed = run(True, tmp_path / "a")
+    _, eager_trainer, eager = run(False, tmp_path / "b")
+    assert game.iteration_graph.captures == kinds and graphed_trainer.global_step == eager_trainer.global_step
+    assert len(graphed) == len(eager) == 12 * graphed_trainer.max_epochs
     for g, e in zip(graphed, eager):
         assert g.keys() == e.keys()
         torch.testing.assert_close(torch.tensor(list(g.values())), torch.tensor(list(e.values())), rtol=2e-2, atol=1e-3)

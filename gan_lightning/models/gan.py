@@ -11,13 +11,15 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
+from gan_lightning.acceleration import IterationGraph
 from gan_lightning.errors import ConfigError
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.models.graphed import GraphedIterations
 from gan_lightning.nets.blocks import batch_stat_layers
 
 
-class GAN(GeneratorGrid, GameModule):
+class GAN(GraphedIterations, GeneratorGrid, GameModule):
     """Args:
         generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
         optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
@@ -37,6 +39,7 @@ class GAN(GeneratorGrid, GameModule):
 
     STREAMS = {"real": "train"}  # one batch of real images (with their labels for conditional games) per iteration
     EPOCH_LENGTH = "real"  # one pass over the training set
+    GRAPH_KINDS = 3  # recorded: batches with D and G steps, D only (d_steps > g_steps), G only (g_steps > d_steps)
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
                  latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
@@ -80,16 +83,39 @@ class GAN(GeneratorGrid, GameModule):
         return [self.build_optimizer("optimizer_g", self.generator),
                 self.build_optimizer("optimizer_d", self.discriminator)]
 
+    LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss"}
+
+    def steps_now(self) -> tuple[bool, bool]:
+        """Whether this batch has a D step and a G step: the batch's place in the cycle of ``max(d_steps, g_steps)``
+        batches (restored on resume; host counters only, no device sync). Without a trainer: both."""
+        cycle = max(self.hparams.d_steps, self.hparams.g_steps)
+        phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle if self._trainer is not None else cycle - 1
+        return phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
+
     def training_step(self, batch, batch_idx: int) -> None:
+        d_step, g_step = self.steps_now()
+        scalars = self.run_iteration(batch, stepped=[i for i, on in enumerate((g_step, d_step)) if on])  # [opt_g, opt_d]
+        self.log_step_scalars(scalars, "train/g/loss", bar="g_loss")
+
+    def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
+        """This batch's D and/or G step with the optimizers ``[G, D]``; returns its step scalars by logged name (D's
+        only on logging steps, or always when recorded). Runs through ``graph`` when given, one record per kind of
+        batch (D and G, D only, G only)."""
+        kind = self.steps_now()
+        all_scalars = graph is not None or self.logging_step()
+
+        def run(inputs):
+            return self.game_step(inputs, optimizers, *kind, all_scalars)
+
+        return run(batch) if graph is None else graph(kind, run, batch)
+
+    def game_step(self, batch, optimizers, d_step: bool, g_step: bool, d_scalars: bool) -> dict[str, torch.Tensor]:
         x, y = batch["real"]
-        opt_g, opt_d = self.optimizers()
+        opt_g, opt_d = optimizers
         n = x.shape[0]
         z = self.sample_z(n, self.latent_dim)
-        y_fake = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
-        cycle = max(self.hparams.d_steps, self.hparams.g_steps)
-        phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle  # restored on resume; no device sync
+        y_fake = torch.randint(self.num_classes, (n,), device=x.device) if self.conditional else None
         scalars: dict[str, torch.Tensor] = {}
-        d_step, g_step = phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
         fake_g = None  # G's samples with their graph, for both steps of the batch (reuse_g_forward)
         if d_step and g_step and self.hparams.reuse_g_forward:
             with self.training_only(opt_g, (opt_g, opt_d)):
@@ -109,13 +135,14 @@ class GAN(GeneratorGrid, GameModule):
                 loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
                 loss_d = loss_real + loss_fake
                 self.step(opt_d, loss_d, "discriminator")
-            if self.logging_step():
-                scalars.update({"train/d/loss": loss_d, "train/d/real": loss_real, "train/d/fake": loss_fake,
-                                "train/d/D(x)": torch.sigmoid(real_logits).mean(), "train/d/D(G(z))": torch.sigmoid(fake_logits).mean()})
+            if d_scalars:
+                scalars.update({"train/d/loss": loss_d.detach(), "train/d/real": loss_real.detach(), "train/d/fake": loss_fake.detach(),
+                                "train/d/D(x)": torch.sigmoid(real_logits.detach()).mean(),
+                                "train/d/D(G(z))": torch.sigmoid(fake_logits.detach()).mean()})
         if g_step:  # --- G step, on the D just updated
             with self.training_only(opt_g, (opt_g, opt_d)):
                 fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
                 self.step(opt_g, loss_g, "generator")
-            scalars["train/g/loss"] = loss_g
-        self.log_step_scalars(scalars, "train/g/loss", bar="g_loss")
+            scalars["train/g/loss"] = loss_g.detach()
+        return scalars

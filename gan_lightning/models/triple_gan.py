@@ -29,11 +29,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.acceleration import IterationGraph, make_capturable
+from gan_lightning.acceleration import IterationGraph
 from gan_lightning.errors import ConfigError
 from gan_lightning.models.base import GameModule
 from gan_lightning.models.evaluation import ClassifierEvaluation, batch_stats_frozen
 from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.models.graphed import GraphedIterations
 from gan_lightning.nets.blocks import batch_stat_layers
 from gan_lightning.plan import declare
 
@@ -51,7 +52,7 @@ PRETRAIN_WEIGHTS = MappingProxyType({"c_supervised": 1.0, "c_entropy": 0.3, "c_b
                                      "c_consistency": 0.0, "c_confident": 0.0})
 
 
-class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
+class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModule):
     """Args:
         classifier, generator, discriminator: the three networks (C(x) -> logits, G(z, y) -> image, D(x, y) -> logit).
         optimizer_c, optimizer_g, optimizer_d: optimizer factories of the game; ``optimizer_pretrain``: C's pre-training.
@@ -100,6 +101,7 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
     PRETRAIN_STREAMS = {"c_labeled": "labeled", "c_unlabeled": "train"}
     EPOCH_LENGTH = "c_unlabeled"
     MONITOR = "val/err_ema"
+    CUDA_GRAPHS_AUTO = True  # pre-training, the game and the game with R_P: one kind at a time (GRAPH_KINDS = 1)
 
     def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
                  optimizer_c: Callable, optimizer_g: Callable, optimizer_d: Callable, optimizer_pretrain: Callable,
@@ -312,11 +314,6 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         return terms
 
     # -- training --------------------------------------------------------------------------------------
-    def enable_cuda_graphs(self, warmup: int = 3) -> None:
-        """On a CUDA device, record each kind of iteration (pre-training, game, game with R_P) as one CUDA graph
-        after ``warmup`` eager iterations and replay it (``trainer.cuda_graphs=true``)."""
-        self.iteration_graph = IterationGraph(warmup)
-
     @property
     def pseudo_label_on(self) -> bool:
         if not self.weights["c_pseudo"]:
@@ -329,27 +326,11 @@ class TripleGAN(GeneratorGrid, ClassifierEvaluation, GameModule):
         return batch_stats_frozen(self.classifier) if self.hparams.c_bn_update == "unlabeled" else nullcontext()
 
     def training_step(self, batch, batch_idx: int) -> None:
-        opts = self.optimizers()
-        graph = getattr(self, "iteration_graph", None) if self.device.type == "cuda" else None
-        if graph is None:
-            logs = self.iteration(batch, opts)
-        else:  # the graph holds raw optimizer steps: Lightning's step counter is advanced here
-            raw = [o.optimizer for o in opts]
-            make_capturable(raw)
-            self.bare_steps = True
-            try:
-                logs = self.iteration(batch, raw, graph)
-            finally:
-                self.bare_steps = False
-            for opt in (opts[3],) if self.game_epoch <= 0 else opts[:3]:
-                opt._on_before_step()
-                opt._on_after_step()
-            self.check_finite({net: logs[f"{prefix}/loss"] for net, prefix in self.LOSS_NAMES.items() if f"{prefix}/loss" in logs})
-        if graph is not None and self.logging_step():  # the next replay overwrites the graph's outputs
-            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
+        logs = self.run_iteration(batch, stepped=(3,) if self.game_epoch <= 0 else (0, 1, 2))  # pre-training: C's own optimizer
         self.log_step_scalars(logs, "train/c/loss" if "train/c/loss" in logs else "pretrain/c/loss", bar="c_loss")
 
-    LOSS_NAMES = {"discriminator": "train/d", "generator": "train/g", "classifier": "train/c", "classifier (pre-training)": "pretrain/c"}
+    LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss", "classifier": "train/c/loss",
+                  "classifier (pre-training)": "pretrain/c/loss"}
 
     def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
         """One training iteration (pre-training step or game step, then the EMA update) with the given

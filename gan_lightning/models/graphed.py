@@ -1,0 +1,65 @@
+"""Mixin of the games whose iterations can be recorded as CUDA graphs (``trainer.cuda_graphs``).
+
+A game defines ``iteration(batch, optimizers, graph)``: one training iteration with the given optimizers, run through
+``graph`` (an ``acceleration.IterationGraph``) when one is given, returning its step scalars by logged name; and
+``LOSS_NAMES`` ({network: its loss's logged name}). ``run_iteration`` then runs it the Lightning way (eager) or
+recorded, and does what Lightning would have done around the raw optimizer steps of a recorded iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from gan_lightning.acceleration import IterationGraph, make_capturable
+
+
+class GraphedIterations:
+    """``enable_cuda_graphs`` switches recording on; ``run_iteration`` runs one iteration either way.
+
+    ``GRAPH_KINDS``: how many kinds of iteration the game alternates between (each recorded once and kept).
+    ``CUDA_GRAPHS_AUTO``: whether ``trainer.cuda_graphs=auto`` records this game's iterations (games whose recorded
+    iterations have been measured faster than eager ones on a GPU); ``true`` records any game's."""
+
+    GRAPH_KINDS: ClassVar[int] = 1
+    CUDA_GRAPHS_AUTO: ClassVar[bool] = False
+    LOSS_NAMES: ClassVar[Mapping[str, str]] = {}
+    iteration_graph: IterationGraph | None = None
+
+    # members of the LightningModule (GameModule) this is mixed into
+    device: torch.device
+    bare_steps: bool
+    optimizers: Any
+    check_finite: Any
+    logging_step: Any
+    iteration: Any
+
+    def enable_cuda_graphs(self, warmup: int = 3) -> None:
+        """On a CUDA device, record each kind of iteration as one CUDA graph after ``warmup`` eager iterations and
+        replay it from then on (``trainer.cuda_graphs=true``)."""
+        self.iteration_graph = IterationGraph(warmup, keep=self.GRAPH_KINDS)
+
+    def run_iteration(self, batch, stepped: Sequence[int]) -> dict[str, torch.Tensor]:
+        """One iteration on ``batch`` with the optimizers ``stepped`` (indices into ``optimizers()``) updating, and its
+        step scalars. Eager: Lightning's optimizers. Recorded: the raw optimizers in their graph-safe form, then
+        Lightning's step count advanced for the stepped ones, the losses checked, and on logging steps the scalars
+        copied out of the graph (its next replay overwrites them)."""
+        opts = self.optimizers()
+        graph = self.iteration_graph if self.device.type == "cuda" else None
+        if graph is None:
+            return self.iteration(batch, opts)
+        raw = [o.optimizer for o in opts]
+        make_capturable(raw)
+        self.bare_steps = True
+        try:
+            logs = self.iteration(batch, raw, graph)
+        finally:
+            self.bare_steps = False
+        for i in stepped:
+            opts[i]._on_before_step()
+            opts[i]._on_after_step()
+        self.check_finite({net: logs[name] for net, name in self.LOSS_NAMES.items() if name in logs})
+        if self.logging_step():
+            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
+        return logs
