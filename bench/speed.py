@@ -224,25 +224,33 @@ def run_together(name: str, runs: int, threads: int, args) -> list[dict]:
     """``runs`` framework runs of ``name`` in separate processes on this machine, ``threads`` torch threads each, their
     timed spans started together (after every run's warm-up); each run's it/s and wall-clock span."""
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
         cmd = [sys.executable, "-m", "bench.speed", "--models", name, "--device", args.device, "--iters", str(args.iters),
                "--warmup", str(args.warmup), "--threads", str(threads), *(["--cuda-graphs"] if args.cuda_graphs else []), *args.overrides]
-        procs = [subprocess.Popen([*cmd, "--worker", str(Path(tmp) / str(i))], cwd=Path(__file__).resolve().parent.parent,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(runs)]
+        procs = []
+        for i in range(runs):  # stderr to a file: a full pipe would stall a run that nobody reads yet
+            with (folder / f"{i}.err").open("w") as err:
+                procs.append(subprocess.Popen([*cmd, "--worker", str(folder / str(i))], cwd=Path(__file__).resolve().parent.parent,
+                                              stdout=subprocess.DEVNULL, stderr=err))
+
+        def check() -> None:
+            for i, p in enumerate(procs):
+                if p.poll() not in (None, 0):
+                    raise RuntimeError(f"a --sharing run of {name} failed:\n{(folder / f'{i}.err').read_text()[-2000:]}")
+
         try:
-            while not all((Path(tmp) / f"{i}.ready").exists() for i in range(runs)):
-                failed = [p for p in procs if p.poll() not in (None, 0)]
-                if failed:
-                    raise RuntimeError(f"a --sharing run of {name} failed:\n{failed[0].stderr.read()[-2000:]}")
+            while not all((folder / f"{i}.ready").exists() for i in range(runs)):
+                check()
                 time.sleep(0.01)
-            (Path(tmp) / "go").touch()
+            (folder / "go").touch()
             for p in procs:
-                if p.wait() != 0:
-                    raise RuntimeError(f"a --sharing run of {name} failed:\n{p.stderr.read()[-2000:]}")
+                p.wait()
+            check()
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        return [json.loads((Path(tmp) / f"{i}.json").read_text()) for i in range(runs)]
+        return [json.loads((folder / f"{i}.json").read_text()) for i in range(runs)]
 
 
 def sharing(args) -> None:
