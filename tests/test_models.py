@@ -12,6 +12,7 @@ from conftest import CONF, compose_cfg
 from hydra.utils import instantiate
 
 from gan_lightning.__main__ import _user_error
+from gan_lightning.callbacks import RunProgressBar
 from gan_lightning.data import MNISTDataModule, StreamBatches
 from gan_lightning.data.batches import EvalBatches
 from gan_lightning.errors import ConfigError
@@ -317,21 +318,32 @@ def test_non_finite_loss_stops_with_the_network_and_step(mnist):
         fit(model, batches(mnist, model, 2), 2)
 
 
+class Shown(L.Callback):
+    """After every batch: what the run's progress bar shows, and what Lightning's logging holds for the bar."""
+
+    def __init__(self) -> None:
+        self.bars: list[dict] = []
+        self.logged: list[dict] = []
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        self.bars.append({k: v for k, v in RunProgressBar().get_metrics(trainer, module).items() if k != "v_num"})
+        self.logged.append(dict(trainer.progress_bar_metrics))
+
+
 def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_every_step(mnist, tmp_path):
-    """Every scalar is logged on the steps a logger writes (every log_every_n_steps); between them only the
-    progress bar's loss is handed to Lightning, on every step (on the CPU)."""
+    """Every scalar is logged on the steps a logger writes (every log_every_n_steps), the bar's loss with them; the
+    run's progress bar shows a fresh loss after every step (on the CPU) without Lightning's logging."""
     cfg = compose_cfg(["model=gan", "model.batch_sizes.real=32"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
-    rec = Recorder(["generator", "discriminator"])
+    shown = Shown()
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=6, log_every_n_steps=3, enable_checkpointing=False,
                         logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version=""), enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[rec], limit_val_batches=0)
+                        enable_model_summary=False, callbacks=[shown], limit_val_batches=0)
     trainer.fit(model, train_dataloaders=batches(mnist, model, 6))
-    g = [m["g_loss"] for m in rec.metrics]
-    d = [m.get("train/d/loss") for m in rec.metrics]
-    assert len(set(g)) == 6 and trainer.progress_bar_metrics["g_loss"] == g[-1]  # a fresh G loss on the bar after every step
-    assert d[:2] == [None, None] and d[2] == d[3] == d[4] != d[5]  # D's terms only on steps 3 and 6
+    g = [bar["g_loss"] for bar in shown.bars]
+    assert len(set(g)) == 6  # a fresh G loss on the bar after every step
+    assert [m.get("g_loss") for m in shown.logged] == [None, None, g[2], g[2], g[2], g[5]]  # handed to Lightning on steps 3 and 6
     written = read_scalars(tmp_path)
     assert [step for _, step, _ in written["train/d/loss"]] == [2, 5] == [step for _, step, _ in written["train/g/loss"]]
     assert [v for _, _, v in written["train/g/loss"]] == pytest.approx([g[2], g[5]])  # the bar's value, logged
@@ -339,15 +351,7 @@ def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_e
 
 
 def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_game(mnist):
-    """Between logging steps only C's loss is handed to Lightning: on the progress bar, in both phases."""
-
-    class Shown(L.Callback):
-        def __init__(self) -> None:
-            self.bars: list[set[str]] = []
-
-        def on_train_batch_end(self, trainer, *args) -> None:
-            self.bars.append(set(trainer.progress_bar_metrics))
-
+    """The bar shows C's loss under one name in both phases; nothing is handed to Lightning before a logging step."""
     for pretrain_epochs in (1, 0):
         cfg = compose_cfg(SMALL_TRIPLE + [f"model.pretrain_epochs={pretrain_epochs}", "model.pretrain_batch_sizes.c_unlabeled=30"])
         L.seed_everything(0)
@@ -357,5 +361,6 @@ def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=50,
                             callbacks=[shown])
         trainer.fit(model, train_dataloaders=batches(mnist, model, 2, pretraining=bool(pretrain_epochs)))
-        assert shown.bars == [{"c_loss"}, {"c_loss"}]  # one name in both phases: never a stale pre-training value
+        assert [set(bar) for bar in shown.bars] == [{"c_loss"}, {"c_loss"}]  # one name in both phases: never a stale pre-training value
+        assert shown.logged == [{}, {}]
         assert not any(k.startswith(("train/", "pretrain/")) for k in trainer.callback_metrics)  # no logging step yet

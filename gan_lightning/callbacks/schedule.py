@@ -93,10 +93,15 @@ class ScheduleEstimate(L.Callback):
 
 class RunProgressBar(RichProgressBar):
     """Lightning's rich progress bar, with the time left for the whole run (all phases and epochs, capped by
-    ``trainer.max_time``) next to the epoch's, once ``ScheduleEstimate`` has measured the speed."""
+    ``trainer.max_time``) next to the epoch's, once ``ScheduleEstimate`` has measured the speed. On a CPU the game's
+    latest losses (its ``bar_values``) are shown after every batch; they go through Lightning's logging only on
+    logging steps (``GameModule.log_step_scalars``). On an accelerator reading them back would stop the device
+    from running ahead, so there the bar shows the values of the last logging step."""
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
+        if pl_module.device.type == "cpu":
+            items.update({name: float(value) for name, value in getattr(pl_module, "bar_values", {}).items()})
         estimate = next((c for c in trainer.callbacks if isinstance(c, ScheduleEstimate)), None)
         if estimate is not None and getattr(estimate, "rate", 0.0) > 0:
             items["run left"] = _hms(estimate.time_left(trainer, pl_module)[0])

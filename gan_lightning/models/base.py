@@ -63,6 +63,8 @@ class GameModule(L.LightningModule):
         self.run_config: dict | None = None
         # steps without Lightning's hooks and host reads: inside a CUDA graph, or in a loop without a trainer
         self.bare_steps = False
+        # the latest step's progress-bar values {name: loss}, for the progress bar (``log_step_scalars``)
+        self.bar_values: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -136,23 +138,25 @@ class GameModule(L.LightningModule):
 
     def logging_step(self) -> bool:
         """Whether this batch's step scalars reach the logger (every ``log_every_n_steps`` batches). Only then are
-        they handed to Lightning: its per-call bookkeeping costs more than the values are worth on the other
-        batches, whose step scalars no logger writes (MLP GAN on a CPU: ~10 % of the step; a fast GPU step: more
-        than the step itself). On the CPU the progress bar's loss is logged on every batch (``log_step_scalars``)."""
+        they handed to Lightning: its per-call bookkeeping (~1 ms per ``self.log`` on a CPU) costs more than the values
+        are worth on the other batches, whose step scalars no logger writes (MLP GAN on a CPU: ~10 % of the step; a
+        fast GPU step: more than the step itself)."""
         if self._trainer is None:
             return True
         return bool(self.trainer._logger_connector.should_update_logs)
 
     def log_step_scalars(self, scalars: Mapping[str, torch.Tensor], shown: str, bar: str) -> None:
-        """Log this batch's step scalars on logging steps (``logging_step``), and ``scalars[shown]`` on the progress
-        bar as ``bar`` (not to the logger): on the CPU on every batch, on accelerators on logging steps (reading it
-        back would sync the device on every batch). One bar name per network, whatever the phase, so the bar never
-        shows a stale value of an earlier phase."""
+        """Log this batch's step scalars on logging steps (``logging_step``), with ``scalars[shown]`` on the progress bar
+        as ``bar`` (not to the logger). Every batch's value is also kept in ``bar_values``, which the run's progress bar
+        (``callbacks.RunProgressBar``) shows after every batch on a CPU, without Lightning's logging. One bar name per
+        network, whatever the phase, so the bar never shows a stale value of an earlier phase."""
         logging = self.logging_step()
         if logging:
             self.log_dict(dict(scalars))
-        if shown in scalars and (logging or self.device.type == "cpu"):
-            self.log(bar, scalars[shown], prog_bar=True, logger=False)
+        if shown in scalars:
+            self.bar_values = {bar: scalars[shown]}
+            if logging:
+                self.log(bar, scalars[shown], prog_bar=True, logger=False)
 
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training if a loss ``{network name: loss}`` is not finite; it reads the losses back from the
