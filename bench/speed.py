@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, apply_reuse_cpu_memory, compile_networks, make_capturable
+from gan_lightning.acceleration import IterationGraph, apply_matmul_precision, apply_reuse_cpu_memory, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -207,7 +207,9 @@ def sharing_worker(args) -> None:
     the framework's run and write ``<dir>/<id>.json``."""
     folder, ident = Path(args.worker).parent, Path(args.worker).name
     torch.set_num_threads(args.threads)
-    apply_reuse_cpu_memory(build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory)
+    trainer_cfg = build(args.models[0], args.overrides)[0].trainer
+    apply_reuse_cpu_memory(trainer_cfg.reuse_cpu_memory)
+    apply_matmul_precision(trainer_cfg.matmul_precision)
 
     def barrier() -> None:
         (folder / f"{ident}.ready").touch()
@@ -348,7 +350,9 @@ def main() -> None:
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     # trainer.reuse_cpu_memory (process-wide: the plain loop gets it too, so the ratios count only the steps' own code)
-    reuse_memory = apply_reuse_cpu_memory(build(args.models[0], args.overrides)[0].trainer.reuse_cpu_memory)
+    trainer_cfg = build(args.models[0], args.overrides)[0].trainer
+    reuse_memory = apply_reuse_cpu_memory(trainer_cfg.reuse_cpu_memory)
+    apply_matmul_precision(trainer_cfg.matmul_precision)  # process-wide too (and the peak is measured with it)
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:
@@ -376,7 +380,7 @@ def main() -> None:
         print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}", flush=True)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "warmup": warmup, "reuse_cpu_memory": reuse_memory, "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
+            "iters": args.iters, "warmup": warmup, "reuse_cpu_memory": reuse_memory, "matmul_precision": torch.get_float32_matmul_precision(), "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
             "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""Running a game faster without changing what it computes: ``trainer.cuda_graphs``, ``trainer.compile`` and
-``trainer.reuse_cpu_memory``.
+"""Running a game faster: ``trainer.cuda_graphs``, ``trainer.compile`` and ``trainer.reuse_cpu_memory`` without changing
+what it computes, ``trainer.matmul_precision`` by computing float32 matrix products in TF32 or bf16 inside.
 
 ``accelerate(model, trainer_cfg)`` is the one entry point: it takes these keys out of the trainer's config,
 decides (``auto``: CUDA graphs wherever they work and have been measured to pay, CPU memory reuse wherever the C library is glibc) and refuses
@@ -116,6 +116,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     """Apply ``trainer.cuda_graphs`` (auto | true | false) and ``trainer.compile`` (false | true | torch.compile
     options) to ``model``; returns the rest of ``trainer_cfg``, the Trainer's own arguments."""
     trainer_cfg = dict(trainer_cfg)
+    apply_matmul_precision(trainer_cfg.pop("matmul_precision", "highest"))
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
     apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
@@ -134,6 +135,18 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     if compile_cfg:
         compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
     return trainer_cfg
+
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def apply_matmul_precision(setting: Any) -> None:
+    """Apply ``trainer.matmul_precision``: how float32 matrix products compute inside (``torch.set_float32_matmul_precision``).
+    ``highest``: float32; ``high``: TF32 tensor cores on CUDA GPUs that have them; ``medium``: bf16 inside, on CUDA GPUs and
+    on CPUs with bf16 dot products (oneDNN). Inputs, outputs and everything else stay float32. One line for another value."""
+    if setting not in MATMUL_PRECISIONS:
+        raise ConfigError(f"trainer.matmul_precision={setting!r} is not one of [{', '.join(MATMUL_PRECISIONS)}]")
+    torch.set_float32_matmul_precision(setting)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h

@@ -53,6 +53,8 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     ({"cuda_graphs": False, "reuse_cpu_memory": "auto"}, False, None),
     ({"cuda_graphs": False, "reuse_cpu_memory": False}, False, None),
     ({"cuda_graphs": False, "reuse_cpu_memory": "always"}, False, "trainer.reuse_cpu_memory='always' is not one of [auto, true, false]"),
+    ({"cuda_graphs": False, "matmul_precision": "medium"}, False, None),
+    ({"cuda_graphs": False, "matmul_precision": "tf32"}, False, "trainer.matmul_precision='tf32' is not one of [highest, high, medium]"),
 ])
 def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(extras, graphs, error):
     import torch
@@ -69,7 +71,11 @@ def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(ex
         with pytest.raises(ConfigError, match=error.replace("[", r"\[").replace("]", r"\]")):
             accelerate(model, {"accelerator": "cpu", **extras})
         return
-    rest = accelerate(model, {"accelerator": "cpu", "max_epochs": 3, **extras})
+    try:
+        rest = accelerate(model, {"accelerator": "cpu", "max_epochs": 3, **extras})
+        assert torch.get_float32_matmul_precision() == extras.get("matmul_precision", "highest")
+    finally:
+        torch.set_float32_matmul_precision("highest")  # process-wide: the next test starts from the default
     assert rest == {"accelerator": "cpu", "max_epochs": 3}  # what the Trainer takes
     assert getattr(model, "iteration_graph", None) is None  # eager steps
     compiled = [n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None]

@@ -179,6 +179,22 @@ def test_bf16_mixed_gives_the_fp32_losses_to_bf16_rounding(tmp_path):
     torch.testing.assert_close(bf16[0, :4], fp32[0, :4], rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.parametrize("setting", ["medium", "high"])
+def test_lower_matmul_precision_keeps_the_losses_within_bf16_rounding(tmp_path, setting):
+    """trainer.matmul_precision=medium (bf16 inside float32 matrix products where the CPU or GPU has bf16 dot products)
+    or high (TF32 on CUDA GPUs; float32 on a CPU): the MLP GAN's losses over four steps stay within bf16's rounding of
+    float32's (the stated tolerance: rtol 2e-2, atol 2e-3), and the setting is undone for the next run."""
+    keys = ["train/d/loss", "train/d/D(x)", "train/g/loss"]
+    try:
+        lower = _losses(["model=gan", f"trainer.matmul_precision={setting}"], keys, tmp_path / "a")
+        assert torch.get_float32_matmul_precision() == setting
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    full = _losses(["model=gan"], keys, tmp_path / "b")
+    assert lower.shape == full.shape == (4, len(keys)) and bool(torch.isfinite(lower).all())
+    torch.testing.assert_close(lower, full, rtol=2e-2, atol=2e-3)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
 
