@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: install train train-paper test test-fast lint tensorboard sweep bench bench-mnist100 bench-generators reference evaluate sample analyze clean
+.PHONY: install train train-paper test test-fast lint tensorboard sweep bench bench-gpu bench-mnist100 bench-generators reference evaluate sample analyze clean
 # torch/torchvision pinned to the builds that install offline on the reference machine; override freely.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
@@ -55,6 +55,10 @@ sweep: install
 
 bench: install
 	$(PY) -m bench.speed $(ARGS)
+
+# one run of every GPU measurement in the speed docs (about 8 minutes on one CUDA GPU): bench/gpu_check.sh
+bench-gpu: install
+	PYTHON=$(PY) bash bench/gpu_check.sh
 
 bench-mnist100: install
 	$(PY) -m bench.mnist100 $(ARGS)
