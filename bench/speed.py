@@ -195,10 +195,15 @@ def scaling(args) -> None:
         base = next(b for b in rows if b["model"] == r["model"] and b["threads"] == 1 and b["batch_factor"] == 1.0)
         lines.append(f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} | {r['images_s']:.0f} "
                      f"| {r['images_s'] / base['images_s']:.2f}x |")
+    write_table(args, "scaling", f"Training speed against batch size and threads ({args.device})", meta, rows, lines)
+
+
+def write_table(args, kind: str, title: str, meta: dict, rows: list[dict], lines: list[str]) -> None:
+    """``<out>/speed_<kind>_<device>[_<tag>].{json,md}``: the rows with their metadata, and the Markdown table; printed too."""
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    stem = Path(args.out) / f"speed_scaling_{args.device}{'_' + args.tag if args.tag else ''}"
+    stem = Path(args.out) / f"speed_{kind}_{args.device}{'_' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    stem.with_suffix(".md").write_text(f"# Training speed against batch size and threads ({args.device})\n\n{json.dumps(meta)}\n\n" + "\n".join(lines) + "\n")
+    stem.with_suffix(".md").write_text(f"# {title}\n\n{json.dumps(meta)}\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -289,11 +294,7 @@ def sharing(args) -> None:
         lines.append(f"| {r['model']} | {r['runs']} | {r['threads_per_run']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
                      f"| {t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f}) | {t['median'] * r['images_per_iter']:.0f} "
                      f"| {t['median'] / base['total_it_s']['median']:.2f}x |")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    stem = Path(args.out) / f"speed_sharing_{args.device}{'_' + args.tag if args.tag else ''}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    stem.with_suffix(".md").write_text(f"# Several runs at once on one machine ({meta['device']})\n\n{json.dumps(meta)}\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(args, "sharing", f"Several runs at once on one machine ({meta['device']})", meta, rows, lines)
 
 
 def matmul_peak(device: str) -> float:
