@@ -116,3 +116,51 @@ def test_reused_cpu_memory_spares_the_page_faults_of_each_training_step():
     (mean_off, _), (mean_on, median_on) = faults["off"], faults["on"]  # page faults per step of a classifier's training
     assert mean_off > 1000, faults  # freed activations go back to the system, new ones fault pages in
     assert median_on < 10 and mean_on < mean_off / 5, faults  # reused: most steps fault no page in
+
+
+def test_iteration_graph_keeps_one_record_per_kind_of_iteration(monkeypatch):
+    """The bookkeeping of ``IterationGraph`` (CUDA's stream and graph calls replaced by stand-ins, so it runs here):
+    each kind warms up eagerly, is recorded once and then only replayed with the new batch copied into its fixed
+    inputs; beyond ``keep`` kinds the least recently used record is dropped and a returning kind starts over."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    from gan_lightning.acceleration import IterationGraph
+
+    replays = []
+
+    class Graph:
+        def replay(self) -> None:
+            replays.append(self)
+
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    runs: list[str] = []
+
+    def step(kind):
+        def fn(batch):
+            runs.append(kind)
+            return {"twice": batch["x"][0] * 2}
+        return fn
+
+    graph = IterationGraph(warmup=2, keep=2)
+    outputs = []
+    for i, kind in enumerate("ABABABAB"):
+        outputs.append(graph(kind, step(kind), {"x": (torch.full((3,), float(i)),)}))
+    assert runs == list("ABAB") + list("AB")  # two eager calls each, then one call each while recording
+    assert graph.captures == 2 and len(replays) == 4  # calls 5-8: replays only
+    assert [float(o["twice"][0]) for o in outputs[:4]] == [0.0, 2.0, 4.0, 6.0]  # eager results of their own batches
+    assert outputs[4] is outputs[6] and outputs[5] is outputs[7] and outputs[4] is not outputs[5]  # each record's own outputs
+    assert float(graph.records["B"].inputs["x"][0][0]) == 7.0  # the latest B batch copied into B's fixed input
+    graph("C", step("C"), {"x": (torch.zeros(3),)})  # a third kind: A, the least recently used, is dropped
+    assert list(graph.records) == ["B", "C"]
+    graph("A", step("A"), {"x": (torch.zeros(3),)})
+    assert runs[-2:] == ["C", "A"] and graph.records["A"].calls == 1 and graph.records["A"].graph is None  # A warms up again
+    with pytest.raises(ValueError, match="at least one record"):
+        IterationGraph(keep=0)
