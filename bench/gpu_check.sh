@@ -6,7 +6,8 @@
 #   4. a short real run of the paper's preset (its measured it/s and ETA are printed by callbacks.schedule)
 # Results go to OUT (default bench/results/gpu_<date>); each step has its own time limit, a failed one is reported
 # and the next one runs. PYTHON: the interpreter (default .venv/bin/python, else python3). Steps 1 and 4 read MNIST from
-# GAN_LIGHTNING_DATA (or download it); the benchmarks use random images of MNIST's shape.
+# GAN_LIGHTNING_DATA or ./data (torchvision's layout, data/MNIST/raw/*.gz; a machine without internet needs the files
+# there: the tests skip without them, the preset run would try to download them); the benchmarks use random images.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
