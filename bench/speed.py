@@ -107,7 +107,7 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
     if isinstance(optimizers, tuple):  # (optimizers, schedulers)
         optimizers = optimizers[0]
     model.bare_steps = True
-    graph = IterationGraph() if cuda_graphs else None
+    graph = IterationGraph(keep=model.GRAPH_KINDS) if cuda_graphs else None
     if graph is not None:
         make_capturable(optimizers)
     batches = iter(data(cfg, model, warmup + iters, device))
