@@ -30,12 +30,13 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, apply_matmul_precision, apply_reuse_cpu_memory, compile_networks, make_capturable
+from gan_lightning.acceleration import IterationGraph, apply_process_settings, compile_networks, make_capturable
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -103,9 +104,7 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
         return None
     model.to(device).train()
     model.setup("fit")
-    optimizers = model.configure_optimizers()
-    if isinstance(optimizers, tuple):  # (optimizers, schedulers)
-        optimizers = optimizers[0]
+    optimizers = model.bare_optimizers()
     model.bare_steps = True
     graph = IterationGraph(keep=model.GRAPH_KINDS) if cuda_graphs else None
     if graph is not None:
@@ -174,8 +173,24 @@ def scaled_batches(name: str, factor: float) -> list[str]:
     return out
 
 
+def process_settings(args) -> bool:
+    """The run's process-wide settings (``trainer.matmul_precision``, ``trainer.reuse_cpu_memory``) from the overrides,
+    applied to this process: the plain loop gets them too, so the ratios count only the steps' own code (and the peak
+    is measured with them). Whether CPU memory reuse is on."""
+    return apply_process_settings(OmegaConf.to_container(build(args.models[0], args.overrides)[0].trainer, resolve=True))
+
+
+def run_meta(args, **extra) -> dict:
+    """What every results file records about the machine and the run."""
+    return {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "iters": args.iters, "repeats": args.repeats, "overrides": args.overrides, "cuda_graphs": args.cuda_graphs,
+            "matmul_precision": torch.get_float32_matmul_precision(), **extra, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+
+
 def scaling(args) -> None:
     """Framework it/s and images/s against batch size (x0.5, x1, x2) and threads (1, 2): one table."""
+    reuse_memory = process_settings(args)
     rows = []
     for name in args.models:
         for threads in (1, 2):
@@ -188,8 +203,7 @@ def scaling(args) -> None:
                 rows.append({"model": name, "threads": threads, "batch_factor": factor, "images_per_iter": images, "it_s": its,
                              "images_s": its * images})
                 print(f"{name}: {threads} threads, batch x{factor}: {its:.2f} it/s, {its * images:.0f} images/s", flush=True)
-    meta = {"torch": torch.__version__, "iters": args.iters, "warmup": args.warmup, "repeats": args.repeats, "overrides": args.overrides,
-            "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    meta = run_meta(args, warmup=args.warmup, reuse_cpu_memory=reuse_memory)
     lines = ["| model | threads | batch | images/iter | it/s | images/s | images/s vs 1 thread, x1 batch |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["threads"] == 1 and b["batch_factor"] == 1.0)
@@ -212,9 +226,7 @@ def sharing_worker(args) -> None:
     the framework's run and write ``<dir>/<id>.json``."""
     folder, ident = Path(args.worker).parent, Path(args.worker).name
     torch.set_num_threads(args.threads)
-    trainer_cfg = build(args.models[0], args.overrides)[0].trainer
-    apply_reuse_cpu_memory(trainer_cfg.reuse_cpu_memory)
-    apply_matmul_precision(trainer_cfg.matmul_precision)
+    process_settings(args)
 
     def barrier() -> None:
         (folder / f"{ident}.ready").touch()
@@ -264,6 +276,7 @@ def sharing(args) -> None:
     """Several runs of one model at once on this machine (e.g. five labeled splits on one GPU): each run's it/s and
     the machine's total, the CPU's threads shared out between the runs; one table."""
     total_threads = torch.get_num_threads()
+    reuse_memory = process_settings(args)  # as in each run: the metadata says what they ran with
     rows = []
     for name in args.models:
         _, model = build(name, args.overrides)
@@ -282,10 +295,7 @@ def sharing(args) -> None:
                          "per_run_it_s": summary(per_run), "total_it_s": summary(totals), "overlap_s": overlaps})
             print(f"{name}: {runs} at once, {threads} threads each: {statistics.median(per_run):.2f} it/s per run, "
                   f"{statistics.median(totals):.2f} it/s in all", flush=True)
-    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": total_threads, "torch": torch.__version__, "iters": args.iters,
-            "warmup": args.warmup, "repeats": args.repeats, "cuda_graphs": args.cuda_graphs, "overrides": args.overrides,
-            "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    meta = run_meta(args, warmup=args.warmup, reuse_cpu_memory=reuse_memory)
     lines = ["| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all | in all vs one run |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -350,10 +360,7 @@ def main() -> None:
         scaling(args)
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
-    # trainer.reuse_cpu_memory (process-wide: the plain loop gets it too, so the ratios count only the steps' own code)
-    trainer_cfg = build(args.models[0], args.overrides)[0].trainer
-    reuse_memory = apply_reuse_cpu_memory(trainer_cfg.reuse_cpu_memory)
-    apply_matmul_precision(trainer_cfg.matmul_precision)  # process-wide too (and the peak is measured with it)
+    reuse_memory = process_settings(args)
     peak = matmul_peak(args.device)
     rows = []
     for name in args.models:
@@ -379,10 +386,7 @@ def main() -> None:
                      "plain_flop_s": flops * p["median"], "peak_flop_s": statistics.median(peaks), "peaks_flop_s": peaks})
         extra = f", its step without Lightning {b['median']:.2f} it/s" if b else ""
         print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}", flush=True)
-    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "warmup": warmup, "reuse_cpu_memory": reuse_memory, "matmul_precision": torch.get_float32_matmul_precision(), "cuda_graphs": args.cuda_graphs, "repeats": args.repeats, "overrides": args.overrides, "compile": args.compile,
-            "matmul_peak_gflop_s": peak / 1e9, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    meta = run_meta(args, warmup=warmup, reuse_cpu_memory=reuse_memory, compile=args.compile, matmul_peak_gflop_s=peak / 1e9)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else "") + ("_graphs" if args.cuda_graphs else "")

@@ -116,10 +116,9 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     """Apply ``trainer.cuda_graphs`` (auto | true | false) and ``trainer.compile`` (false | true | torch.compile
     options) to ``model``; returns the rest of ``trainer_cfg``, the Trainer's own arguments."""
     trainer_cfg = dict(trainer_cfg)
-    apply_matmul_precision(trainer_cfg.pop("matmul_precision", "highest"))
+    apply_process_settings(trainer_cfg)
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
-    apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
     if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
@@ -135,6 +134,13 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     if compile_cfg:
         compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
     return trainer_cfg
+
+
+def apply_process_settings(trainer_cfg: dict) -> bool:
+    """Take ``trainer.matmul_precision`` and ``trainer.reuse_cpu_memory`` out of ``trainer_cfg`` and apply them to this
+    process (a run, or a benchmark's plain loop and framework run alike); whether freed CPU memory is now kept for reuse."""
+    apply_matmul_precision(trainer_cfg.pop("matmul_precision", "highest"))
+    return apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")

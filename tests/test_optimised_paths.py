@@ -120,8 +120,7 @@ def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4
     datamodule, model, _ = build(cfg)
     model.train()
     model.setup("fit")
-    optimizers = model.configure_optimizers()
-    optimizers = optimizers[0] if isinstance(optimizers, tuple) else optimizers  # Triple-GAN: (optimizers, schedulers)
+    optimizers = model.bare_optimizers()
     model.bare_steps = True
     values = []
     for batch, _ in zip(datamodule.train_dataloader(), range(steps)):
@@ -210,7 +209,7 @@ def test_replayed_cuda_graph_computes_the_eager_iteration(tmp_path):
             datamodule, model, _ = build(cfg)
             model.cuda().train()
             model.setup("fit")
-            optimizers = model.configure_optimizers()[0]
+            optimizers = model.bare_optimizers()
             make_capturable(optimizers)
             model.bare_steps = True
             graph = IterationGraph(warmup=2) if graphed else None

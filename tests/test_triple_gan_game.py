@@ -50,7 +50,7 @@ def _model(overrides=()):
     L.seed_everything(0)
     model = instantiate(compose_cfg([*SMALL, *overrides]).model)
     model.bare_steps = True  # steps without a trainer
-    return model, model.configure_optimizers()[0]
+    return model, model.bare_optimizers()
 
 
 def test_official_label_split_matches_an_independent_computation(mnist):

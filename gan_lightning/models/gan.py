@@ -92,10 +92,12 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
         phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle if self._trainer is not None else cycle - 1
         return phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def stepped_optimizers(self) -> list[int]:
         d_step, g_step = self.steps_now()
-        scalars = self.run_iteration(batch, stepped=[i for i, on in enumerate((g_step, d_step)) if on])  # [opt_g, opt_d]
-        self.log_step_scalars(scalars, "train/g/loss", bar="g_loss")
+        return [i for i, on in enumerate((g_step, d_step)) if on]  # [opt_g, opt_d]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        self.log_step_scalars(self.run_iteration(batch), "train/g/loss", bar="g_loss")
 
     def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
         """This batch's D and/or G step with the optimizers ``[G, D]``; returns its step scalars by logged name (D's

@@ -34,17 +34,28 @@ class GraphedIterations:
     check_finite: Any
     logging_step: Any
     iteration: Any
+    configure_optimizers: Any
 
     def enable_cuda_graphs(self, warmup: int = 3) -> None:
         """On a CUDA device, record each kind of iteration as one CUDA graph after ``warmup`` eager iterations and
         replay it from then on (``trainer.cuda_graphs=true``)."""
         self.iteration_graph = IterationGraph(warmup, keep=self.GRAPH_KINDS)
 
-    def run_iteration(self, batch, stepped: Sequence[int]) -> dict[str, torch.Tensor]:
-        """One iteration on ``batch`` with the optimizers ``stepped`` (indices into ``optimizers()``) updating, and its
-        step scalars. Eager: Lightning's optimizers. Recorded: the raw optimizers in their graph-safe form, then
-        Lightning's step count advanced for the stepped ones, the losses checked, and on logging steps the scalars
-        copied out of the graph (its next replay overwrites them)."""
+    def stepped_optimizers(self) -> Sequence[int]:
+        """The optimizers (indices into ``optimizers()``) this batch's iteration updates."""
+        raise NotImplementedError
+
+    def bare_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The game's optimizers as ``configure_optimizers`` builds them, without a trainer or schedulers (for a loop
+        that calls ``iteration`` itself)."""
+        configured = self.configure_optimizers()
+        return list(configured[0] if isinstance(configured, tuple) else configured)  # (optimizers, schedulers)
+
+    def run_iteration(self, batch) -> dict[str, torch.Tensor]:
+        """One iteration on ``batch`` and its step scalars. Eager: Lightning's optimizers. Recorded: the raw optimizers
+        in their graph-safe form, then Lightning's step count advanced for the ones that stepped
+        (``stepped_optimizers``), the losses checked, and on logging steps the scalars copied out of the graph (its
+        next replay overwrites them)."""
         opts = self.optimizers()
         graph = self.iteration_graph if self.device.type == "cuda" else None
         if graph is None:
@@ -56,7 +67,7 @@ class GraphedIterations:
             logs = self.iteration(batch, raw, graph)
         finally:
             self.bare_steps = False
-        for i in stepped:
+        for i in self.stepped_optimizers():
             opts[i]._on_before_step()
             opts[i]._on_after_step()
         self.check_finite({net: logs[name] for net, name in self.LOSS_NAMES.items() if name in logs})

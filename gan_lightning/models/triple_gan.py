@@ -325,8 +325,11 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         running statistics in place."""
         return batch_stats_frozen(self.classifier) if self.hparams.c_bn_update == "unlabeled" else nullcontext()
 
+    def stepped_optimizers(self) -> tuple[int, ...]:
+        return (3,) if self.game_epoch <= 0 else (0, 1, 2)  # pre-training: C's own optimizer; the game: D, G, C
+
     def training_step(self, batch, batch_idx: int) -> None:
-        logs = self.run_iteration(batch, stepped=(3,) if self.game_epoch <= 0 else (0, 1, 2))  # pre-training: C's own optimizer
+        logs = self.run_iteration(batch)
         self.log_step_scalars(logs, "train/c/loss" if "train/c/loss" in logs else "pretrain/c/loss", bar="c_loss")
 
     LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss", "classifier": "train/c/loss",
