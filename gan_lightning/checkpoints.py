@@ -51,6 +51,7 @@ def check_resumable(ckpt: dict, run_config: dict, model: torch.nn.Module | None 
     if held != expected:
         raise ConfigError(f"{what} holds {held}; this run is {expected}: resume with the config the checkpoint was "
                           "written with (its run directory's .hydra/config.yaml)")
+    _check_same_split(stored.get("data") or {}, run_config.get("data") or {}, what)
     if model is not None:
         saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
         current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -62,6 +63,19 @@ def check_resumable(ckpt: dict, run_config: dict, model: torch.nn.Module | None 
                       f"{name} is missing there" if missing else f"{name} has no place here")
             raise ConfigError(f"{what} holds {held} with other networks ({detail}): resume with the config the checkpoint "
                               "was written with (its run directory's .hydra/config.yaml)")
+
+
+SPLIT_KEYS = {"val_size": 0, "val_seed": 0, "label_seed": 1, "label_split": "official"}  # key: default of older runs
+
+
+def _check_same_split(stored: dict, current: dict, what: str) -> None:
+    """A resumed run keeps the images it trained, validated and was labeled on: one line naming the first setting
+    that differs (runs written before the validation set existed have ``val_size: 0``)."""
+    for key, default in SPLIT_KEYS.items():
+        held, now = stored.get(key, default), current.get(key, default)
+        if key in current and held != now:
+            raise ConfigError(f"{what} was trained with data.{key}={held}; this run has data.{key}={now}: resume with "
+                              f"data.{key}={held} (the images it trains, validates and is labeled on stay the same)")
 
 
 def load_game(path: str | Path, what: str = "ckpt_path"):

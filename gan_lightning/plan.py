@@ -28,11 +28,13 @@ class Phase:
 
 @dataclass(frozen=True)
 class DataPlan:
-    """A game's phases (``pretrain``: C's pre-training, when the game has one) and its labeled subset size."""
+    """A game's phases (``pretrain``: C's pre-training, when the game has one), its labeled subset size, and whether
+    it validates (a game with a classifier: the datamodule then holds out ``data.val_size`` training images)."""
 
     game: Phase
     pretrain: Phase | None = None
     n_labeled: int | None = None
+    validates: bool = False
 
     def phase(self, pretraining: bool) -> Phase:
         return self.pretrain if pretraining and self.pretrain is not None else self.game

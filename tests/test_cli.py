@@ -47,14 +47,24 @@ def test_triple_gan_two_epochs_on_real_mnist_with_100_labels(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     indices = json.loads((run_dir / "labeled_indices.json").read_text())
     assert indices["n_labeled"] == 100 and len(set(indices["indices"])) == 100
+    # the validation set: 5,000 training images, none of them labeled
+    assert indices["val_size"] == 5000 and len(set(indices["val_indices"])) == 5000
+    assert not set(indices["val_indices"]) & set(indices["indices"])
     acc = events(run_dir)
     tags = set(acc.Tags()["scalars"])
-    assert {"val/err_c", "val/err_ema", "val/acc_ema", "val/best_err_ema", "pretrain/c/loss", "train/c/adv", "train/d/fake_c"} <= tags
+    assert {"val/err_c", "val/err_ema", "val/acc_ema", "val/best_err_ema", "test/err_c", "test/err_ema", "pretrain/c/loss",
+            "train/c/adv", "train/d/fake_c"} <= tags
+    assert not any(t.startswith("test/best") for t in tags)  # no best chosen on the test set
     errs = [e.value for e in acc.Scalars("val/err_c")]
-    assert len(errs) == 2 and all(0.0 <= e <= 1.0 for e in errs)
+    tests = [e.value for e in acc.Scalars("test/err_c")]
+    assert len(errs) == len(tests) == 2 and all(0.0 <= e <= 1.0 for e in errs + tests)
     grid = acc.Images("samples/grid")[-1]
     assert grid.height > grid.width * 0.9  # 10 class rows x 10 columns
-    assert "val/confusion_matrix_ema" in acc.Tags()["images"]
+    assert {"val/confusion_matrix_ema", "test/confusion_matrix_ema"} <= set(acc.Tags()["images"])
+    # the best checkpoint is the epoch of the lowest validation error
+    best = next((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    ema = [e.value for e in acc.Scalars("val/err_ema")]
+    assert best.name == f"best-epoch{ema.index(min(ema)):04d}.ckpt"  # the first of equal ones
 
 
 def test_missing_data_is_one_clear_line_and_nothing_is_left(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA_ROOT, needs_mnist
 from gan_lightning.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule, StreamBatches, balanced_split
 from gan_lightning.data.batches import epoch_length
 from gan_lightning.errors import ConfigError
@@ -70,7 +71,7 @@ def test_cifar10_reads_torchvision_format(tmp_path):
     dm.setup()
     assert dm.splits.train_x.shape == (100, 3, 32, 32) and dm.splits.test_x.shape == (20, 3, 32, 32)
     assert torch.equal(dm.splits.test_x[3], torch.from_numpy(last[3].reshape(3, 32, 32)))  # CHW order kept
-    assert [len(x) for x, _ in dm.val_dataloader()] == [7, 7, 6]
+    assert [len(x) for x, _ in dm.test_dataloader()] == [7, 7, 6]
 
 
 def test_cifar10_checksum_mismatch_is_a_clear_error(tmp_path):
@@ -283,3 +284,60 @@ def test_image_folder_errors_are_one_line(tmp_path, problem, message):
     folder = None if problem == "no_folder" else str(tmp_path / "pets")
     with pytest.raises(ConfigError, match=message):
         ImageFolderDataModule(str(tmp_path), (3, 16, 16), 3 if problem == "classes" else 2, folder=folder).setup()
+
+
+VALIDATED_100 = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"), n_labeled=100, validates=True)
+
+
+@needs_mnist
+def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_path):
+    from gan_lightning.data.batches import official_split
+
+    index = tmp_path / "idx.json"
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, index_file=str(index))
+    dm.serve(VALIDATED_100)
+    dm.setup()
+    whole = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False)
+    whole.setup()  # without a game: every training image, nothing held out
+    full_x, full_y = whole.splits.train_x, whole.splits.train_y
+    saved = json.loads(index.read_text())
+    val, labeled = torch.tensor(saved["val_indices"]), torch.tensor(saved["indices"])
+    assert dm.eval_sets == ("val", "test") and len(val) == 5000
+    assert torch.bincount(dm.val_set[1]).tolist() == [500] * 10 and torch.equal(dm.val_set[0], full_x[val])
+    # the labeled images are the official split's, drawn from the whole training set as in the paper
+    assert torch.equal(labeled, official_split(full_y, 100, 10, 1)) and not set(val.tolist()) & set(labeled.tolist())
+    assert torch.equal(dm.labeled_set[0], full_x[labeled]) and torch.equal(dm.labeled_set[1], full_y[labeled])
+    # every training stream draws from the 55,000 others
+    assert len(dm.splits.train_x) == 55000 and not set(dm.train_idx.tolist()) & set(val.tolist())
+    assert torch.equal(dm.splits.train_x, full_x[dm.train_idx])
+    loaders = dm.val_dataloader()
+    assert [loader.name for loader in loaders] == ["val", "test"] and sum(len(x) for x, _ in loaders[1]) == 10000
+    # another labeled split: the same validation set, less the few images that split labels
+    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=2, download=False)
+    other.serve(VALIDATED_100)
+    other.setup()
+    assert len(set(other.val_idx.tolist()) & set(val.tolist())) > 4950
+    # a share, or none (then only the test set is evaluated)
+    share = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0.1)
+    share.serve(VALIDATED_100)
+    share.setup()
+    assert len(share.val_idx) == 6000 and share.has_validation
+    none = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0)
+    none.serve(VALIDATED_100)
+    none.setup()
+    assert none.eval_sets == ("test",) and not none.has_validation and len(none.splits.train_x) == 60000
+    assert [loader.name for loader in none.val_dataloader()] == ["test"]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, 0.0])
+def test_a_bad_validation_size_is_one_line(value):
+    with pytest.raises(ConfigError, match=r"data.val_size=.* must be a whole number of images >= 0 or a share in \(0, 1\)"):
+        MNISTDataModule("unused", (1, 28, 28), 10, val_size=value)
+
+
+@needs_mnist
+def test_a_validation_set_too_large_for_a_class_is_one_line():
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=59000)
+    dm.serve(VALIDATED_100)
+    with pytest.raises(ConfigError, match=r"data.val_size=59000 asks 5900 validation images of class 4; 5832 are left"):
+        dm.setup()

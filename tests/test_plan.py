@@ -53,7 +53,9 @@ def test_the_datamodule_serves_the_games_plan_per_phase():
     assert dm.n_labeled == 100 and len(dm.labeled_set[0]) == 100
     batch = next(iter(dm.train_dataloader()))
     assert {k: len(v[0]) for k, v in batch.items()} == {"c_labeled": 100, "c_unlabeled": 100, "d_labeled": 1, "d_unlabeled": 40}
-    assert dm.iterations_per_epoch() == 600 and dm.iterations_per_epoch(pretraining=True) == 120  # 60,000 / 500
+    # 55,000 / 100 and / 500: the 5,000 validation images are in no training stream
+    assert dm.iterations_per_epoch() == 550 and dm.iterations_per_epoch(pretraining=True) == 110
+    assert len(dm.val_set[0]) == 5000 and dm.eval_sets == ("val", "test")
     dm.serve(DataPlan(Phase({"x": {"source": "train", "batch_size": 10}}, 7)))  # another game: all labels, 7 iterations
     dm.setup()
     assert dm.n_labeled is None and len(dm.labeled_set[0]) == 60000 and dm.iterations_per_epoch() == 7

@@ -8,12 +8,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from gan_lightning.capabilities import CanGenerate, HasClassifier, HasPhases
 
 
-def layout(module: L.LightningModule) -> dict:
-    """``{category: {chart: ["Multiline", [tag regexes]]}}`` for ``SummaryWriter.add_custom_scalars``."""
+def layout(module: L.LightningModule, has_validation: bool = True) -> dict:
+    """``{category: {chart: ["Multiline", [tag regexes]]}}`` for ``SummaryWriter.add_custom_scalars``: the validation
+    errors (what is chosen by) first, then the test errors (what is reported)."""
     charts: dict[str, dict] = {}
     if isinstance(module, HasClassifier):
-        charts["test error"] = {"C and EMA C (test error)": ["Multiline", [r"val/err_c$", r"val/err_ema$"]],
-                                "best so far": ["Multiline", [r"val/best_err_.*"]]}
+        if has_validation:
+            charts["validation error"] = {"C and EMA C (validation error)": ["Multiline", [r"val/err_c$", r"val/err_ema$"]],
+                                          "best so far (validation)": ["Multiline", [r"val/best_err_.*"]]}
+        charts["test error"] = {"C and EMA C (test error)": ["Multiline", [r"test/err_c$", r"test/err_ema$"]]}
     if isinstance(module, CanGenerate):
         charts["generator"] = {"FID (reference features)": ["Multiline", [r"gen/fid$"]],
                                "conditional accuracy": ["Multiline", [r"gen/cond_acc$", r"gen/ema_c_acc$"]],
@@ -34,7 +37,8 @@ class TensorBoardLayout(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        charts = layout(pl_module)
+        datamodule = trainer.datamodule
+        charts = layout(pl_module, has_validation=getattr(datamodule, "has_validation", True))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and charts:
                 logger.experiment.add_custom_scalars(charts)

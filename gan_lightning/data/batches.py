@@ -108,11 +108,31 @@ def epoch_length(sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]], strea
     return max(1, n // int(streams[by]["batch_size"]))
 
 
-class EvalBatches:
-    """Sequential ``(x, y)`` batches of an evaluation set (one loader, sized, re-iterable)."""
+def held_out_per_class(labels: torch.Tensor, size: int, num_classes: int, seed: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of ``size`` examples with every class equally represented (the remainder one more each for the first
+    classes of a seeded order), drawn by a seeded ``torch.randperm`` among the examples not in ``exclude`` (sorted)."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=gen)
+    if exclude is not None and len(exclude):
+        order = order[~torch.isin(order, exclude)]
+    extra = torch.randperm(num_classes, generator=gen)[: size % num_classes].tolist()
+    chosen = []
+    for c in range(num_classes):
+        want = size // num_classes + (c in extra)
+        of_class = order[labels[order] == c]
+        if len(of_class) < want:
+            raise ConfigError(f"data.val_size={size} asks {want} validation images of class {c}; {len(of_class)} are left "
+                              "after the labeled ones: give a smaller data.val_size")
+        chosen.append(of_class[:want])
+    return torch.cat(chosen).sort().values
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-        self.x, self.y, self.batch_size = x, y, batch_size
+
+class EvalBatches:
+    """Sequential ``(x, y)`` batches of an evaluation set (one loader, sized, re-iterable); ``name`` is the prefix of
+    the metrics computed on it (``val``: held-out training images, ``test``: the official test set)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, name: str = "val") -> None:
+        self.x, self.y, self.batch_size, self.name = x, y, batch_size, name
 
     def __len__(self) -> int:
         return (len(self.x) + self.batch_size - 1) // self.batch_size

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 
 from gan_lightning.capabilities import HasPhases
-from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length
+from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length, held_out_per_class
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx, load_image_folder, load_svhn
 from gan_lightning.errors import ConfigError
 from gan_lightning.plan import SOURCES, DataPlan, Phase
@@ -21,14 +21,23 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: data root (torchvision's layout underneath).
         image_shape, num_classes: what the config promises the models (checked against the dataset).
+        label_seed: which training images carry a label when the game asks for ``model.n_labeled`` of them.
         label_split: how ``label_seed`` picks the labeled subset: ``official`` (the official Triple-GAN scripts' numpy
-            permutation: the same images for the same seed) or ``torch`` (a seeded ``torch.randperm``).
+            permutation of the whole training set: the same images for the same seed) or ``torch`` (a seeded
+            ``torch.randperm``).
+        val_size: the validation set of a game with a classifier (``val/*``): this many training images (a number in
+            (0, 1): this share of them), every class equally represented, never labeled for training and never in the
+            unlabeled stream. 0: no validation set (then nothing is named ``val/``). The official test set is
+            ``test/*``, logged every epoch and never used to choose anything.
+        val_seed: which images the validation set holds (the same set for every ``label_seed``, less the few labeled
+            images it would share with that split).
+        eval_batch_size: batch size of the evaluation passes.
+        download, verify_checksums: fetch missing files; check their md5.
+        index_file: where the labeled and validation indices are written (JSON), null to skip.
+        seed: seed of the training streams' permutations.
 
     What is drawn each iteration, and how many images carry a label, is the game's (``serve(model)``,
     ``gan_lightning.plan``); without a game (evaluation, sampling) every training image is labeled.
-
-        val_size: hold out this many training examples for validation; 0 = validate on the official test set.
-        index_file: where the labeled indices are written (JSON), null to skip.
     """
 
     name: str = ""
@@ -42,7 +51,8 @@ class ImageDataModule(L.LightningDataModule):
         num_classes: int,
         label_seed: int = 1,
         label_split: str = "official",
-        val_size: int = 0,
+        val_size: int | float = 5000,
+        val_seed: int = 0,
         eval_batch_size: int = 1000,
         download: bool = True,
         verify_checksums: bool = True,
@@ -55,12 +65,15 @@ class ImageDataModule(L.LightningDataModule):
                               f"the config says {tuple(image_shape)} and {num_classes}")
         self.data_dir = str(data_dir)
         self.plan: DataPlan | None = None  # the game's, from serve()
-        self.label_seed, self.val_size = int(label_seed), int(val_size)
+        self.label_seed, self.val_size, self.val_seed = int(label_seed), val_size, int(val_seed)
         self.label_split = label_split
         self.eval_batch_size, self.download, self.verify = int(eval_batch_size), bool(download), bool(verify_checksums)
         self.index_file, self.seed = index_file, int(seed)
         self.splits: Splits | None = None
         self.labeled_idx: torch.Tensor | None = None
+        self.val_idx: torch.Tensor | None = None  # in the official training set's numbering
+        self.val_set: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.train_idx: torch.Tensor | None = None  # the training images kept, in the official numbering
         self._validate_config()
 
     @property
@@ -79,7 +92,7 @@ class ImageDataModule(L.LightningDataModule):
                 if spec["source"] not in SOURCES:
                     raise ConfigError(f"{type(game).__name__} reads stream '{name}' from '{spec['source']}'; "
                                       f"{self.name or type(self).__name__} serves {list(SOURCES)}")
-        if self.splits is not None and plan.n_labeled != self.n_labeled:
+        if self.splits is not None and (plan.n_labeled, plan.validates) != (self.n_labeled, self.validates):
             self.splits = None  # set up for another labeled subset: the next setup() draws this one
         self.plan = plan
 
@@ -88,8 +101,9 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
         if self.eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size={self.eval_batch_size} must be a positive integer")
-        if self.val_size < 0:
-            raise ConfigError(f"data.val_size={self.val_size} must be >= 0")
+        size = self.val_size
+        if isinstance(size, bool) or not (isinstance(size, int) and size >= 0 or isinstance(size, float) and 0.0 < size < 1.0):
+            raise ConfigError(f"data.val_size={size!r} must be a whole number of images >= 0 or a share in (0, 1)")
 
     # -- loading ---------------------------------------------------------------------------------------
     def _load(self, download: bool, parse: bool = True) -> Splits | None:  # pragma: no cover - overridden
@@ -106,34 +120,67 @@ class ImageDataModule(L.LightningDataModule):
         assert splits is not None  # parse=True always returns the splits
         if tuple(splits.train_x.shape[1:]) != tuple(self.image_shape):
             raise ConfigError(f"{self.name}: images are {tuple(splits.train_x.shape[1:])}, expected {tuple(self.image_shape)}")
-        if self.val_size:
-            if self.val_size >= len(splits.train_x):
-                raise ConfigError(f"data.val_size={self.val_size} leaves no training data ({len(splits.train_x)} examples)")
-            order = torch.randperm(len(splits.train_x), generator=torch.Generator().manual_seed(self.label_seed + 7919))
-            val, train = order[: self.val_size], order[self.val_size :]
-            self.val_set = (splits.train_x[val], splits.train_y[val])
-            splits = Splits(splits.train_x[train], splits.train_y[train], splits.test_x, splits.test_y)
+        n_labeled = self.n_labeled
+        if n_labeled is not None and n_labeled > len(splits.train_y):
+            raise ConfigError(f"model.n_labeled={n_labeled} is larger than the training set ({len(splits.train_y)})")
+        # the labeled subset is drawn from the whole training set (the official splits keep their images), then the
+        # validation set from the images left; the game trains on everything but the validation set
+        labeled = None if n_labeled is None else LABEL_SPLITS[self.label_split](splits.train_y, n_labeled, self.num_classes, self.label_seed)
+        size = self.held_out_size(len(splits.train_y))
+        if size:
+            if size + (n_labeled or 0) >= len(splits.train_y):
+                raise ConfigError(f"data.val_size={self.val_size} leaves no training data ({len(splits.train_y)} images)")
+            self.val_idx = held_out_per_class(splits.train_y, size, self.num_classes, self.val_seed, exclude=labeled)
+            keep = torch.ones(len(splits.train_y), dtype=torch.bool)
+            keep[self.val_idx] = False
+            self.val_set = (splits.train_x[self.val_idx], splits.train_y[self.val_idx])
+            # renumber the labeled indices into the kept images (the index file keeps the official numbering)
+            self.labeled_idx = None if labeled is None else (torch.cumsum(keep, 0) - 1)[labeled]
+            self.train_idx = keep.nonzero().squeeze(1)
+            splits = Splits(splits.train_x[keep], splits.train_y[keep], splits.test_x, splits.test_y)
         else:
-            self.val_set = (splits.test_x, splits.test_y)
-        if self.n_labeled is not None:
-            if self.n_labeled > len(splits.train_y):
-                raise ConfigError(f"model.n_labeled={self.n_labeled} is larger than the training set ({len(splits.train_y)})")
-            self.labeled_idx = LABEL_SPLITS[self.label_split](splits.train_y, self.n_labeled, self.num_classes, self.label_seed)
-        else:
-            self.labeled_idx = torch.arange(len(splits.train_y))
+            self.val_idx, self.val_set, self.labeled_idx = None, None, labeled
+            self.train_idx = torch.arange(len(splits.train_y))
         self.splits = splits
-        full = self.n_labeled is None  # every example labeled: share the training tensors, copy nothing
-        self.labeled_set = (splits.train_x, splits.train_y) if full else (splits.train_x[self.labeled_idx], splits.train_y[self.labeled_idx])
+        if self.labeled_idx is None:  # every example labeled: share the training tensors, copy nothing
+            self.labeled_idx = torch.arange(len(splits.train_y))
+            self.labeled_set = (splits.train_x, splits.train_y)
+        else:
+            self.labeled_set = (splits.train_x[self.labeled_idx], splits.train_y[self.labeled_idx])
         self._write_index_file()
+
+    @property
+    def validates(self) -> bool:
+        """Whether the game served evaluates a classifier (without a game: no, every training image is served)."""
+        return self.plan is not None and self.plan.validates
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the runs of the game served have a validation set (``val/*``)."""
+        return self.validates and self.val_size != 0
+
+    def held_out_size(self, n_train: int) -> int:
+        """Validation images held out of ``n_train`` training images for the game served (0: none)."""
+        if not self.validates:
+            return 0
+        return round(self.val_size * n_train) if isinstance(self.val_size, float) else int(self.val_size)
+
+    @property
+    def eval_sets(self) -> tuple[str, ...]:
+        """The evaluation passes of every epoch, in the order of ``val_dataloader``: ``val`` (when there is a
+        validation set), then ``test``."""
+        return ("val", "test") if self.val_set is not None else ("test",)
 
     def _write_index_file(self) -> None:
         if not self.index_file or self.n_labeled is None or (self.trainer is not None and self.trainer.global_rank != 0):
             return
         path = Path(self.index_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        assert self.labeled_idx is not None
+        assert self.labeled_idx is not None and self.train_idx is not None
+        # indices in the official training set's numbering
         payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed, "label_split": self.label_split,
-                   "val_size": self.val_size, "indices": self.labeled_idx.tolist()}
+                   "indices": self.train_idx[self.labeled_idx].tolist(), "val_size": 0 if self.val_idx is None else len(self.val_idx),
+                   "val_seed": self.val_seed, "val_indices": [] if self.val_idx is None else self.val_idx.tolist()}
         path.write_text(json.dumps(payload))
 
     # -- loaders ---------------------------------------------------------------------------------------
@@ -172,18 +219,21 @@ class ImageDataModule(L.LightningDataModule):
         length = epoch_length(sources, phase.streams, phase.epoch_length, world)
         return StreamBatches(sources, phase.streams, length, self.seed, epoch, rank, world, skip)
 
-    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> EvalBatches:
+    def _eval_batches(self, x: torch.Tensor, y: torch.Tensor, name: str) -> EvalBatches:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:  # shard evaluation; metrics are reduced across ranks
             x, y = x[trainer.global_rank :: trainer.world_size], y[trainer.global_rank :: trainer.world_size]
-        return EvalBatches(x, y, self.eval_batch_size)
+        return EvalBatches(x, y, self.eval_batch_size, name)
 
-    def val_dataloader(self) -> EvalBatches:
-        return self._eval_batches(*self.val_set)
+    def val_dataloader(self) -> list[EvalBatches]:
+        """Every epoch's evaluation passes (``eval_sets``): the validation set, then the official test set."""
+        assert self.splits is not None
+        sets = {"val": self.val_set, "test": (self.splits.test_x, self.splits.test_y)}
+        return [self._eval_batches(*sets[name], name) for name in self.eval_sets]  # type: ignore[misc]
 
     def test_dataloader(self) -> EvalBatches:
         assert self.splits is not None
-        return self._eval_batches(self.splits.test_x, self.splits.test_y)
+        return self._eval_batches(self.splits.test_x, self.splits.test_y, "test")
 
 
 class MNISTDataModule(ImageDataModule):
@@ -225,13 +275,15 @@ class SVHNDataModule(ImageDataModule):
 
 class ImageFolderDataModule(ImageDataModule):
     """Any folder of images with one sub-folder per class (15-Scene, cats-vs-dogs, face crops), at a chosen size,
-    held in memory as uint8 like the other datamodules. A seeded per-class share ``val_fraction`` is the test set.
+    held in memory as uint8 like the other datamodules. A seeded per-class share ``val_fraction`` is the test set;
+    the validation set is ``val_size`` (a share, by default) of the rest.
 
-    Args (besides ``ImageDataModule``'s): folder: the directory; val_fraction: share of each class held out;
-        split_seed: seed of that split.
+    Args (besides ``ImageDataModule``'s): folder: the directory; val_fraction: share of each class held out as the
+        test set; split_seed: seed of that split; val_size: as for every datamodule, here a tenth by default.
     """
 
-    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, folder: str | None = None, val_fraction: float = 0.2, split_seed: int = 0, **kwargs) -> None:
+    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, folder: str | None = None,
+                 val_fraction: float = 0.2, split_seed: int = 0, val_size: int | float = 0.1, **kwargs) -> None:
         if not folder:
             raise ConfigError("data.folder is required: a directory with one sub-directory of images per class")
         if not 0.0 < val_fraction < 1.0:
@@ -242,7 +294,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_shape = (c, h, w)
         self.num_classes = int(num_classes)
         self.classes: list[str] = []
-        super().__init__(data_dir, image_shape, num_classes, **kwargs)
+        super().__init__(data_dir, image_shape, num_classes, val_size=val_size, **kwargs)
 
     def _load(self, download: bool, parse: bool = True) -> Splits | None:
         if not parse:

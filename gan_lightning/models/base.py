@@ -43,6 +43,7 @@ class GameModule(L.LightningModule):
     STREAMS: ClassVar[dict[str, str]] = {}
     EPOCH_LENGTH: ClassVar[int | str] = 1
     MONITOR: ClassVar[str | None] = None
+    VALIDATES: ClassVar[bool] = False  # evaluates a classifier: the datamodule holds out data.val_size training images
 
     def __init__(self, data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True,
                  batch_sizes: Mapping[str, int] | None = None, epoch_length: int | str | None = None,
@@ -53,7 +54,7 @@ class GameModule(L.LightningModule):
         # what the game draws from the data (None when built without batch sizes: it can evaluate, not train)
         self.plan: DataPlan | None = None if batch_sizes is None else DataPlan(
             declare(self.STREAMS, batch_sizes, self.EPOCH_LENGTH if epoch_length is None else epoch_length, "model.batch_sizes"),
-            n_labeled=check_n_labeled(n_labeled))
+            n_labeled=check_n_labeled(n_labeled), validates=self.VALIDATES)
         if data_range not in RANGES:
             raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
         if latent_dist not in ("normal", "uniform"):

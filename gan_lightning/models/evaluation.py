@@ -1,5 +1,7 @@
-"""Mixin of the games with a classifier: test accuracy of C and of its EMA copy (torchmetrics), best-so-far errors,
-the EMA update (also inside CUDA graphs) and the EMA copy as a mean teacher; a confusion matrix at the end."""
+"""Mixin of the games with a classifier: accuracy of C and of its EMA copy (torchmetrics) on the validation set
+(``val/*``, held-out training images: what checkpoints and sweeps choose by, with its best so far) and on the official
+test set (``test/*``, logged every epoch, never chosen by); the EMA update (also inside CUDA graphs) and the EMA copy
+as a mean teacher; confusion matrices at the end."""
 
 from __future__ import annotations
 
@@ -49,10 +51,15 @@ def ema_with_warmup(decay: float) -> Callable:
     return update
 
 
-class ClassifierEvaluation:
-    """Mixin: test/val accuracy of ``self.classifier`` and of its EMA copy ``self.ema`` (torchmetrics),
-    best-so-far errors, and a confusion-matrix figure of the EMA classifier at the end of training."""
+EVAL_SETS = ("val", "test")  # the names of the evaluation passes (``EvalBatches.name``), the prefix of their metrics
 
+
+class ClassifierEvaluation:
+    """Mixin: errors of ``self.classifier`` and of its EMA copy ``self.ema`` on every evaluation pass of an epoch
+    (``val/err_c``, ``val/err_ema``, ``val/best_err_*``; ``test/err_c``, ``test/err_ema``: no best, the test set
+    chooses nothing), and confusion-matrix figures of the EMA classifier at the end of training."""
+
+    VALIDATES = True  # the datamodule holds out data.val_size training images for val/*
     classifier: nn.Module
     ema: AveragedModel
     # provided by the LightningModule it is mixed into (GameModule)
@@ -67,9 +74,11 @@ class ClassifierEvaluation:
         self.num_classes = num_classes
         self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
-        self.val_acc = nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
-        self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})
-        self.confmat = MulticlassConfusionMatrix(num_classes)
+        self.eval_acc = nn.ModuleDict({s: nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
+                                       for s in EVAL_SETS})
+        self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})  # on the validation set only
+        self.confmat = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes) for s in EVAL_SETS})
+        self.eval_names: list[str] = list(EVAL_SETS)  # the passes of this run, in the order of its loaders
 
     @contextmanager
     def ema_as_teacher(self) -> Iterator[None]:
@@ -100,37 +109,46 @@ class ClassifierEvaluation:
             torch._foreach_copy_(*map(list, zip(*others)))
         self.ema.n_averaged += 1
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def on_validation_epoch_start(self) -> None:
+        loaders = self.trainer.val_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        self.eval_names = [getattr(loader, "name", "val") for loader in loaders]
+        for name in self.eval_names:
+            self.confmat[name].reset()
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        self.val_acc["c"].update(self.classifier(x).argmax(1), y)
+        acc = self.eval_acc[self.eval_names[dataloader_idx]]
+        acc["c"].update(self.classifier(x).argmax(1), y)
         pred_ema = self.ema(x).argmax(1)
-        self.val_acc["ema"].update(pred_ema, y)
-        self.confmat.update(pred_ema, y)
+        acc["ema"].update(pred_ema, y)
+        self.confmat[self.eval_names[dataloader_idx]].update(pred_ema, y)
 
     def on_validation_epoch_end(self) -> None:
-        for k in ("c", "ema"):
-            err = 1.0 - self.val_acc[k].compute()
-            self.val_acc[k].reset()
-            if not self.trainer.sanity_checking:
-                self.best_err[k].update(err)
-                self.log(f"val/err_{k}", err, prog_bar=k == "ema")
-                self.log(f"val/acc_{k}", 1.0 - err)
-                self.log(f"val/best_err_{k}", self.best_err[k].compute())
+        for name in self.eval_names:
+            for k in ("c", "ema"):
+                err = 1.0 - self.eval_acc[name][k].compute()
+                self.eval_acc[name][k].reset()
+                if self.trainer.sanity_checking:
+                    continue
+                self.log(f"{name}/err_{k}", err, prog_bar=k == "ema", add_dataloader_idx=False)
+                self.log(f"{name}/acc_{k}", 1.0 - err, add_dataloader_idx=False)
+                if name == "val":
+                    self.best_err[k].update(err)
+                    self.log(f"val/best_err_{k}", self.best_err[k].compute(), add_dataloader_idx=False)
 
     def on_train_end(self) -> None:
-        """Confusion matrix of the EMA classifier on the last validation pass, as a TensorBoard figure
+        """Confusion matrices of the EMA classifier on the last evaluation passes, as TensorBoard figures
         (computed on every process: the counts are summed across them; drawn by rank 0)."""
-        if self.confmat.update_count == 0:
-            return
-        counts = self.confmat.compute()
-        self.confmat.reset()
-        if self.trainer.global_rank != 0:
-            return
-        fig, _ = self.confmat.plot(val=counts)
-        fig.set_size_inches(6, 6)
-        for logger in self.trainer.loggers:
-            if hasattr(logger.experiment, "add_figure"):
-                logger.experiment.add_figure("val/confusion_matrix_ema", fig, global_step=self.global_step)
-
-    def on_validation_epoch_start(self) -> None:
-        self.confmat.reset()
+        for name in self.eval_names:
+            if self.confmat[name].update_count == 0:
+                continue
+            counts = self.confmat[name].compute()
+            self.confmat[name].reset()
+            if self.trainer.global_rank != 0:
+                continue
+            fig, _ = self.confmat[name].plot(val=counts)
+            fig.set_size_inches(6, 6)
+            for logger in self.trainer.loggers:
+                if hasattr(logger.experiment, "add_figure"):
+                    logger.experiment.add_figure(f"{name}/confusion_matrix_ema", fig, global_step=self.global_step)

@@ -1,7 +1,9 @@
 """``task=summary task.dir=outputs/multirun/<date>/<time>``: one table of a sweep, overrides -> final metrics.
 
-Runs that differ only by ``seed`` are grouped (mean ± std over seeds). Writes ``summary.csv`` and
-``summary.md`` into the sweep directory and prints the Markdown table.
+Runs that differ only by ``seed`` are grouped (mean ± std over seeds) and ranked by the first metric, a validation
+metric (``val/*``: the test set ranks nothing); ``test/*`` columns are shown beside it. Writes ``summary.csv`` and
+``summary.md`` into the sweep directory and prints the Markdown table. Runs written before the validation set
+existed have their ``val/*`` test errors read as ``test/*`` (``tbread.read_run_scalars``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import yaml
 from omegaconf import DictConfig
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.tbread import read_scalars
+from gan_lightning.selection import check_metric
+from gan_lightning.tbread import read_run_scalars
 
 
 def collect(sweep_dir: Path, metrics: list[str]) -> list[dict]:
@@ -22,7 +25,7 @@ def collect(sweep_dir: Path, metrics: list[str]) -> list[dict]:
     for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
         job = overrides_file.parent.parent
         overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("hydra.")]
-        scalars = read_scalars(job / "tb") if (job / "tb").is_dir() else {}
+        scalars = read_run_scalars(job)
         final = {m: scalars[m][-1][2] for m in metrics if scalars.get(m)}
         rows.append({"job": job.name, "overrides": overrides, **final})
     return rows
@@ -57,7 +60,8 @@ def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None =
     if not dir or not Path(dir).is_dir():
         raise ConfigError(f"task.dir={dir} is not a directory; give a multirun directory, e.g. task.dir=outputs/multirun/<date>/<time>")
     sweep_dir = Path(dir)
-    metrics = list(metrics or ["val/best_err_ema", "val/err_ema"])
+    metrics = list(metrics or ["val/best_err_ema", "val/err_ema", "test/err_ema"])
+    check_metric("task.metrics[0] (the ranking)", metrics[0])
     rows = collect(sweep_dir, metrics)
     if not rows:
         raise ConfigError(f"no runs (*/.hydra/overrides.yaml) under {sweep_dir}")

@@ -16,6 +16,7 @@ from gan_lightning.acceleration import accelerate
 from gan_lightning.checkpoints import check_resumable, read_checkpoint
 from gan_lightning.config_check import check_config
 from gan_lightning.errors import ConfigError
+from gan_lightning.selection import check_selection
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -36,9 +37,10 @@ def build(cfg: DictConfig):
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
     datamodule.serve(model)  # the game's streams, phases and labeled subset; one line if the data cannot serve them
-    if cfg.get("monitor") is None and type(model).MONITOR:  # the checkpoint callback keeps the best by the game's metric
-        cfg.monitor = type(model).MONITOR
+    if cfg.get("monitor") is None and type(model).MONITOR and datamodule.has_validation:
+        cfg.monitor = type(model).MONITOR  # the checkpoint callback keeps the best by the game's validation metric
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    check_selection(model.run_config, datamodule.has_validation)  # choices by val/* only, and only with a val set
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     if not loggers:  # `logger=none`: nothing to monitor learning rates into
@@ -81,7 +83,7 @@ def fit(cfg: DictConfig):
     _say(f"run directory: {cfg.paths.output_dir}")
     start = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "gen/"))}
+    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):  # the HParams view pairs the config with the final metrics
             logger.log_hyperparams(_flatten(model.run_config), final or None)
@@ -91,7 +93,7 @@ def fit(cfg: DictConfig):
                 logger.log_metrics(final, step=trainer.global_step)
             logger.save()
     shown = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
-                      if k.startswith(("val/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k
+                      if k.startswith(("val/err", "test/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k
                       and "fid_class/" not in k)  # per-class FIDs stay in TensorBoard; their mean is shown
     _say(f"done in {(time.time() - start) / 60:.1f} min, {trainer.current_epoch} epochs{': ' + shown if shown else ''}")
     _say(f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})")
