@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from gan_lightning.hardware import auto_precision, cpu_precision
+from gan_lightning.hydra_callbacks import claim_directory
 
 # `${sum:a,b}` in configs (e.g. max_epochs = pre-training epochs + game epochs).
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
@@ -14,5 +15,7 @@ OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 # `${auto_precision:}`: 32-true on a CUDA machine, else cpu_precision (the default trainer's choice).
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+# `${unique_dir:outputs/<date>/<time>}`: that directory, or <time>-2, -3, ... when a run started in the same second holds it.
+OmegaConf.register_new_resolver("unique_dir", claim_directory, replace=True, use_cache=True)
 # `${shipped_references:}`: the reference feature networks that ship with the package (MNIST, Fashion-MNIST).
 OmegaConf.register_new_resolver("shipped_references", lambda: str(Path(__file__).resolve().parent / "references"), replace=True)

@@ -11,6 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from gan_lightning.errors import ConfigError
+
 
 @runtime_checkable
 class CanGenerate(Protocol):
@@ -67,3 +69,34 @@ class RecordsCudaGraphs(Protocol):
     CUDA_GRAPHS_AUTO: bool
 
     def enable_cuda_graphs(self, warmup: int = 3) -> None: ...
+
+
+# a game claims a capability by its defining member; the feature that needs it (image grids and generator metrics,
+# classifier evaluation, phases, CUDA graphs) then needs every member of the protocol
+CLAIMS: dict[type, tuple[str, str]] = {
+    CanGenerate: ("generate", "image grids, FID/KID/IS and task=sample"),
+    HasClassifier: ("classifier", "the validation and test errors and task=analyze"),
+    HasPhases: ("in_pretraining", "its phases' data streams"),
+    RecordsCudaGraphs: ("enable_cuda_graphs", "trainer.cuda_graphs"),
+}
+
+
+def _members(protocol: type) -> list[str]:
+    names: list[str] = []
+    for base in protocol.__mro__:
+        if base in (Protocol, object) or not getattr(base, "_is_protocol", False):
+            continue
+        names += [n for n in (*base.__dict__.get("__annotations__", {}), *base.__dict__) if not n.startswith("_") and n not in names]
+    return names
+
+
+def check_capabilities(component: object, what: str = "model") -> None:
+    """One line when ``component`` claims a capability (has its defining member) without every member the features
+    using it read, instead of those features switching themselves off (e.g. a generator without ``latent_dim``)."""
+    for protocol, (claim, feature) in CLAIMS.items():
+        if not hasattr(component, claim):
+            continue
+        missing = [n for n in _members(protocol) if not hasattr(component, n)]
+        if missing:
+            raise ConfigError(f"{what}: {type(component).__name__} has {claim} but no {', '.join(missing)}; "
+                              f"{feature} need {protocol.__name__}'s members: {', '.join(_members(protocol))}")

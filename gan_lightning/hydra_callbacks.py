@@ -38,3 +38,22 @@ class CheckOutputDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def claim_directory(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... when another run already holds it: the first that this process creates
+    itself (``mkdir`` is atomic), so runs started in the same second (a shell loop over seeds) never share a
+    directory. The ``${unique_dir:...}`` resolver of ``hydra.run.dir`` and ``hydra.sweep.dir``; cached with the config,
+    so every later read of the key (and a sweep's jobs in other processes) gets the same directory."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError:  # unwritable: CheckOutputDir says so in one line
+            return str(base)
+        return str(candidate)
+    raise RuntimeError(f"{path}: 10,000 runs in one second")

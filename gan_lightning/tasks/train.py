@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lightning.acceleration import accelerate
+from gan_lightning.capabilities import check_capabilities
 from gan_lightning.checkpoints import check_resumable, read_checkpoint
 from gan_lightning.config_check import check_config
 from gan_lightning.errors import ConfigError
@@ -36,6 +37,7 @@ def build(cfg: DictConfig):
     check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys, wrong types: one line before anything is built
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
+    check_capabilities(model)  # a half-implemented capability is one line here, not a feature silently off
     datamodule.serve(model)  # the game's streams, phases and labeled subset; one line if the data cannot serve them
     if cfg.get("monitor") is None and type(model).MONITOR and datamodule.has_validation:
         cfg.monitor = type(model).MONITOR  # the checkpoint callback keeps the best by the game's validation metric

@@ -1,0 +1,70 @@
+"""Every run gets a directory of its own, also when several start in the same second; a half-implemented capability
+stops the run when it is built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, compose_cfg, needs_mnist
+from hydra.utils import instantiate
+
+from gan_lightning.capabilities import check_capabilities
+from gan_lightning.errors import ConfigError
+from gan_lightning.hydra_callbacks import claim_directory
+from gan_lightning.models.gan import GAN
+from gan_lightning.tasks.train import build
+
+
+def test_claim_directory_gives_each_caller_its_own(tmp_path):
+    base = tmp_path / "outputs" / "2026-01-01" / "12-00-00"
+    got = [claim_directory(str(base)) for _ in range(3)]
+    assert got == [str(base), f"{base}-2", f"{base}-3"] and all(os.path.isdir(p) for p in got)
+
+
+@pytest.mark.slow
+def test_runs_started_together_write_separate_directories(tmp_path):
+    """Two CLI runs resolving the same run directory at once (as a shell loop over seeds does within one second)."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "gan_lightning", "task=summary", f"task.dir={sweep}", "hydra.run.dir=${unique_dir:outputs/same}"]
+    procs = [subprocess.Popen([*args, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for seed in (1, 2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    dirs = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert dirs == ["same", "same-2"]
+    seeds = sorted((tmp_path / "outputs" / d / ".hydra" / "overrides.yaml").read_text() for d in dirs)
+    assert "seed=1" in seeds[0] and "seed=2" in seeds[1]  # each run's own config, none overwritten
+
+
+class NoLatentGAN(GAN):
+    """A generator game that forgot ``latent_dim``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        del self.latent_dim
+
+
+def _gan(target: str = "gan_lightning.models.gan.GAN"):
+    cfg = compose_cfg(["model=gan"])
+    cfg.model._target_ = target
+    return instantiate(cfg.model, _convert_="all")
+
+
+def test_a_game_without_a_member_its_features_need_stops_when_built():
+    check_capabilities(_gan())  # a complete game passes
+    with pytest.raises(ConfigError, match=r"model: NoLatentGAN has generate but no latent_dim; image grids, FID/KID/IS"):
+        check_capabilities(_gan(f"{__name__}.NoLatentGAN"))
+
+
+@needs_mnist
+def test_the_run_is_refused_before_training(tmp_path):
+    cfg = compose_cfg(["model=gan", "trainer=debug", "logger=none"], tmp_path)
+    cfg.model._target_ = f"{__name__}.NoLatentGAN"
+    with pytest.raises(ConfigError, match="has generate but no latent_dim"):
+        build(cfg)
