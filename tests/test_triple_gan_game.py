@@ -274,5 +274,7 @@ def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     assert done and float(done.group(1)) == pytest.approx(last_fid, rel=1e-3)
     assert "litlogger" not in out.lower() and "transfer_batch_to_device" not in out
     layout = _custom_scalar_layout(run_dir / "tb")
-    assert layout["test error"]["C and EMA C (test error)"] == ["val/err_c$", "val/err_ema$"]
+    assert layout["validation error"]["C and EMA C (validation error)"] == ["val/err_c$", "val/err_ema$"]
+    assert layout["test error"]["C and EMA C (test error)"] == ["test/err_c$", "test/err_ema$"]
+    assert list(layout)[:2] == ["validation error", "test error"]  # what is chosen by, then what is reported
     assert set(layout["losses"]) >= {"D", "G", "C", "C, pre-training"} and "FID (reference features)" in layout["generator"]

@@ -1,0 +1,267 @@
+"""Where the game pays: Triple-GAN's fast preset against its ablation, paired on the same labeled splits, in the hour.
+
+    python -m bench.ssl_study                         # run the queue's next pairs, appending each pair's rows
+    python -m bench.ssl_study --stop-by 23:40 --commit   # start a pair only if it ends by 23:40; commit each pair's rows
+    python -m bench.ssl_study --report                # tables and plots from the results file, no runs
+    python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json --game-extra model.adv_warmup_epochs=2
+                                                      # a short proxy study, to choose a setting by validation error
+
+A pair is the game (``experiment=triple_gan_mnist100_fast``) and its ablation (the same classifier training for the
+whole time, no game), started together, each pinned to one core with one thread, each for ``--minutes`` of
+``trainer.max_time``: same hardware, same wall time. The queue is every setting of the study in order (100 labels on
+splits 1-5, then 50 and 20 labels on splits 1-3); a pair whose two rows are in the results file is done, so a
+stopped study goes on where it stopped. Each row (one run) records the final epoch's EMA C error on the validation
+set (held-out training images) and on the test set, G's conditional accuracy and FID (game rows), the curve of both
+errors against wall time, the CPU's model and flags, and the command. ``--report`` writes, per setting, the mean ± SD
+of each run over the splits and the paired difference (game - ablation) with its 95 % t interval
+(``bench/results/ssl_study.md``) and one plot (``docs/ssl_study_<n>labels.png``). Nothing in the study is chosen by
+the test error: the headline is the last epoch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.mnist100 import cpu_flags
+from gan_lightning.tbread import read_run_scalars
+
+RESULTS = Path("bench/results/ssl_study.json")
+REPORT = Path("bench/results/ssl_study.md")
+PLOTS = Path("docs")
+SETTINGS = ((100, (1, 2, 3, 4, 5)), (50, (1, 2, 3)), (20, (1, 2, 3)))  # (labels, labeled splits): the queue, in order
+RUNS = {
+    "game": ["experiment=triple_gan_mnist100_fast"],
+    # the same classifier training (augmentation, consistency, confident labels, optimizer) for the whole time
+    "ablation": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=100000", "model.pretrain_time_share=null", "model.epochs=0"],
+}
+OVERHEAD_MIN = 3.0  # start-up, the last evaluation and the generator metrics after max_time (measured: 1-2 min)
+# two-sided 95 % quantiles of Student's t by degrees of freedom (1-10); 1.96 beyond
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def queue(minutes: float) -> list[dict[str, Any]]:
+    """Every pair of the study, in the order they run."""
+    return [{"dataset": "mnist", "n_labeled": n, "label_seed": s, "minutes": minutes} for n, seeds in SETTINGS for s in seeds]
+
+
+def pair_key(row: dict) -> tuple:
+    return (row["dataset"], row["n_labeled"], row["label_seed"], row["minutes"])
+
+
+def load_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Add rows to the results file atomically (a kill while writing leaves the previous file whole)."""
+    data = {"description": "bench/ssl_study.py: one row per run (game or ablation); the headline is the last epoch's "
+                           "test error", "rows": load_rows(path) + rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def overrides(run: str, pair: dict, extra: list[str], game_extra: list[str]) -> list[str]:
+    minutes = pair["minutes"]
+    max_time = f"00:{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:{round(60 * (minutes % 1)):02d}"
+    return [*RUNS[run], f"model.n_labeled={pair['n_labeled']}", f"data.label_seed={pair['label_seed']}",
+            f"trainer.max_time={max_time}", *extra, *(game_extra if run == "game" else [])]
+
+
+def launch(args: list[str], run_dir: Path, core: int | None) -> subprocess.Popen:
+    """One CLI run, pinned to ``core`` with one thread (the pair shares the machine evenly), its output in a log."""
+    cmd = [sys.executable, "-m", "gan_lightning", *args, f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ)
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
+        env["OMP_NUM_THREADS"] = "1"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print("$", shlex.join(cmd), flush=True)
+    with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float) -> dict:
+    """A finished run's row: its last epoch's errors and G's metrics, and the curve of both errors by wall time."""
+    scalars = read_run_scalars(run_dir)
+    series = {tag: {step: (wall, value) for wall, step, value in scalars.get(tag, [])}
+              for tag in ("val/err_ema", "test/err_ema", "val/err_c", "test/err_c", "gen/cond_acc", "gen/fid", "epoch")}
+    steps = sorted(series["test/err_ema"])
+    curve = [{"minutes": round((series["test/err_ema"][s][0] - start) / 60, 2), "epoch": int(series["epoch"].get(s, (0, -1))[1]),
+              "val_err_ema": series["val/err_ema"].get(s, (0, None))[1], "test_err_ema": series["test/err_ema"][s][1]} for s in steps]
+    last = lambda tag: series[tag][max(series[tag])][1] if series[tag] else None  # noqa: E731 - the last logged value
+    return {**pair, "run": run, "final_test_err_ema": last("test/err_ema"), "final_val_err_ema": last("val/err_ema"),
+            "final_test_err_c": last("test/err_c"), "final_val_err_c": last("val/err_c"),
+            "g_cond_acc": last("gen/cond_acc") if run == "game" else None, "g_fid": last("gen/fid") if run == "game" else None,
+            "epochs": curve[-1]["epoch"] + 1 if curve else 0, "wall_minutes": round((time.time() - start) / 60, 1),
+            "cpu": cpu_flags(), "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "command": "python -m gan_lightning " + shlex.join(args), "curve": curve}
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def run_pair(pair: dict, root: Path, extra: list[str], game_extra: list[str]) -> list[dict]:
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = len(cores) >= 2
+    name = f"{pair['dataset']}{pair['n_labeled']}_split{pair['label_seed']}_{pair['minutes']:g}min"
+    start = time.time()
+    procs = {}
+    for i, run in enumerate(RUNS):
+        args = overrides(run, pair, extra, game_extra)
+        procs[run] = (args, root / f"{name}_{run}", launch(args, root / f"{name}_{run}", cores[i] if pinned else None))
+    for run, (_, run_dir, proc) in procs.items():
+        if proc.wait():
+            raise SystemExit(f"error: the {run} run of {name} failed (exit {proc.returncode}); its log: {run_dir}.log")
+    return [read_row(run, pair, args, run_dir, start) for run, (args, run_dir, _) in procs.items()]
+
+
+def commit(path: Path, pair: dict) -> None:
+    subprocess.run(["git", "add", str(path)], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", f"SSL study: {pair['n_labeled']} labels, split {pair['label_seed']}, "
+                    f"{pair['minutes']:g} min, game and ablation", "--", str(path)], check=True)
+
+
+# -- report ------------------------------------------------------------------------------------------------------------
+def paired(rows: list[dict], n_labeled: int, key: str) -> dict[str, Any]:
+    """Per split: the game's and the ablation's ``key``; their mean ± SD and the paired difference with its 95 % interval."""
+    by = {(r["label_seed"], r["run"]): r[key] for r in rows if r["n_labeled"] == n_labeled and r.get(key) is not None}
+    splits = sorted({s for s, run in by if run == "game"} & {s for s, run in by if run == "ablation"})
+    game, abl = [by[(s, "game")] for s in splits], [by[(s, "ablation")] for s in splits]
+    diff = [g - a for g, a in zip(game, abl)]
+    out: dict[str, Any] = {"splits": splits, "game": game, "ablation": abl, "diff": diff}
+    if len(diff) > 1:
+        half = T95.get(len(diff) - 1, 1.96) * statistics.stdev(diff) / math.sqrt(len(diff))
+        out["diff_ci"] = (statistics.mean(diff) - half, statistics.mean(diff) + half)
+    return out
+
+
+def _ms(values: list[float], scale: float = 100.0, unit: str = " %") -> str:
+    if not values:
+        return "–"
+    sd = f" ± {scale * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{scale * statistics.mean(values):.2f}{sd}{unit}"
+
+
+def report(rows: list[dict], results: Path) -> str:
+    lines = [f"# Triple-GAN against its ablation, MNIST (`python -m bench.ssl_study --report`, rows: `{results}`)", ""]
+    for n_labeled in sorted({r["n_labeled"] for r in rows}, reverse=True):
+        test, val = paired(rows, n_labeled, "final_test_err_ema"), paired(rows, n_labeled, "final_val_err_ema")
+        games = [r for r in rows if r["n_labeled"] == n_labeled and r["run"] == "game"]
+        minutes = sorted({r["minutes"] for r in rows if r["n_labeled"] == n_labeled})
+        cpus = sorted({r["cpu"]["cpu"] for r in rows if r["n_labeled"] == n_labeled})
+        lines += [f"## {n_labeled} labels ({', '.join(f'{m:g}' for m in minutes)} min a run; CPU: {', '.join(cpus)})", "",
+                  "| labeled split | game: test EMA C | ablation: test EMA C | difference | game: val EMA C | ablation: val EMA C "
+                  "| G: cond. acc. | G: FID | epochs (game / ablation) |", "|---|---|---|---|---|---|---|---|---|"]
+        for s in test["splits"]:
+            g = next(r for r in games if r["label_seed"] == s)
+            a = next(r for r in rows if r["n_labeled"] == n_labeled and r["run"] == "ablation" and r["label_seed"] == s)
+            pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+            num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {s} | {pct(g['final_test_err_ema'])} | {pct(a['final_test_err_ema'])} "
+                         f"| {100 * (g['final_test_err_ema'] - a['final_test_err_ema']):+.2f} | {pct(g['final_val_err_ema'])} "
+                         f"| {pct(a['final_val_err_ema'])} | {pct(g['g_cond_acc'])} | {num(g['g_fid'])} "
+                         f"| {g['epochs']} / {a['epochs']} |")
+        ci = test.get("diff_ci")
+        diff = f"{100 * statistics.mean(test['diff']):+.2f}" + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "") if test["diff"] else "–"
+        lines.append(f"| mean ± SD ({len(test['splits'])} splits) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
+                     f"| {_ms(val['game'])} | {_ms(val['ablation'])} | {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
+                     f"| {_ms([r['g_fid'] for r in games if r['g_fid'] is not None], 1.0, '')} | |")
+        lines += ["", "Difference: game minus ablation, points of test error, mean over the splits [95 % t interval].", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
+    """EMA C error (validation and test) against wall time, game and ablation, one line per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (key, title) in zip(axes, (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))):
+        for r in rows:
+            if r["n_labeled"] != n_labeled:
+                continue
+            points = [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), color="tab:blue" if r["run"] == "game" else "tab:orange", alpha=0.8, lw=1.2,
+                        label=f"{r['run']}, split {r['label_seed']}")
+        ax.set(title=f"EMA C error, {title}", xlabel="wall time (min)", yscale="log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("error (%)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(rows: list[dict], results: Path, report_path: Path, plots: Path) -> None:
+    text = report(rows, results)
+    report_path.write_text(text + "\n")
+    for n_labeled in sorted({r["n_labeled"] for r in rows}):
+        plot(rows, n_labeled, plots / f"ssl_study_{n_labeled}labels.png")
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=60.0, help="trainer.max_time of every run (default: the hour)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--max-pairs", type=int, default=None, help="stop after this many pairs")
+    parser.add_argument("--stop-by", metavar="HH:MM", help="start a pair only if it can end by this time of day")
+    parser.add_argument("--commit", action="store_true", help="git-commit the results file after each pair")
+    parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for both runs")
+    parser.add_argument("--game-extra", nargs="*", default=[], help="overrides for the game only")
+    parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/ssl_study"))
+    parser.add_argument("--report", action="store_true", help="no runs: write the tables and plots from the results file")
+    parser.add_argument("--report-to", type=Path, default=None, help="with --report: the Markdown file (default beside the results)")
+    parser.add_argument("--plots", type=Path, default=PLOTS)
+    args = parser.parse_args(argv)
+    if args.report:
+        rows = load_rows(args.results)
+        if not rows:
+            raise SystemExit(f"error: {args.results} holds no rows; run the study first")
+        write_report(rows, args.results, args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")), args.plots)
+        return
+    done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & \
+           {pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"}
+    todo = [p for p in queue(args.minutes) if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)]
+    print(f"{len(todo)} pairs of {args.minutes:g} min to run ({len(done)} done in {args.results})", flush=True)
+    for i, pair in enumerate(todo[: args.max_pairs]):
+        ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)
+        if args.stop_by:
+            hour, minute = (int(v) for v in args.stop_by.split(":"))
+            limit = time.mktime(time.localtime()[:3] + (hour, minute, 0, 0, 0, -1))
+            if ends > limit:
+                print(f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, after {args.stop_by}")
+                return
+        print(f"pair {i + 1}/{len(todo)}: {pair['n_labeled']} labels, split {pair['label_seed']}; ends about "
+              f"{time.strftime('%H:%M', time.localtime(ends))}", flush=True)
+        rows = run_pair(pair, args.runs_dir, args.extra, args.game_extra)
+        append_rows(args.results, rows)
+        for r in rows:
+            print(f"  {r['run']}: test EMA C {100 * r['final_test_err_ema']:.2f} %, val EMA C {100 * r['final_val_err_ema']:.2f} %, "
+                  f"{r['epochs']} epochs", flush=True)
+        if args.commit:
+            commit(args.results, pair)
+
+
+if __name__ == "__main__":
+    main()
