@@ -31,7 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
 from bench.mnist100 import cpu_flags
-from gan_lightning.tbread import read_scalars
+from gan_lightning.tbread import read_run_scalars
 
 ROOT = Path(__file__).resolve().parent.parent
 # study -> (timed, [(setting, overrides)])
@@ -47,7 +47,9 @@ STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
                                   ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"])]),
     "baselines": (False, [("CNN", ["experiment=classifier_mnist100"]), ("MLP", ["experiment=classifier_mlp_mnist100"])]),
 }
-METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class_mean", "val/err_ema", "val/err_c")
+# the reported errors are the test set's (runs written before the validation set existed are read with their test
+# errors under test/, gan_lightning.tbread.read_run_scalars)
+METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class_mean", "test/err_ema", "test/err_c", "val/err_ema")
 OVER_TRAINING = {"cgan_vs_cdcgan"}  # studies whose grids are also shown over training (a few epochs side by side)
 
 
@@ -67,7 +69,7 @@ def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tu
 
 def final_values(run_dir: Path) -> dict[str, float]:
     """The last logged value of each metric, and the optimizer steps (every player's updates) done in its budget."""
-    scalars = read_scalars(run_dir / "tb")
+    scalars = read_run_scalars(run_dir)
     final = {key: sorted(scalars[key], key=lambda e: e[1])[-1][2] for key in METRICS if scalars.get(key)}
     final["optimizer_steps"] = max((s for events in scalars.values() for _, s, _ in events), default=0)
     return final
@@ -105,7 +107,7 @@ def table(study: str, results: list[dict]) -> str:
         cells = [f"{statistics.mean(g.get('optimizer_steps', 0) for g in group):,.0f}"]
         for key in present:
             values = [g[key] for g in group if key in g]
-            scale, unit = (100, " %") if key.startswith("val/") or key == "gen/cond_acc" else (1, "")
+            scale, unit = (100, " %") if key.startswith(("val/", "test/")) or key == "gen/cond_acc" else (1, "")
             if not values:
                 cells.append("–")
             elif len(values) == 1:

@@ -9,7 +9,8 @@
     python -m bench.mnist100 --runs triple_gan_fast_cheap_rp --parallel --cores 0   # one run on core 0, core 1 free
 
 Each run is a real CLI run; its errors per epoch are read back from its TensorBoard events and written to
-bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C). With several
+bench/results/mnist100.{json,csv,md} (wall time since start, epoch, test error of C and of EMA C, validation error of
+EMA C; "best EMA C" is the test error at the epoch of the lowest validation error, chosen on validation). With several
 ``--label-seeds`` (which 100 training images are labeled) every run is made once per split, and the table ends with
 the mean and standard deviation over the splits.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 import torch
 
-from gan_lightning.tbread import read_scalars
+from gan_lightning.tbread import read_run_scalars
 
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],
@@ -69,13 +70,15 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
         raise SystemExit(f"error: run {name} failed with exit code {proc.returncode}")
     wall = time.time() - start
     run_dir = out_root / name
-    scalars = read_scalars(run_dir / "tb")
+    scalars = read_run_scalars(run_dir)  # the test errors (older runs logged them as val/*)
     t0 = start
-    err_c = {s: (w, v) for w, s, v in scalars.get("val/err_c", [])}
-    err_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
+    err_c = {s: (w, v) for w, s, v in scalars.get("test/err_c", [])}
+    err_ema = {s: v for _, s, v in scalars.get("test/err_ema", [])}
+    val_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
     epochs = {s: v for _, s, v in scalars.get("epoch", [])}
     curve: list[dict[str, Any]] = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
-              "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5)} for s, (w, v) in sorted(err_c.items())]
+              "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5),
+              "val_err_ema": round(val_ema[s], 5) if s in val_ema else None} for s, (w, v) in sorted(err_c.items())]
     final = curve[-1] if curve else {}
     gen = {key: sorted((s, v) for _, s, v in scalars.get(f"gen/{key}", [])) for key in GEN_METRICS}
     for point in curve:  # the generator's metrics logged at the same step as the error
@@ -83,7 +86,8 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
             point[key] = next((round(v, 5) for s, v in values if s == point["step"]), None)
     return {"run": run, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
             "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
-            "best_err_ema": min((float(c["err_ema"]) for c in curve), default=None),
+            # the EMA C test error at the epoch of its lowest validation error (what a best checkpoint holds)
+            "best_err_ema": min(((c["val_err_ema"], c["err_ema"]) for c in curve if c["val_err_ema"] is not None), default=(None, None))[1],
             **{f"final_{key}": (values[-1][1] if values else None) for key, values in gen.items()}}
 
 
@@ -101,7 +105,7 @@ def cpu_flags() -> dict:
 
 def summary_table(results: list[dict]) -> str:
     """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
-    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | best EMA C "
+    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | EMA C at its best val. epoch "
              "| G: EMA C acc. | G: cond. acc. | G: FID |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
@@ -196,7 +200,7 @@ def main() -> None:
                   + ("" if default_split else "_labels" + "_".join(map(str, args.label_seeds))))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     with stem.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema", *GEN_METRICS])
+        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema", "val_err_ema", *GEN_METRICS])
         writer.writeheader()
         for r in results:
             writer.writerows(r["curve"])

@@ -104,7 +104,7 @@ def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float)
     return {**pair, "run": run, "final_test_err_ema": last("test/err_ema"), "final_val_err_ema": last("val/err_ema"),
             "final_test_err_c": last("test/err_c"), "final_val_err_c": last("val/err_c"),
             "g_cond_acc": last("gen/cond_acc") if run == "game" else None, "g_fid": last("gen/fid") if run == "game" else None,
-            "epochs": curve[-1]["epoch"] + 1 if curve else 0, "wall_minutes": round((time.time() - start) / 60, 1),
+            "epochs": int(curve[-1]["epoch"] or 0) + 1 if curve else 0, "wall_minutes": round((time.time() - start) / 60, 1),
             "cpu": cpu_flags(), "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "command": "python -m gan_lightning " + shlex.join(args), "curve": curve}
 

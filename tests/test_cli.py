@@ -236,6 +236,10 @@ def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path, model, graphed):
 @pytest.mark.parametrize("override,expected", [
     ("trainer.log_every_n_steps=-3", "error: trainer.log_every_n_steps=-3 must be a whole number >= 0"),
     ("trainer.check_val_every_n_epoch=0", "error: trainer.check_val_every_n_epoch=0 must be a whole number >= 1"),
+    ("trainer.max_time=00:-1:00:00", "error: trainer.max_time='00:-1:00:00' must be a positive duration DD:HH:MM:SS (e.g. "
+                                     "00:01:00:00 for an hour), a mapping of days, hours, minutes, seconds, or null"),
+    ("trainer.max_time=1h", "error: trainer.max_time='1h' must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for an "
+                            "hour), a mapping of days, hours, minutes, seconds, or null"),
 ])
 def test_a_bad_trainer_count_is_one_line_before_training(tmp_path, override, expected):
     proc = run_cli(["model=gan", override, *FAST], tmp_path / "run")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA_ROOT, needs_mnist
+
 from gan_lightning.data import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule, StreamBatches, balanced_split
 from gan_lightning.data.batches import epoch_length
 from gan_lightning.errors import ConfigError
@@ -273,7 +273,7 @@ def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
 @pytest.mark.parametrize("problem,message", [
     ("no_folder", "data.folder is required"),
     ("classes", r"has 2 class folders \['cats', 'dogs'\], data.num_classes=3"),
-    ("broken", r"dogs/3.png is damaged \(not a readable image"),
+    ("broken", r"dogs/3.png is damaged \(not a readable image: UnidentifiedImageError\); replace it with a readable copy or remove it from the folder$"),
 ])
 def test_image_folder_errors_are_one_line(tmp_path, problem, message):
     from gan_lightning.data import ImageFolderDataModule

@@ -228,8 +228,8 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[EvalBatches]:
         """Every epoch's evaluation passes (``eval_sets``): the validation set, then the official test set."""
         assert self.splits is not None
-        sets = {"val": self.val_set, "test": (self.splits.test_x, self.splits.test_y)}
-        return [self._eval_batches(*sets[name], name) for name in self.eval_sets]  # type: ignore[misc]
+        test = self._eval_batches(self.splits.test_x, self.splits.test_y, "test")
+        return [test] if self.val_set is None else [self._eval_batches(*self.val_set, "val"), test]
 
     def test_dataloader(self) -> EvalBatches:
         assert self.splits is not None

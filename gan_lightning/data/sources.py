@@ -64,8 +64,11 @@ CIFAR10_MD5 = {
 REMEDY = "delete it to download it again (data.download=true), or replace it with the published file"
 
 
-def _damaged(path: Path, what: str) -> ConfigError:
-    return ConfigError(f"{path} is damaged ({what}); {REMEDY}")
+USER_FILE_REMEDY = "replace it with a readable copy or remove it from the folder"  # a user's own image: nothing to download
+
+
+def _damaged(path: Path, what: str, remedy: str = REMEDY) -> ConfigError:
+    return ConfigError(f"{path} is damaged ({what}); {remedy}")
 
 
 def _check_md5(data: bytes, expected: str | None, path: Path) -> None:
@@ -281,7 +284,7 @@ def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fra
                     img = ImageOps.fit(img.convert("L" if c == 1 else "RGB"), (w, h), Image.Resampling.BILINEAR)
                     array = np.asarray(img, dtype=np.uint8)
             except (OSError, UnidentifiedImageError, ValueError) as err:
-                raise _damaged(path, f"not a readable image: {type(err).__name__}") from None
+                raise _damaged(path, f"not a readable image: {type(err).__name__}", USER_FILE_REMEDY) from None
             images.append(array[None] if c == 1 else array.transpose(2, 0, 1))
         order = rng.permutation(len(images))
         n_val = int(round(val_fraction * len(images)))

@@ -59,13 +59,28 @@ def build(cfg: DictConfig):
 TRAINER_COUNTS = {"log_every_n_steps": 0, "check_val_every_n_epoch": 1}  # key: smallest allowed whole number
 
 
+MAX_TIME_UNITS = ("days", "hours", "minutes", "seconds")
+
+
 def check_trainer_counts(trainer_cfg: dict) -> None:
     """One line for a trainer count Lightning would take without complaint and then misuse (e.g. a negative
-    ``log_every_n_steps`` logs nothing and trains on)."""
+    ``log_every_n_steps`` logs nothing and trains on), and for a ``max_time`` it could not read."""
     for key, least in TRAINER_COUNTS.items():
         value = trainer_cfg.get(key)  # None: Lightning's default (check_val_every_n_epoch: validate by steps)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ConfigError(f"trainer.{key}={value!r} must be a whole number >= {least}")
+    max_time = trainer_cfg.get("max_time")
+    if max_time is None:
+        return
+    parts = max_time.split(":") if isinstance(max_time, str) else None
+    if isinstance(max_time, dict):
+        ok = set(max_time) <= set(MAX_TIME_UNITS) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                                          for v in max_time.values()) and any(max_time.values())
+    else:
+        ok = parts is not None and len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) for p in parts)
+    if not ok:
+        raise ConfigError(f"trainer.max_time={max_time!r} must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for "
+                          f"an hour), a mapping of {', '.join(MAX_TIME_UNITS)}, or null")
 
 
 def fit(cfg: DictConfig):
