@@ -184,12 +184,16 @@ def report(rows: list[dict], results: Path) -> str:
     return "\n".join(lines)
 
 
+STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))  # one line style per labeled split
+
+
 def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
     """EMA C error (validation and test) against wall time, game and ablation, one line per split."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, (key, title) in zip(axes, (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))):
@@ -199,8 +203,11 @@ def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
             points = [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), color="tab:blue" if r["run"] == "game" else "tab:orange", alpha=0.8, lw=1.2,
-                        label=f"{r['run']}, split {r['label_seed']}")
+                        ls=STYLES[(r["label_seed"] - 1) % len(STYLES)], label=f"{r['run']}, split {r['label_seed']}")
         ax.set(title=f"EMA C error, {title}", xlabel="wall time (min)", yscale="log")
+        for axis in (ax.yaxis,):
+            axis.set_major_formatter(FormatStrFormatter("%.1f"))
+            axis.set_minor_formatter(FormatStrFormatter("%.1f"))
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("error (%)")
     axes[1].legend(fontsize=7, ncol=2)
