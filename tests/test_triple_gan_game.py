@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA_ROOT, compose_cfg, needs_mnist, run_cli
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from gan_lightning import losses
@@ -278,3 +279,25 @@ def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     assert layout["test error"]["C and EMA C (test error)"] == ["test/err_c$", "test/err_ema$"]
     assert list(layout)[:2] == ["validation error", "test error"]  # what is chosen by, then what is reported
     assert set(layout["losses"]) >= {"D", "G", "C", "C, pre-training"} and "FID (reference features)" in layout["generator"]
+
+
+def test_adversarial_warmup_by_a_share_of_the_time(monkeypatch):
+    model, _ = _model(["model.adv_warmup_time_share=0.2"])
+    clock = iter([0.40, 0.45, 0.50, 0.70])  # shares of trainer.max_time at four steps of the game
+    monkeypatch.setattr(model, "time_share", lambda: next(clock))
+    assert [model.adv_ramp() for _ in range(4)] == pytest.approx([0.0, 0.25, 0.5, 1.0])
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    resumed, _ = _model(["model.adv_warmup_time_share=0.2"])
+    resumed.on_load_checkpoint(checkpoint)
+    monkeypatch.setattr(resumed, "time_share", lambda: 0.55)
+    assert resumed.game_start_share == pytest.approx(0.40) and resumed.adv_ramp() == pytest.approx(0.75)  # not restarted
+    with pytest.raises(InstantiationException, match=r"model.adv_warmup_time_share=0 must be in \(0, 1\] or null"):
+        _model(["model.adv_warmup_time_share=0"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["pretrain_time_share", "adv_warmup_time_share"])
+def test_a_time_share_without_a_time_limit_is_one_line(key, tmp_path):
+    proc = run_cli(["model=triple_gan", "trainer=debug", "callbacks.progress_bar=null", f"model.{key}=0.3"], tmp_path / "run")
+    assert proc.returncode == 2 and f"error: model.{key} needs trainer.max_time (the share is of that time)" in proc.stderr, proc.stderr[-2000:]

@@ -88,6 +88,9 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
     Schedule by wall time and quality (both off by default):
         pretrain_time_share: pre-training ends after the epoch in which this share of ``trainer.max_time`` has
             passed (or after ``pretrain_epochs``, whichever comes first).
+        adv_warmup_time_share: C's adversarial and pseudo-label weights ramp linearly from 0 over this share of
+            ``trainer.max_time``, counted from the game's first step (instead of ``adv_warmup_epochs``): the warm-up
+            takes the same part of the run on a fast and on a slow machine.
         pseudo_label_trigger: R_P starts after the first game epoch at whose end the EMA classifier labels at least
             this share of ``trigger_samples`` class-balanced samples of G as their class (or at
             ``pseudo_label_epoch``, whichever comes first). That share is logged every game epoch (``gen/ema_c_acc``).
@@ -115,7 +118,7 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
                  teacher_augment: nn.Module | None = None, align_distribution: bool = False,
                  align_momentum: float = 0.999, reuse_forwards: bool = False, prob_clip: float = 1e-6,
                  restart_c_optimizer: bool = True, c_bn_update: str = "all", pretrain_time_share: float | None = None,
-                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000,
+                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000, adv_warmup_time_share: float | None = None,
                  pretrain_batch_sizes: Mapping[str, int] | None = None, **plan: Any) -> None:
         weights, pretrain_weights = dict(weights or {}), dict(pretrain_weights or {})  # plain dicts in the hparams
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
@@ -151,6 +154,8 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
             raise ConfigError(f"model.c_bn_update={c_bn_update!r} is not one of ['all', 'unlabeled']")
         if pretrain_time_share is not None and not 0.0 <= pretrain_time_share < 1.0:
             raise ConfigError(f"model.pretrain_time_share={pretrain_time_share} must be in [0, 1) or null")
+        if adv_warmup_time_share is not None and not 0.0 < adv_warmup_time_share <= 1.0:
+            raise ConfigError(f"model.adv_warmup_time_share={adv_warmup_time_share} must be in (0, 1] or null")
         if pseudo_label_trigger is not None and not 0.0 < pseudo_label_trigger <= 1.0:
             raise ConfigError(f"model.pseudo_label_trigger={pseudo_label_trigger} must be in (0, 1] or null")
         if trigger_samples <= 0 or trigger_samples % num_classes:
@@ -178,6 +183,7 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         self.pretrain_end: int = int(pretrain_epochs)
         self.pseudo_start: int | None = None
         self.c_optimizer_restarted = False
+        self.game_start_share: float | None = None  # share of trainer.max_time passed at the game's first step
 
     @staticmethod
     def _check_weights(given: Mapping | None, defaults: Mapping, name: str) -> dict[str, float]:
@@ -203,7 +209,14 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         return self.hparams.lr_anneal_factor ** max(0, game_epoch - self.hparams.lr_anneal_epoch)
 
     def adv_ramp(self) -> float:
-        """Warm-up of C's adversarial and pseudo-label weights: 0 -> 1 over ``adv_warmup_epochs`` game epochs."""
+        """Warm-up of C's adversarial and pseudo-label weights: 0 -> 1 over ``adv_warmup_time_share`` of the time
+        limit from the game's first step, else over ``adv_warmup_epochs`` game epochs."""
+        share = self.hparams.adv_warmup_time_share
+        if share is not None:
+            now = self.time_share()
+            if self.game_start_share is None:
+                self.game_start_share = now
+            return float(min(1.0, max(0.0, (now - self.game_start_share) / share)))
         n = self.hparams.adv_warmup_epochs
         if n == 0:
             return 1.0
@@ -222,8 +235,9 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.hparams.pretrain_time_share is not None and self._timer() is None:
-            raise ConfigError("model.pretrain_time_share needs trainer.max_time (the share is of that time)")
+        for key in ("pretrain_time_share", "adv_warmup_time_share"):
+            if self.hparams[key] is not None and self._timer() is None:
+                raise ConfigError(f"model.{key} needs trainer.max_time (the share is of that time)")
 
     def _timer(self) -> Timer | None:
         return next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None) if self._trainer is not None else None
@@ -273,7 +287,8 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["triple_gan_schedule"] = {"pretrain_end": self.pretrain_end, "pseudo_start": self.pseudo_start,
-                                             "c_optimizer_restarted": self.c_optimizer_restarted}
+                                             "c_optimizer_restarted": self.c_optimizer_restarted,
+                                             "game_start_share": self.game_start_share}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -281,6 +296,7 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         self.pretrain_end = int(state.get("pretrain_end", self.hparams.pretrain_epochs))
         self.pseudo_start = state.get("pseudo_start")
         self.c_optimizer_restarted = bool(state.get("c_optimizer_restarted", False))
+        self.game_start_share = state.get("game_start_share")
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Checkpoints written before distribution alignment existed load with a uniform running marginal."""
