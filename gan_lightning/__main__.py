@@ -54,7 +54,8 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
-DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
+# which accelerators exist (the run's config says which one it uses); that the project's model summary replaces Lightning's
+DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "Trainer already configured with model summary")
 
 
 def _quiet_lightning() -> None:

@@ -207,6 +207,10 @@ def test_a_run_prints_no_python_warning(tmp_path, model):
     assert proc.returncode == 0, proc.stderr[-2000:]
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if re.search(r"\w+Warning: |^\S+\.py:\d+: ", line)]
     assert warnings == []
+    # the model summary: one row per network with parameters, no column or total that is all zeros
+    out = proc.stdout + proc.stderr
+    assert "generator" in out and "discriminator" in out and re.search(r"parameters: [\d.]+ [KM]? ?trained", out)
+    assert "FLOPs" not in out and "ModuleDict" not in out and not re.search(r"│\s+0 │", out) and "model summary" not in out
 
 
 @needs_mnist

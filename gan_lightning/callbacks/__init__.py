@@ -5,5 +5,6 @@ from gan_lightning.callbacks.images import SampleGrid
 from gan_lightning.callbacks.interrupt import SaveOnInterrupt
 from gan_lightning.callbacks.metrics import GeneratorEvaluation
 from gan_lightning.callbacks.schedule import RunProgressBar, ScheduleEstimate
+from gan_lightning.callbacks.summary import RunSummary
 
-__all__ = ["GeneratorEvaluation", "SampleGrid", "RunProgressBar", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]
+__all__ = ["GeneratorEvaluation", "SampleGrid", "RunProgressBar", "RunSummary", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]
