@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,7 +68,7 @@ def analyse(data_root: str, splits: list[int], n_labeled: int = 100, val_size: i
             images.append({"index": i, "label": c, "ref_pred": int(prob[i].argmax()), "ref_conf": round(float(prob[i, c]), 4),
                            "percentile": round(100 * float((val_dist < dist).float().mean()), 1)})
         atypical = [im for im in images if im["ref_pred"] != im["label"] or im["ref_conf"] < 0.9]
-        result = {"atypical": atypical, "images": images}
+        result: dict[str, Any] = {"atypical": atypical, "images": images}
         for space, f in (("pixels", pixels), ("reference", features)):
             err, per_class, pairs = nearest_labeled_error(f[labeled], y[labeled], f[val], y[val])
             result[f"nn_err_{space}"] = round(err, 4)

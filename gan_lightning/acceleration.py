@@ -27,12 +27,16 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from gan_lightning.capabilities import RecordsCudaGraphs
 from gan_lightning.errors import ConfigError
 
 Batch = Mapping[str, tuple[torch.Tensor, ...]]
+# how close a recorded iteration's first replay must come to the eager step on the same inputs (outputs: the losses);
+# the same kernels run in both, so only a different reduction order (a library choosing another algorithm) may show
+GUARD_RTOL, GUARD_ATOL = 1e-3, 1e-5
 
 
 def make_capturable(optimizers) -> None:
@@ -60,7 +64,8 @@ class IterationGraph:
     record; the ``keep`` most recently used kinds are kept, an older one is dropped (and warmed up and recorded again
     if it comes back). Returns ``fn``'s output tensors (the graph's own, overwritten by its next replay)."""
 
-    def __init__(self, warmup: int = 3, keep: int = 1) -> None:
+    def __init__(self, warmup: int = 3, keep: int = 1, guard: Callable[[], list[torch.Tensor]] | None = None,
+                 rtol: float = GUARD_RTOL, atol: float = GUARD_ATOL) -> None:
         if warmup < 1:
             raise ValueError("a CUDA graph needs at least one eager warm-up call before it is recorded")
         if keep < 1:
@@ -68,6 +73,11 @@ class IterationGraph:
         self.warmup, self.keep = warmup, keep
         self.records: dict[Hashable, _Record] = {}  # least recently used first
         self.captures = 0
+        # guarded (trainer.cuda_graphs=auto): ``guard`` gives the tensors an iteration changes (parameters, buffers,
+        # optimizer states); a failed recording, or a first replay whose outputs differ from an eager call on the same
+        # inputs and state beyond rtol/atol, turns recording off (``failed`` says why) instead of ending the run
+        self.guard, self.rtol, self.atol = guard, rtol, atol
+        self.failed: str | None = None
 
     def reset(self) -> None:
         self.records.clear()
@@ -88,15 +98,58 @@ class IterationGraph:
         if record.graph is None:
             record.inputs = {name: tuple(t.clone() for t in tensors) for name, tensors in batch.items()}
             record.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(record.graph):
-                record.outputs = fn(record.inputs)
+            try:
+                with torch.cuda.graph(record.graph):
+                    record.outputs = fn(record.inputs)
+            except Exception as err:  # noqa: BLE001 - guarded: any failure to record means the same, run eagerly
+                if self.guard is None:
+                    raise
+                self._fall_back(f"recording failed ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+                return fn(batch)
             self.captures += 1
+            if self.guard is not None:
+                return self._checked_first_replay(record, fn, batch)
         else:
-            for name, tensors in batch.items():
-                for static, t in zip(record.inputs[name], tensors):
-                    static.copy_(t, non_blocking=True)
+            self._copy_in(record, batch)
         record.graph.replay()
         return record.outputs
+
+    @staticmethod
+    def _copy_in(record: _Record, batch: Batch) -> None:
+        for name, tensors in batch.items():
+            for static, t in zip(record.inputs[name], tensors):
+                static.copy_(t, non_blocking=True)
+
+    def _checked_first_replay(self, record: _Record, fn: Callable[[Batch], dict], batch: Batch) -> dict:
+        """The first replay, checked: an eager call on the same inputs, state and random stream gives the reference;
+        the state is put back and the record replayed; outputs beyond ``rtol``/``atol`` of the eager ones turn
+        recording off and keep the eager call's state and outputs."""
+        assert self.guard is not None and record.graph is not None
+        state = self.guard()
+        before, rng = [t.detach().clone() for t in state], torch.cuda.get_rng_state()
+        eager = {k: v.detach().clone() for k, v in fn(batch).items()}
+        after_eager = [t.detach().clone() for t in state]
+        with torch.no_grad():
+            for t, saved in zip(state, before):
+                t.copy_(saved)
+        torch.cuda.set_rng_state(rng)
+        self._copy_in(record, batch)
+        record.graph.replay()
+        for name, value in eager.items():
+            replayed = record.outputs[name].detach().float()
+            if not torch.allclose(replayed, value.float(), rtol=self.rtol, atol=self.atol, equal_nan=True):
+                with torch.no_grad():
+                    for t, saved in zip(state, after_eager):
+                        t.copy_(saved)
+                self._fall_back(f"its first replay gave {name}={replayed.flatten()[0].item():.6g} where the eager step gives "
+                                f"{value.float().flatten()[0].item():.6g} (beyond rtol {self.rtol:g}, atol {self.atol:g})")
+                return eager
+        return record.outputs
+
+    def _fall_back(self, reason: str) -> None:
+        self.failed = reason
+        self.records.clear()
+        rank_zero_info(f"CUDA graphs off for this run: {reason}; it goes on without them (trainer.cuda_graphs=false skips the attempt)")
 
 
 class _Record:
@@ -121,6 +174,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
+    chosen_automatically = cuda_graphs == "auto"
     if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
         cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None and bool(getattr(model, "CUDA_GRAPHS_AUTO", False))
     elif cuda_graphs not in (True, False):
@@ -130,7 +184,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
         if problem:
             raise ConfigError(f"trainer.cuda_graphs=true {problem}")
         assert isinstance(model, RecordsCudaGraphs)
-        model.enable_cuda_graphs()
+        model.enable_cuda_graphs(guarded=chosen_automatically)  # auto: a failed recording falls back to eager steps
     if compile_cfg:
         compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
     return trainer_cfg

@@ -68,7 +68,7 @@ class RecordsCudaGraphs(Protocol):
 
     CUDA_GRAPHS_AUTO: bool
 
-    def enable_cuda_graphs(self, warmup: int = 3) -> None: ...
+    def enable_cuda_graphs(self, warmup: int = 3, guarded: bool = False) -> None: ...
 
 
 # a game claims a capability by its defining member; the feature that needs it (image grids and generator metrics,

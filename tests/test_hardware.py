@@ -164,3 +164,123 @@ def test_iteration_graph_keeps_one_record_per_kind_of_iteration(monkeypatch):
     assert runs[-2:] == ["C", "A"] and graph.records["A"].calls == 1 and graph.records["A"].graph is None  # A warms up again
     with pytest.raises(ValueError, match="at least one record"):
         IterationGraph(keep=0)
+
+
+def _stand_in_cuda(monkeypatch, replay=None, capture_error=None, state=()):
+    """CUDA's stream, graph and random-state calls replaced by stand-ins: the graph's replay runs ``replay``; a capture
+    leaves the tensors of ``state`` as they were (a recording runs nothing)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    class Graph:
+        def replay(self) -> None:
+            if replay is not None:
+                replay()
+
+    @contextlib.contextmanager
+    def capture(graph):
+        if capture_error is not None:
+            raise capture_error
+        saved = [t.clone() for t in state]
+        yield
+        for t, before in zip(state, saved):
+            t.copy_(before)
+
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.get_rng_state())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: torch.set_rng_state(state))
+
+
+def _sgd_step(weight):
+    """An iteration: the loss of ``weight`` on the batch, then one SGD step on it (the state it changes)."""
+    import torch
+
+    def fn(batch):
+        loss = (weight * batch["x"][0]).sum()
+        with torch.no_grad():
+            weight.sub_(0.1 * batch["x"][0])
+        return {"loss": loss.detach()}
+    return fn
+
+
+def test_a_guarded_recording_that_fails_goes_on_eagerly_with_one_line(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from gan_lightning.acceleration import IterationGraph
+
+    _stand_in_cuda(monkeypatch, capture_error=RuntimeError("operation not permitted when stream is capturing\ndetails"))
+    weight = torch.ones(3)
+    graph = IterationGraph(warmup=1, guard=lambda: [weight])
+    batch = {"x": (torch.ones(3),)}
+    with caplog.at_level(logging.INFO):
+        losses = [float(graph("k", _sgd_step(weight), batch)["loss"]) for _ in range(2)]
+    assert losses == pytest.approx([3.0, 2.7])  # both steps ran eagerly, the second on the first's weights
+    assert torch.allclose(weight, torch.full((3,), 0.8))
+    assert graph.failed and "recording failed (RuntimeError: operation not permitted when stream is capturing)" in graph.failed
+    lines = [r.getMessage() for r in caplog.records if "CUDA graphs off" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "it goes on without them" in lines[0]
+    unguarded = IterationGraph(warmup=1)  # trainer.cuda_graphs=true: the user asked for graphs, the error is theirs
+    unguarded("k", _sgd_step(weight), batch)
+    with pytest.raises(RuntimeError, match="operation not permitted"):
+        unguarded("k", _sgd_step(weight), batch)
+
+
+@pytest.mark.parametrize("drift,falls_back", [(0.0, False), (5e-4, False), (0.05, True)])
+def test_a_guarded_first_replay_is_checked_against_the_eager_step(monkeypatch, caplog, drift, falls_back):
+    """The first replay must give the eager step's losses (rtol 1e-3) from the same inputs and state; beyond that the
+    run keeps the eager step's state and losses and goes on without graphs."""
+    import logging
+
+    import torch
+
+    from gan_lightning.acceleration import IterationGraph
+
+    weight = torch.ones(3)
+    outputs: dict = {}
+
+    def replay():  # what a recorded iteration would do, off by ``drift`` (a library choosing another algorithm)
+        outputs["loss"].copy_((weight * record_inputs()["x"][0]).sum() * (1 + drift))
+        weight.sub_(0.1 * record_inputs()["x"][0] * (1 + drift))
+
+    _stand_in_cuda(monkeypatch, replay=replay, state=[weight])
+    graph = IterationGraph(warmup=1, guard=lambda: [weight])
+    record_inputs = lambda: graph.records["k"].inputs  # noqa: E731
+    fn = _sgd_step(weight)
+
+    def recorded(batch):
+        out = fn(batch)
+        outputs["loss"] = out["loss"].clone()
+        return outputs
+
+    batch = {"x": (torch.ones(3),)}
+    graph("k", recorded, batch)  # warm-up, eager: weight 0.9
+    with caplog.at_level(logging.INFO):
+        first = float(graph("k", recorded, {"x": (torch.full((3,), 2.0),)})["loss"])
+    # the eager step from weight 0.9 on x = 2: loss 5.4, weight 0.7 afterwards
+    assert first == pytest.approx(5.4 if falls_back else 5.4 * (1 + drift))
+    assert torch.allclose(weight, torch.full((3,), 0.7 if falls_back else 0.9 - 0.2 * (1 + drift)))
+    assert bool(graph.failed) == falls_back
+    assert any("CUDA graphs off for this run: its first replay gave loss=" in r.getMessage() for r in caplog.records) == falls_back
+
+
+@pytest.mark.parametrize("setting,guarded", [("auto", True), (True, False)])
+def test_only_automatically_chosen_graphs_are_guarded(monkeypatch, setting, guarded):
+    import torch
+    from conftest import compose_cfg
+    from hydra.utils import instantiate
+
+    from gan_lightning.acceleration import accelerate
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: only the choice is tested
+    model = instantiate(compose_cfg(["model=triple_gan"]).model, _convert_="all")
+    accelerate(model, {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "cuda_graphs": setting})
+    assert model.iteration_graph is not None and (model.iteration_graph.guard is not None) is guarded

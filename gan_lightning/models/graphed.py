@@ -31,15 +31,24 @@ class GraphedIterations:
     device: torch.device
     bare_steps: bool
     optimizers: Any
+    parameters: Any
+    buffers: Any
     check_finite: Any
     logging_step: Any
     iteration: Any
     configure_optimizers: Any
 
-    def enable_cuda_graphs(self, warmup: int = 3) -> None:
+    def enable_cuda_graphs(self, warmup: int = 3, guarded: bool = False) -> None:
         """On a CUDA device, record each kind of iteration as one CUDA graph after ``warmup`` eager iterations and
-        replay it from then on (``trainer.cuda_graphs=true``)."""
-        self.iteration_graph = IterationGraph(warmup, keep=self.GRAPH_KINDS)
+        replay it from then on (``trainer.cuda_graphs=true``). ``guarded`` (``auto``): a failed recording, or a first
+        replay that differs from the eager step, turns recording off for the run with one line."""
+        self.iteration_graph = IterationGraph(warmup, keep=self.GRAPH_KINDS, guard=self.iteration_state if guarded else None)
+
+    def iteration_state(self) -> list[torch.Tensor]:
+        """Every tensor an iteration changes: the game's parameters and buffers and its optimizers' states."""
+        states = [t for o in self.optimizers() for per_param in o.optimizer.state.values() for t in per_param.values()
+                  if isinstance(t, torch.Tensor)]
+        return [*self.parameters(), *self.buffers(), *states]
 
     def stepped_optimizers(self) -> Sequence[int]:
         """The optimizers (indices into ``optimizers()``) this batch's iteration updates."""
@@ -67,6 +76,8 @@ class GraphedIterations:
             logs = self.iteration(batch, raw, graph)
         finally:
             self.bare_steps = False
+        if graph.failed:  # guarded recording gave up (one line said why): eager iterations from the next batch on
+            self.iteration_graph = None
         for i in self.stepped_optimizers():
             opts[i]._on_before_step()
             opts[i]._on_after_step()
