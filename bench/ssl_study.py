@@ -10,7 +10,8 @@ A pair is the game (``experiment=triple_gan_mnist100_fast``) and its ablation (t
 whole time, no game), started together, each pinned to one core with one thread, each for ``--minutes`` of
 ``trainer.max_time``: same hardware, same wall time. The queue is every setting of the study in order (100 labels on
 splits 1-5, then 50 and 20 labels on splits 1-3); a pair whose two rows are in the results file is done, so a
-stopped study goes on where it stopped. Each row (one run) records the final epoch's EMA C error on the validation
+stopped study goes on where it stopped. Rows are filed under the preset's version (the last commit that changed
+``conf/experiment/triple_gan_mnist100_fast.yaml``): a changed preset starts the queue afresh. Each row (one run) records the final epoch's EMA C error on the validation
 set (held-out training images) and on the test set, G's conditional accuracy and FID (game rows), the curve of both
 errors against wall time, the CPU's model and flags, and the command. ``--report`` writes, per setting, the mean ± SD
 of each run over the splits and the paired difference (game - ablation) with its 95 % t interval
@@ -49,13 +50,22 @@ OVERHEAD_MIN = 3.0  # start-up, the last evaluation and the generator metrics af
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-def queue(minutes: float) -> list[dict[str, Any]]:
+PRESET = "conf/experiment/triple_gan_mnist100_fast.yaml"
+
+
+def preset_version() -> str:
+    """The last commit that changed the preset file: rows of different versions are never paired or pooled."""
+    proc = subprocess.run(["git", "log", "-1", "--format=%h", "--", PRESET], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def queue(minutes: float, preset: str) -> list[dict[str, Any]]:
     """Every pair of the study, in the order they run."""
-    return [{"dataset": "mnist", "n_labeled": n, "label_seed": s, "minutes": minutes} for n, seeds in SETTINGS for s in seeds]
+    return [{"dataset": "mnist", "n_labeled": n, "label_seed": s, "minutes": minutes, "preset": preset} for n, seeds in SETTINGS for s in seeds]
 
 
 def pair_key(row: dict) -> tuple:
-    return (row["dataset"], row["n_labeled"], row["label_seed"], row["minutes"])
+    return (row["dataset"], row["n_labeled"], row["label_seed"], row["minutes"], row["preset"])
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -117,7 +127,7 @@ def _commit() -> str:
 def run_pair(pair: dict, root: Path, extra: list[str], game_extra: list[str]) -> list[dict]:
     cores = sorted(os.sched_getaffinity(0))
     pinned = len(cores) >= 2
-    name = f"{pair['dataset']}{pair['n_labeled']}_split{pair['label_seed']}_{pair['minutes']:g}min"
+    name = f"{pair['dataset']}{pair['n_labeled']}_split{pair['label_seed']}_{pair['minutes']:g}min_{pair['preset']}"
     start = time.time()
     procs = {}
     for i, run in enumerate(RUNS):
@@ -157,7 +167,9 @@ def _ms(values: list[float], scale: float = 100.0, unit: str = " %") -> str:
 
 
 def report(rows: list[dict], results: Path) -> str:
-    lines = [f"# Triple-GAN against its ablation, MNIST (`python -m bench.ssl_study --report`, rows: `{results}`)", ""]
+    presets = sorted({r["preset"] for r in rows})
+    lines = [f"# Triple-GAN against its ablation, MNIST (`python -m bench.ssl_study --report`, rows: `{results}`, preset "
+             f"version {', '.join(presets)})", ""]
     for n_labeled in sorted({r["n_labeled"] for r in rows}, reverse=True):
         test, val = paired(rows, n_labeled, "final_test_err_ema"), paired(rows, n_labeled, "final_val_err_ema")
         games = [r for r in rows if r["n_labeled"] == n_labeled and r["run"] == "game"]
@@ -236,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for both runs")
     parser.add_argument("--game-extra", nargs="*", default=[], help="overrides for the game only")
+    parser.add_argument("--preset", help="the preset version the rows are filed under (default: the last commit of the preset "
+                        "file; runs with --extra/--game-extra should name their own)")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/ssl_study"))
     parser.add_argument("--report", action="store_true", help="no runs: write the tables and plots from the results file")
     parser.add_argument("--report-to", type=Path, default=None, help="with --report: the Markdown file (default beside the results)")
@@ -245,11 +259,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = load_rows(args.results)
         if not rows:
             raise SystemExit(f"error: {args.results} holds no rows; run the study first")
+        preset = args.preset or rows[-1]["preset"]  # the preset of the latest rows, unless asked for another
+        rows = [r for r in rows if r["preset"] == preset]
         write_report(rows, args.results, args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")), args.plots)
         return
     done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & \
            {pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"}
-    todo = [p for p in queue(args.minutes) if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)]
+    todo = [p for p in queue(args.minutes, args.preset or preset_version()) if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)]
     print(f"{len(todo)} pairs of {args.minutes:g} min to run ({len(done)} done in {args.results})", flush=True)
     for i, pair in enumerate(todo[: args.max_pairs]):
         ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)

@@ -16,7 +16,7 @@ def _row(run: str, n_labeled: int, seed: int, test: float, val: float, minutes: 
     game = run == "game"
     return {"dataset": "mnist", "n_labeled": n_labeled, "label_seed": seed, "minutes": minutes, "run": run,
             "final_test_err_ema": test, "final_val_err_ema": val, "g_cond_acc": 0.97 if game else None, "g_fid": 1.5 if game else None,
-            "epochs": 10, "cpu": {"cpu": "test CPU"}, "curve": curve}
+            "epochs": 10, "cpu": {"cpu": "test CPU"}, "curve": curve, "preset": "abc1234"}
 
 
 def test_the_paired_difference_and_its_interval_are_computed_by_split():
@@ -48,15 +48,19 @@ def test_the_queue_goes_on_where_it_stopped_and_appends_each_pair(tmp_path, monk
         return [_row(run, pair["n_labeled"], pair["label_seed"], 0.02, 0.02) for run in ("game", "ablation")]
 
     monkeypatch.setattr(ssl_study, "run_pair", run_pair)
+    monkeypatch.setattr(ssl_study, "preset_version", lambda: "abc1234")
     ssl_study.main(["--results", str(results), "--max-pairs", "2", "--runs-dir", str(tmp_path / "runs")])
     assert ran == [(100, 2), (100, 3)]
     ssl_study.main(["--results", str(results), "--max-pairs", "1", "--only", "20", "--runs-dir", str(tmp_path / "runs")])
     assert ran[-1] == (20, 1)
     rows = json.loads(results.read_text())["rows"]
     assert len(rows) == 3 + 2 * 3 and {(r["n_labeled"], r["label_seed"], r["run"]) for r in rows} >= {(100, 3, "ablation"), (20, 1, "game")}
-    # another run length is another study: its queue starts from the beginning
+    # another run length, or another version of the preset, is another study: its queue starts from the beginning
     ssl_study.main(["--results", str(results), "--max-pairs", "1", "--minutes", "15", "--runs-dir", str(tmp_path / "runs")])
     assert ran[-1] == (100, 1)
+    monkeypatch.setattr(ssl_study, "preset_version", lambda: "def5678")
+    ssl_study.main(["--results", str(results), "--max-pairs", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert ran[-1] == (100, 1) and len(ran) == 5
 
 
 def test_the_queue_starts_no_pair_that_would_end_after_stop_by(tmp_path, monkeypatch, capsys):
