@@ -128,7 +128,10 @@ def test_multirun_sweep_and_its_summary_table(tmp_path):
     assert len(rows) == 2 and sorted(float(r["overrides"].split("model.optimizer.lr=")[1]) for r in rows) == [3e-4, 1e-3]
     assert all(r["runs"] == "2" for r in rows)
     errs = [float(r["val/best_err_ema"]) for r in rows]
-    assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)
+    assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)  # ranked by the validation set
+    assert all(0 <= float(r["test/err_ema"]) <= 1 for r in rows)  # the test error shown beside it
+    png = (sweep / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert "| overrides | runs |" in proc.stdout
     assert "Every run: `model=classifier trainer=debug trainer.max_epochs=1 callbacks.progress_bar=null`" in proc.stdout  # shared, shown once
     assert all(r["overrides"].startswith("model.optimizer.lr=") for r in rows)

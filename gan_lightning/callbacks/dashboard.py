@@ -20,7 +20,8 @@ def layout(module: L.LightningModule, has_validation: bool = True) -> dict:
     if isinstance(module, CanGenerate):
         charts["generator"] = {"FID (reference features)": ["Multiline", [r"gen/fid$"]],
                                "conditional accuracy": ["Multiline", [r"gen/cond_acc$", r"gen/ema_c_acc$"]],
-                               "KID, IS": ["Multiline", [r"gen/kid_mean$", r"gen/is_mean$"]]}
+                               "KID": ["Multiline", [r"gen/kid_mean$"]],  # KID ~1e-3, IS ~10: one scale each
+                               "IS": ["Multiline", [r"gen/is_mean$"]]}
         charts["losses"] = {"D": ["Multiline", [r"train/d/.*"]], "G": ["Multiline", [r"train/g/.*"]]}
         if isinstance(module, HasClassifier):
             charts["losses"]["C"] = ["Multiline", [r"train/c/.*"]]

@@ -1,8 +1,8 @@
 """``task=summary task.dir=outputs/multirun/<date>/<time>``: one table of a sweep, overrides -> final metrics.
 
 Runs that differ only by ``seed`` are grouped (mean ± std over seeds) and ranked by the first metric, a validation
-metric (``val/*``: the test set ranks nothing); ``test/*`` columns are shown beside it. Writes ``summary.csv`` and
-``summary.md`` into the sweep directory and prints the Markdown table. Runs written before the validation set
+metric (``val/*``: the test set ranks nothing); ``test/*`` columns are shown beside it. Writes ``summary.csv``,
+``summary.md`` and ``summary.png`` (each metric per setting, ranked) into the sweep directory and prints the table. Runs written before the validation set
 existed have their ``val/*`` test errors read as ``test/*`` (``tbread.read_run_scalars``).
 """
 
@@ -77,4 +77,26 @@ def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None =
     common = common_overrides(rows)
     text = ("Every run: `" + " ".join(common) + "`\n\n" if common else "") + "\n".join(lines)
     (sweep_dir / "summary.md").write_text(text + "\n")
+    plot(table, metrics, sweep_dir / "summary.png")
     print(text)
+
+
+def plot(table: list[dict], metrics: list[str], path: Path) -> None:
+    """One panel per metric: each setting's mean (bar) and its runs' spread (± SD), in the table's order (ranked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [e["overrides"] if len(e["overrides"]) <= 40 else e["overrides"][:37] + "..." for e in table]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 + 3 * len(metrics), 1.5 + 0.35 * len(table)), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        means = [e[metric] for e in table]
+        ax.barh(range(len(table)), means, xerr=[e[metric + " std"] for e in table], color="tab:blue", alpha=0.8)
+        ax.set_yticks(range(len(table)), labels if ax is axes[0][0] else [""] * len(table), fontsize=8)
+        ax.invert_yaxis()  # the best first
+        ax.set_title(metric + (" (ranks)" if metric == metrics[0] else ""), fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
