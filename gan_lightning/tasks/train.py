@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -122,10 +123,54 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+RESULT_FILE = "result.json"  # written when a training run ends (not when it is interrupted): what resume=true skips
+
+
+def _job_overrides() -> list[str]:
+    """The command-line overrides of this run (a sweep's job: its own), less ``resume`` and Hydra's."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        given = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (tests building runs directly)
+        return []
+    return [o for o in given if not o.startswith(("resume=", "hydra.", "ckpt_path="))]
+
+
+def _resume_point(cfg: DictConfig) -> float | None | bool:
+    """With ``resume=true``: the stored value of a run that finished in this directory (it is not trained again), or
+    False after pointing ``ckpt_path`` at the directory's ``last.ckpt`` (an interrupted run), or False (never begun)."""
+    out = Path(cfg.paths.output_dir)
+    result = out / RESULT_FILE
+    if result.is_file():
+        stored = json.loads(result.read_text())
+        if stored.get("overrides") != _job_overrides():
+            raise ConfigError(f"resume=true: {out} holds a finished run of other overrides ({' '.join(stored.get('overrides') or [])}); "
+                              "resume a sweep with its own command and hydra.sweep.dir")
+        _say(f"resume=true: {out} finished before ({stored.get('metric')}={stored.get('value')}); not trained again")
+        return stored.get("value")
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file() and cfg.get("ckpt_path") is None:
+        _say(f"resume=true: continuing {out} from {last}")
+        cfg.ckpt_path = str(last)
+    return False
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged."""
+    """Fit the model; returns the config's ``optimized_metric`` (for sweepers) when it was logged. With ``resume=true``
+    a run that finished in its directory is not trained again (its stored value is returned) and an interrupted one
+    continues from its ``last.ckpt``."""
+    if cfg.get("resume"):
+        stored = _resume_point(cfg)
+        if stored is not False:
+            return stored  # type: ignore[return-value]
     _, _, trainer = fit(cfg)
     metric = cfg.get("optimized_metric")
-    if metric and metric in trainer.callback_metrics:
-        return float(trainer.callback_metrics[metric])
-    return None
+    value = float(trainer.callback_metrics[metric]) if metric and metric in trainer.callback_metrics else None
+    if not trainer.interrupted and trainer.is_global_zero:
+        result = {"metric": metric, "value": value, "overrides": _job_overrides(), "global_step": trainer.global_step,
+                  "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))}}
+        path = Path(cfg.paths.output_dir) / RESULT_FILE
+        path.with_name(f".{RESULT_FILE}.tmp").write_text(json.dumps(result, indent=1))
+        path.with_name(f".{RESULT_FILE}.tmp").replace(path)
+    return value
