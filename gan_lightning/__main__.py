@@ -15,9 +15,11 @@ from omegaconf import DictConfig
 
 from gan_lightning.errors import ConfigError, TrainingError
 from gan_lightning.schema import register
+from gan_lightning.sweepers import install as resumable_optuna
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register()  # the schemas conf/ starts from (gan_lightning/schema.py)
+resumable_optuna()  # sweep=optuna_* ... resume=true continues a stored study (gan_lightning/sweepers.py)
 
 
 def _user_error(err: BaseException | None) -> ConfigError | TrainingError | None:

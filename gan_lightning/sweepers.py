@@ -1,0 +1,59 @@
+"""Hydra's Optuna sweeper, resumable (``sweep=optuna_triple_gan ... resume=true``).
+
+A study kept in a storage (``hydra.sweeper.storage=sqlite:///optuna.db``) and run again with ``resume=true``:
+- its finished trials count towards ``n_trials`` (a 20-trial study stopped after 12 runs 8 more, not 20);
+- a trial left running by the interruption is marked failed and its parameters are asked again first, so its job
+  (whose directory is named after its parameters, ``hydra.sweep.subdir``) continues from its ``last.ckpt``;
+- a job that finished in its directory is not trained again (``task=train`` returns its stored value).
+Without a storage the sampler's seed proposes the same parameters in the same order, so finished jobs are skipped
+the same way and the in-memory study is rebuilt from their stored values.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _resuming(arguments: list[str]) -> bool:
+    return any(a.replace(" ", "").lower() in ("resume=true", "resume=1", "+resume=true") for a in arguments)
+
+
+def continue_study(impl: Any) -> None:
+    """Before a resumed sweep: count the stored study's finished trials, and ask its interrupted ones again first."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+    except KeyError:  # no such study yet: a first run
+        return
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    interrupted = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for trial in interrupted:  # asked again first: the same parameters, the same job directory, its last.ckpt
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+    impl.n_trials = max(0, impl.n_trials - len(done))
+    log.info(f"resume=true: study {impl.study_name} holds {len(done)} finished trials; {len(interrupted)} interrupted "
+             f"asked again; {impl.n_trials} to run")
+
+
+def install() -> None:
+    """Make Hydra's Optuna sweeper resumable (once per process; nothing when the plugin is not installed). Hydra takes
+    sweepers only from its ``hydra_plugins`` namespace, so the step is added to the installed plugin's ``sweep``."""
+    try:
+        from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+    except ImportError:
+        return
+    if getattr(OptunaSweeperImpl.sweep, "resumable", False):
+        return
+    original = OptunaSweeperImpl.sweep
+
+    def sweep(self: Any, arguments: list[str]) -> Any:
+        if _resuming(arguments) and self.storage is not None:
+            continue_study(self)
+        return original(self, arguments)
+
+    sweep.resumable = True  # type: ignore[attr-defined]
+    OptunaSweeperImpl.sweep = sweep  # type: ignore[method-assign]
