@@ -1,4 +1,4 @@
-"""Hydra's Optuna sweeper, resumable (``sweep=optuna_triple_gan ... resume=true``).
+"""Hydra's Optuna sweeper, resumable (``sweep=optuna_triple_gan ... resume=true``) and pruning bad trials.
 
 A study kept in a storage (``hydra.sweeper.storage=sqlite:///optuna.db``) and run again with ``resume=true``:
 - its finished trials count towards ``n_trials`` (a 20-trial study stopped after 12 runs 8 more, not 20);
@@ -7,6 +7,10 @@ A study kept in a storage (``hydra.sweeper.storage=sqlite:///optuna.db``) and ru
 - a job that finished in its directory is not trained again (``task=train`` returns its stored value).
 Without a storage the sampler's seed proposes the same parameters in the same order, so finished jobs are skipped
 the same way and the in-memory study is rebuilt from their stored values.
+
+Pruning (``callbacks.optuna_pruning``, ``gan_lightning.callbacks.OptunaPruning``): every job is told its trial's number
+(``pruning_trial``); each epoch's validation metric is reported to the trial through the study's storage, and a trial
+the pruner stops ends cleanly (its checkpoint written, ``result.json`` saying so) and is told to the study as pruned.
 """
 
 from __future__ import annotations
@@ -50,10 +54,32 @@ def install() -> None:
         return
     original = OptunaSweeperImpl.sweep
 
+    original_configure = OptunaSweeperImpl._configure_trials
+
     def sweep(self: Any, arguments: list[str]) -> Any:
         if _resuming(arguments) and self.storage is not None:
             continue_study(self)
-        return original(self, arguments)
+        import optuna
+
+        tell = optuna.study.Study.tell
+
+        def tell_pruned(study: Any, trial: Any, values: Any = None, state: Any = None, **kwargs: Any) -> Any:
+            number = trial if isinstance(trial, int) else trial.number
+            attrs = study.trials[number].user_attrs if study._storage is not None else {}
+            if "pruned_at_epoch" in attrs and state in (None, optuna.trial.TrialState.COMPLETE):
+                return tell(study, trial, state=optuna.trial.TrialState.PRUNED, **kwargs)
+            return tell(study, trial, values=values, state=state, **kwargs)
+
+        optuna.study.Study.tell = tell_pruned  # type: ignore[method-assign,assignment]
+        try:
+            return original(self, arguments)
+        finally:
+            optuna.study.Study.tell = tell  # type: ignore[method-assign]
+
+    def configure(self: Any, trials: list, *args: Any, **kwargs: Any) -> Any:
+        overrides = original_configure(self, trials, *args, **kwargs)
+        return [[*o, f"++pruning_trial={t.number}"] for o, t in zip(overrides, trials)]  # the job's trial, for pruning
 
     sweep.resumable = True  # type: ignore[attr-defined]
     OptunaSweeperImpl.sweep = sweep  # type: ignore[method-assign]
+    OptunaSweeperImpl._configure_trials = configure  # type: ignore[method-assign]

@@ -25,6 +25,10 @@ def test_optuna_sweep_optimises_the_best_ema_error(tmp_path):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2 and all(j.startswith("trial_") for j in jobs)  # named by their parameters' digest
     assert all("model.alpha=" in (sweep / j / ".hydra" / "overrides.yaml").read_text() for j in jobs)
+    import optuna
+
+    study = optuna.load_study(study_name="triple_gan", storage=f"sqlite:///{sweep / 'optuna.db'}")  # the sweep's own storage
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[0, 1], [0, 1]]  # each epoch's val/err_ema reported
 
 
 @needs_mnist
@@ -80,3 +84,43 @@ def test_slurm_launcher_preset_composes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     launcher = yaml.safe_load(proc.stdout)  # printed as the hydra.launcher package
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["gpus_per_node"] == 1
+
+
+def test_the_pruning_callback_reports_each_epoch_and_stops_a_trial_worse_than_the_median(tmp_path):
+    from types import SimpleNamespace
+
+    import optuna
+    import torch
+
+    from gan_lightning.callbacks import OptunaPruning
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for errs in ([0.10, 0.05, 0.03], [0.12, 0.06, 0.04]):  # two finished trials (the median pruner's start-up)
+        trial = study.ask()
+        for epoch, err in enumerate(errs):
+            trial.report(err, epoch)
+        study.tell(trial, errs[-1])
+
+    def run(errs):
+        number = study.ask().number
+        callback = OptunaPruning(monitor="val/err_ema", pruner="median", warmup_epochs=1, storage=storage, study_name="s", trial=number)
+        trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, should_stop=False, current_epoch=0, callback_metrics={})
+        callback.setup(trainer, None, "fit")
+        for epoch, err in enumerate(errs):
+            trainer.current_epoch, trainer.callback_metrics = epoch, {"val/err_ema": torch.tensor(err)}
+            callback.on_validation_end(trainer, None)
+            if trainer.should_stop:
+                break
+        return number, callback.pruned_at, trainer.should_stop
+
+    good = run([0.09, 0.05, 0.03])
+    assert good[1:] == (None, False)
+    bad = run([0.50, 0.40, 0.30])
+    assert bad[1:] == (1, True)  # epoch 0 is the warm-up; at epoch 1 it is worse than the median (0.055)
+    stored = optuna.load_study(study_name="s", storage=storage).trials
+    assert stored[bad[0]].intermediate_values == pytest.approx({0: 0.5, 1: 0.4}) and stored[bad[0]].user_attrs["pruned_at_epoch"] == 1
+    with pytest.raises(Exception, match="needs a study storage"):
+        OptunaPruning(trial=3, storage=None)
+    with pytest.raises(Exception, match="nothing is chosen by the test set"):
+        OptunaPruning(monitor="test/err_ema")

@@ -9,6 +9,7 @@ existed have their ``val/*`` test errors read as ``test/*`` (``tbread.read_run_s
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def collect(sweep_dir: Path, metrics: list[str]) -> list[dict]:
         overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("hydra.")]
         scalars = read_run_scalars(job)
         final = {m: scalars[m][-1][2] for m in metrics if scalars.get(m)}
-        rows.append({"job": job.name, "overrides": overrides, **final})
+        result = job / "result.json"
+        pruned = json.loads(result.read_text()).get("pruned_at_epoch") if result.is_file() else None
+        rows.append({"job": job.name, "overrides": overrides, "pruned": pruned, **final})
     return rows
 
 
@@ -47,7 +50,9 @@ def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
         groups.setdefault(key, []).append(r)
     table = []
     for key, members in groups.items():
-        entry = {"overrides": " ".join(key) or "(defaults)", "runs": len(members)}
+        pruned = [m["pruned"] + 1 for m in members if m.get("pruned") is not None]
+        entry = {"overrides": " ".join(key) or "(defaults)", "runs": len(members),
+                 "pruned": ", ".join(f"epoch {e}" for e in pruned) or "–"}
         for m in metrics:
             values = [r[m] for r in members if m in r]
             entry[m] = statistics.fmean(values) if values else float("nan")
@@ -70,10 +75,10 @@ def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None =
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    lines = ["| overrides | runs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines = ["| overrides | runs | " + " | ".join(metrics) + " | pruned after |", "|---|---|" + "---|" * len(metrics) + "---|"]
     for e in table:
         cells = [f"{e[m]:.4f} ± {e[m + ' std']:.4f}" for m in metrics]
-        lines.append(f"| {e['overrides']} | {e['runs']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {e['overrides']} | {e['runs']} | " + " | ".join(cells) + f" | {e['pruned']} |")
     common = common_overrides(rows)
     text = ("Every run: `" + " ".join(common) + "`\n\n" if common else "") + "\n".join(lines)
     (sweep_dir / "summary.md").write_text(text + "\n")

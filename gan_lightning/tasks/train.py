@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from gan_lightning.acceleration import accelerate
+from gan_lightning.callbacks.pruning import OptunaPruning
 from gan_lightning.capabilities import check_capabilities
 from gan_lightning.checkpoints import check_resumable, read_checkpoint
 from gan_lightning.config_check import check_config
@@ -168,7 +169,9 @@ def train(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     value = float(trainer.callback_metrics[metric]) if metric and metric in trainer.callback_metrics else None
     if not trainer.interrupted and trainer.is_global_zero:
+        pruned = next((c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning) and c.pruned_at is not None), None)
         result = {"metric": metric, "value": value, "overrides": _job_overrides(), "global_step": trainer.global_step,
+                  "pruned_at_epoch": pruned,
                   "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))}}
         path = Path(cfg.paths.output_dir) / RESULT_FILE
         path.with_name(f".{RESULT_FILE}.tmp").write_text(json.dumps(result, indent=1))
