@@ -126,7 +126,7 @@ def test_conditional_accuracy_of_real_images_and_of_shuffled_labels(reference, m
 
 def test_metrics_are_logged_during_training(cgan_run):
     scalars = read_scalars(cgan_run / "tb")
-    for key in ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class/9"):
+    for key in ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class/9", "gen/precision", "gen/recall", "gen/density", "gen/coverage"):
         assert len(scalars[key]) == 2, key  # trainer=debug: 2 epochs, every_n_epochs=1
     assert all(np.isfinite(v) for _, _, v in scalars["gen/fid"])
 
@@ -157,7 +157,7 @@ def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
     proc = run_cli(["task=evaluate", f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}", "task.n_samples=300",
                     "task.kid_subset_size=100", "task.n_real=1000", f"paths.reference_dir={reference_run[0] / 'refs'}"], tmp_path / "e")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| model | FID | KID x 1e3 | IS | cond. acc | mean class FID |" in proc.stdout
+    assert "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |" in proc.stdout
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
     (name, row), = saved["metrics"].items()
     assert {"fid", "kid_mean", "is_mean", "cond_acc", "fid_class_mean"} <= set(row)

@@ -21,7 +21,9 @@ def layout(module: L.LightningModule, has_validation: bool = True) -> dict:
         charts["generator"] = {"FID (reference features)": ["Multiline", [r"gen/fid$"]],
                                "conditional accuracy": ["Multiline", [r"gen/cond_acc$", r"gen/ema_c_acc$"]],
                                "KID": ["Multiline", [r"gen/kid_mean$"]],  # KID ~1e-3, IS ~10: one scale each
-                               "IS": ["Multiline", [r"gen/is_mean$"]]}
+                               "IS": ["Multiline", [r"gen/is_mean$"]],
+                               "precision, recall (k = 3)": ["Multiline", [r"gen/precision$", r"gen/recall$"]],
+                               "density, coverage": ["Multiline", [r"gen/density$", r"gen/coverage$"]]}
         charts["losses"] = {"D": ["Multiline", [r"train/d/.*"]], "G": ["Multiline", [r"train/g/.*"]]}
         if isinstance(module, HasClassifier):
             charts["losses"]["C"] = ["Multiline", [r"train/c/.*"]]

@@ -14,6 +14,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation.prdc import precision_recall_density_coverage
 from gan_lightning.evaluation.reference import ReferenceNet
 
 
@@ -57,11 +58,14 @@ class GeneratorMetrics:
         n_samples: generated images per evaluation (class-balanced for conditional generators).
         kid_subset_size: size of KID's random subsets (capped by the sample counts). is_splits: IS splits.
         per_class: FID of each class (conditional generators).
+        prdc_samples: real and generated images for precision, recall, density and coverage (k = ``prdc_k``) in the
+            reference features (``gan_lightning.evaluation.prdc``); 0: not computed.
         batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
     """
 
     def __init__(self, reference: ReferenceNet, real_x: torch.Tensor, real_y: torch.Tensor, n_samples: int = 10000,
-                 kid_subset_size: int = 1000, is_splits: int = 10, per_class: bool = True, batch_size: int = 1000, seed: int = 0) -> None:
+                 kid_subset_size: int = 1000, is_splits: int = 10, per_class: bool = True, batch_size: int = 1000, seed: int = 0,
+                 prdc_samples: int = 5000, prdc_k: int = 3) -> None:
         if n_samples < 2 * reference.num_classes:
             raise ConfigError(f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed")
         if batch_size <= 0:
@@ -78,6 +82,10 @@ class GeneratorMetrics:
         self.inception = InceptionScore(feature=logits, splits=is_splits, **local)
         self.class_fid = nn.ModuleList(FrechetInceptionDistance(feature=feats, reset_real_features=False, **local) for _ in range(self.num_classes))
         self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro", **local)
+        if prdc_samples < 0 or prdc_k < 1:
+            raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")
+        self.prdc_samples, self.prdc_k = int(prdc_samples), int(prdc_k)
+        self.real_features: list[torch.Tensor] = []  # the first prdc_samples real images' features
         self.device = torch.device("cpu")
         self._real_done = False
 
@@ -93,9 +101,13 @@ class GeneratorMetrics:
             yield (xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()), y[i:i + self.batch_size].to(self.device)
 
     def _add_real(self) -> None:
+        kept = 0
         for xb, yb in self._batches(self.real_x, self.real_y):
             self.fid.update(xb, real=True)
             self.kid.update(xb, real=True)
+            if kept < self.prdc_samples:
+                self.real_features.append(self.shared(xb)[0][: self.prdc_samples - kept].cpu())  # the pass FID just made
+                kept += len(self.real_features[-1])
             if self.per_class:
                 for k in range(self.num_classes):
                     if (yb == k).any():
@@ -118,10 +130,15 @@ class GeneratorMetrics:
             m.reset()
         if labels is None:
             labels = torch.full((len(images),), -1, dtype=torch.long)
+        fake_features: list[torch.Tensor] = []
+        kept = 0
         for xb, yb in self._batches(images, labels):
             self.fid.update(xb, real=False)
             self.kid.update(xb, real=False)
             self.inception.update(xb)
+            if kept < self.prdc_samples:
+                fake_features.append(self.shared(xb)[0][: self.prdc_samples - kept].cpu())
+                kept += len(fake_features[-1])
             if (yb >= 0).all():
                 self.cond_acc.update(self.shared(xb)[1].argmax(1), yb)
                 if self.per_class:
@@ -132,6 +149,8 @@ class GeneratorMetrics:
         is_mean, is_std = self.inception.compute()
         out = {"fid": float(self.fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
                "is_mean": float(is_mean), "is_std": float(is_std)}
+        if self.prdc_samples and fake_features:
+            out.update(precision_recall_density_coverage(torch.cat(self.real_features), torch.cat(fake_features), self.prdc_k))
         if (labels >= 0).all():
             out["cond_acc"] = float(self.cond_acc.compute())
             if self.per_class:
@@ -151,9 +170,11 @@ class GeneratorMetrics:
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-    """``{name: metrics}`` as a Markdown table (FID, KID, IS, conditional accuracy, mean per-class FID)."""
+    """``{name: metrics}`` as a Markdown table (FID, KID, IS, precision, recall, density, coverage, conditional accuracy,
+    mean per-class FID)."""
     cols = [("FID", "fid", "{:.2f}"), ("KID x 1e3", "kid_mean", "{:.2f}"), ("IS", "is_mean", "{:.2f}"),
-            ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
+            ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
+            ("coverage", "coverage", "{:.3f}"), ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
     lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in rows.items():
         cells = [(fmt.format(m[key] * (1e3 if key == "kid_mean" else 1)) if key in m else "-") for _, key, fmt in cols]
