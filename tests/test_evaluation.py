@@ -238,3 +238,41 @@ def test_sample_and_analyze_errors_are_one_line(args, message, cgan_run, tmp_pat
 def test_reference_of_another_dataset_is_refused(reference_run):
     with pytest.raises(ConfigError, match="reference network of MNIST, not of FashionMNIST"):
         load_reference(reference_run[0] / "refs" / "MNIST.pt", "FashionMNIST")
+
+
+def _inception_weights(path, monkeypatch):
+    """An FID Inception-v3 weights file of the right layout (random weights: no download), as the user's file would be."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, *a, **k: None)
+    net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    monkeypatch.undo()
+    for m in net.modules():  # He initialisation: activations keep their scale through the 94 layers
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_metrics_from_a_given_weights_file(tmp_path, monkeypatch):
+    from gan_lightning.errors import ConfigError
+    from gan_lightning.evaluation.inception import InceptionMetrics, check_weights
+
+    weights = _inception_weights(tmp_path / "inception.pth", monkeypatch)
+    metrics = InceptionMetrics(weights, kid_subset_size=6)
+    gen = torch.Generator().manual_seed(0)
+    real = [torch.rand(8, 1, 28, 28, generator=gen)]  # grey images: repeated to three channels
+    metrics.add_real(real)
+    same = metrics.evaluate(real)
+    other = metrics.evaluate([torch.rand(8, 1, 28, 28, generator=gen) * 0.2])
+    assert set(same) == {"inception_fid", "inception_kid_mean", "inception_is"}
+    assert abs(same["inception_fid"]) < 1e-2 < other["inception_fid"]  # the real images against themselves: ~0
+    with pytest.raises(ConfigError, match="does not exist; get https://github.com/toshas/torch-fidelity"):
+        check_weights(tmp_path / "missing.pth")
+    (tmp_path / "other.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="is not a plain weights file"):
+        check_weights(tmp_path / "other.pth")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "small.pth")
+    with pytest.raises(ConfigError, match="is not the FID Inception-v3"):
+        check_weights(tmp_path / "small.pth")

@@ -14,6 +14,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation.inception import InceptionMetrics
 from gan_lightning.evaluation.prdc import precision_recall_density_coverage
 from gan_lightning.evaluation.reference import ReferenceNet
 
@@ -58,6 +59,7 @@ class GeneratorMetrics:
         n_samples: generated images per evaluation (class-balanced for conditional generators).
         kid_subset_size: size of KID's random subsets (capped by the sample counts). is_splits: IS splits.
         per_class: FID of each class (conditional generators).
+        inception_weights: the FID Inception-v3's weights file: FID, KID and IS in its features too (``inception_*``).
         prdc_samples: real and generated images for precision, recall, density and coverage (k = ``prdc_k``) in the
             reference features (``gan_lightning.evaluation.prdc``); 0: not computed.
         batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
@@ -65,7 +67,7 @@ class GeneratorMetrics:
 
     def __init__(self, reference: ReferenceNet, real_x: torch.Tensor, real_y: torch.Tensor, n_samples: int = 10000,
                  kid_subset_size: int = 1000, is_splits: int = 10, per_class: bool = True, batch_size: int = 1000, seed: int = 0,
-                 prdc_samples: int = 5000, prdc_k: int = 3) -> None:
+                 prdc_samples: int = 5000, prdc_k: int = 3, inception_weights: str | None = None) -> None:
         if n_samples < 2 * reference.num_classes:
             raise ConfigError(f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed")
         if batch_size <= 0:
@@ -86,13 +88,16 @@ class GeneratorMetrics:
             raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")
         self.prdc_samples, self.prdc_k = int(prdc_samples), int(prdc_k)
         self.real_features: list[torch.Tensor] = []  # the first prdc_samples real images' features
+        # the literature's Inception-v3 FID/KID/IS, where the user gives its weights (gan_lightning.evaluation.inception)
+        self.inception_net = InceptionMetrics(inception_weights, subset) if inception_weights else None
         self.device = torch.device("cpu")
         self._real_done = False
 
     def to(self, device) -> GeneratorMetrics:
         self.device = torch.device(device)
-        for m in (self.reference, self.fid, self.kid, self.inception, self.class_fid, self.cond_acc):
-            m.to(self.device)
+        for m in (self.reference, self.fid, self.kid, self.inception, self.class_fid, self.cond_acc, self.inception_net):
+            if m is not None:
+                m.to(self.device)
         return self
 
     def _batches(self, x: torch.Tensor, y: torch.Tensor):
@@ -149,6 +154,10 @@ class GeneratorMetrics:
         is_mean, is_std = self.inception.compute()
         out = {"fid": float(self.fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
                "is_mean": float(is_mean), "is_std": float(is_std)}
+        if self.inception_net is not None:
+            if not self.inception_net.real_done:
+                self.inception_net.add_real(xb for xb, _ in self._batches(self.real_x, self.real_y))
+            out.update(self.inception_net.evaluate(xb for xb, _ in self._batches(images, labels)))
         if self.prdc_samples and fake_features:
             out.update(precision_recall_density_coverage(torch.cat(self.real_features), torch.cat(fake_features), self.prdc_k))
         if (labels >= 0).all():
@@ -174,7 +183,8 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     mean per-class FID)."""
     cols = [("FID", "fid", "{:.2f}"), ("KID x 1e3", "kid_mean", "{:.2f}"), ("IS", "is_mean", "{:.2f}"),
             ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
-            ("coverage", "coverage", "{:.3f}"), ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
+            ("coverage", "coverage", "{:.3f}"), ("Inception FID", "inception_fid", "{:.2f}"), ("Inception IS", "inception_is", "{:.2f}"),
+            ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
     lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in rows.items():
         cells = [(fmt.format(m[key] * (1e3 if key == "kid_mean" else 1)) if key in m else "-") for _, key, fmt in cols]

@@ -1,4 +1,5 @@
-"""``task=evaluate``: FID, KID, IS, conditional accuracy and per-class FID of generator checkpoints, as a table.
+"""``task=evaluate``: FID, KID, IS, precision/recall/density/coverage, conditional accuracy and per-class FID of
+generator checkpoints in the reference features, and Inception-v3 FID/KID/IS given its weights, as a table.
 
     python -m gan_lightning task=evaluate ckpt_path=outputs/.../last.ckpt
     python -m gan_lightning task=evaluate 'task.checkpoints={gan: a.ckpt, dcgan: b.ckpt}'
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -16,11 +18,17 @@ from gan_lightning.capabilities import CanGenerate
 from gan_lightning.checkpoints import build_datamodule, load_game
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_table, reference_path
+from gan_lightning.evaluation.inception import check_weights
 
 
 def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | None = None, n_samples: int = 10000,
-             n_real: int | None = None, kid_subset_size: int = 1000, device: str = "cpu", out_dir: str | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set."""
+             n_real: int | None = None, kid_subset_size: int = 1000, device: str = "cpu", out_dir: str | None = None,
+             inception_weights: str | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set; with
+    ``inception_weights`` (or ``$GAN_LIGHTNING_INCEPTION``) also the literature's Inception-v3 FID, KID and IS."""
+    inception_weights = inception_weights or os.environ.get("GAN_LIGHTNING_INCEPTION") or None
+    if inception_weights:
+        check_weights(inception_weights)  # one line before any checkpoint is read
     checkpoints = dict(checkpoints or {})
     if cfg.get("ckpt_path"):
         checkpoints.setdefault(Path(cfg.ckpt_path).parent.parent.name or "checkpoint", cfg.ckpt_path)
@@ -40,7 +48,7 @@ def evaluate(cfg: DictConfig, checkpoints: dict | None = None, reference: str | 
             ref = load_reference(reference or reference_path(cfg.paths.reference_dir, dm.name), dm.name)
             n = len(dm.splits.test_y) if n_real is None else int(n_real)
             evaluators[dm_name] = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=n_samples,
-                                                   kid_subset_size=kid_subset_size).to(device)
+                                                   kid_subset_size=kid_subset_size, inception_weights=inception_weights).to(device)
         rows[name] = evaluators[dm_name].evaluate(model.to(device))
         print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in rows[name].items() if not k.startswith("fid_class/")), flush=True)
     table = markdown_table(rows)
