@@ -10,8 +10,8 @@ A pair is the game (``experiment=triple_gan_mnist100_fast``) and its ablation (t
 whole time, no game), started together, each pinned to one core with one thread, each for ``--minutes`` of
 ``trainer.max_time``: same hardware, same wall time. The queue is every setting of the study in order (100 labels on
 splits 1-5, then 50 and 20 labels on splits 1-3); a pair whose two rows are in the results file is done, so a
-stopped study goes on where it stopped. Rows are filed under the preset's version (the last commit that changed
-``conf/experiment/triple_gan_mnist100_fast.yaml``): a changed preset starts the queue afresh. Each row (one run) records the final epoch's EMA C error on the validation
+stopped study goes on where it stopped. Rows are filed under the preset's version (a digest of its composed config):
+a changed preset starts the queue afresh. Each row (one run) records the final epoch's EMA C error on the validation
 set (held-out training images) and on the test set, G's conditional accuracy and FID (game rows), the curve of both
 errors against wall time, the CPU's model and flags, and the command. ``--report`` writes, per setting, the mean ± SD
 of each run over the splits and the paired difference (game - ablation) with its 95 % t interval
@@ -50,13 +50,22 @@ OVERHEAD_MIN = 3.0  # start-up, the last evaluation and the generator metrics af
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-PRESET = "conf/experiment/triple_gan_mnist100_fast.yaml"
-
-
 def preset_version() -> str:
-    """The last commit that changed the preset file: rows of different versions are never paired or pooled."""
-    proc = subprocess.run(["git", "log", "-1", "--format=%h", "--", PRESET], capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
+    """10 hex digits of the preset's composed config (model, data, trainer and callbacks, interpolations unresolved):
+    another setting or default gives another version, a comment does not. Rows of different versions are never paired
+    or pooled."""
+    import hashlib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gan_lightning.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[RUNS["game"][0]])
+    text = "".join(OmegaConf.to_yaml(cfg[key]) for key in ("model", "data", "trainer", "callbacks"))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def queue(minutes: float, preset: str) -> list[dict[str, Any]]:
@@ -248,8 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for both runs")
     parser.add_argument("--game-extra", nargs="*", default=[], help="overrides for the game only")
-    parser.add_argument("--preset", help="the preset version the rows are filed under (default: the last commit of the preset "
-                        "file; runs with --extra/--game-extra should name their own)")
+    parser.add_argument("--preset", help="the preset version the rows are filed under (default: the digest of the preset's "
+                        "config; runs with --extra/--game-extra should name their own)")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/ssl_study"))
     parser.add_argument("--report", action="store_true", help="no runs: write the tables and plots from the results file")
     parser.add_argument("--report-to", type=Path, default=None, help="with --report: the Markdown file (default beside the results)")
@@ -263,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for r in rows if r["preset"] == preset]
         write_report(rows, args.results, args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")), args.plots)
         return
+    if (args.extra or args.game_extra) and not args.preset:
+        raise SystemExit("error: --extra/--game-extra change the runs: name them with --preset (rows are filed under it)")
     done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & \
            {pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"}
     todo = [p for p in queue(args.minutes, args.preset or preset_version()) if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)]

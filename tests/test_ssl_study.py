@@ -78,3 +78,8 @@ def test_report_writes_the_tables_and_one_plot_per_setting(tmp_path):
     for n in (100, 20):
         png = (tmp_path / "plots" / f"ssl_study_{n}labels.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_changed_runs_must_name_their_preset(tmp_path):
+    with pytest.raises(SystemExit, match="name them with --preset"):
+        ssl_study.main(["--results", str(tmp_path / "rows.json"), "--game-extra", "model.alpha=0.3"])
