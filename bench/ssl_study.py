@@ -111,7 +111,7 @@ def launch(args: list[str], run_dir: Path, core: int | None) -> subprocess.Popen
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float) -> dict:
+def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float, commit: str) -> dict:
     """A finished run's row: its last epoch's errors and G's metrics, and the curve of both errors by wall time."""
     scalars = read_run_scalars(run_dir)
     series = {tag: {step: (wall, value) for wall, step, value in scalars.get(tag, [])}
@@ -124,7 +124,7 @@ def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float)
             "final_test_err_c": last("test/err_c"), "final_val_err_c": last("val/err_c"),
             "g_cond_acc": last("gen/cond_acc") if run == "game" else None, "g_fid": last("gen/fid") if run == "game" else None,
             "epochs": int(curve[-1]["epoch"] or 0) + 1 if curve else 0, "wall_minutes": round((time.time() - start) / 60, 1),
-            "cpu": cpu_flags(), "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu": cpu_flags(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M"),
             "command": "python -m gan_lightning " + shlex.join(args), "curve": curve}
 
 
@@ -137,7 +137,7 @@ def run_pair(pair: dict, root: Path, extra: list[str], game_extra: list[str]) ->
     cores = sorted(os.sched_getaffinity(0))
     pinned = len(cores) >= 2
     name = f"{pair['dataset']}{pair['n_labeled']}_split{pair['label_seed']}_{pair['minutes']:g}min_{pair['preset']}"
-    start = time.time()
+    start, commit = time.time(), _commit()  # the code the runs start with
     procs = {}
     for i, run in enumerate(RUNS):
         args = overrides(run, pair, extra, game_extra)
@@ -145,7 +145,7 @@ def run_pair(pair: dict, root: Path, extra: list[str], game_extra: list[str]) ->
     for run, (_, run_dir, proc) in procs.items():
         if proc.wait():
             raise SystemExit(f"error: the {run} run of {name} failed (exit {proc.returncode}); its log: {run_dir}.log")
-    return [read_row(run, pair, args, run_dir, start) for run, (args, run_dir, _) in procs.items()]
+    return [read_row(run, pair, args, run_dir, start, commit) for run, (args, run_dir, _) in procs.items()]
 
 
 def commit(path: Path, pair: dict) -> None:
