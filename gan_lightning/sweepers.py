@@ -9,7 +9,7 @@ Without a storage the sampler's seed proposes the same parameters in the same or
 the same way and the in-memory study is rebuilt from their stored values.
 
 Pruning (``callbacks.optuna_pruning``, ``gan_lightning.callbacks.OptunaPruning``): every job is told its trial's number
-(``pruning_trial``); each epoch's validation metric is reported to the trial through the study's storage, and a trial
+(``pruning.trial``, with ``pruning.storage`` and ``pruning.study``); each epoch's validation metric is reported to the trial through the study's storage, and a trial
 the pruner stops ends cleanly (its checkpoint written, ``result.json`` saying so) and is told to the study as pruned.
 """
 
@@ -78,7 +78,9 @@ def install() -> None:
 
     def configure(self: Any, trials: list, *args: Any, **kwargs: Any) -> Any:
         overrides = original_configure(self, trials, *args, **kwargs)
-        return [[*o, f"++pruning_trial={t.number}"] for o, t in zip(overrides, trials)]  # the job's trial, for pruning
+        # the job's trial and where it is kept, for pruning (gan_lightning.callbacks.OptunaPruning)
+        where = [f"++pruning.storage={self.storage}", f"++pruning.study={self.study_name}"] if self.storage else []
+        return [[*o, f"++pruning.trial={t.number}", *where] for o, t in zip(overrides, trials)]
 
     sweep.resumable = True  # type: ignore[attr-defined]
     OptunaSweeperImpl.sweep = sweep  # type: ignore[method-assign]

@@ -31,7 +31,7 @@ class OptunaPruning(L.Callback):
         monitor: a validation metric (``val/*``: the test set chooses nothing).
         pruner: ``median`` (after ``warmup_epochs`` epochs and 2 finished trials), ``successive_halving`` or ``none``.
         storage, study_name: the sweeper's (``hydra.sweeper.storage``: pruning needs one, the jobs report through it).
-        trial: the job's trial number, given by the sweeper (``pruning_trial``).
+        trial: the job's trial number, given by the sweeper (``pruning.trial``).
     """
 
     def __init__(self, monitor: str = "val/err_ema", pruner: str = "median", warmup_epochs: int = 3, storage: str | None = None,

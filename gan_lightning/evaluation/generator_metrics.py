@@ -185,6 +185,7 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
             ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
             ("coverage", "coverage", "{:.3f}"), ("Inception FID", "inception_fid", "{:.2f}"), ("Inception IS", "inception_is", "{:.2f}"),
             ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
+    cols = [c for c in cols if any(c[1] in m for m in rows.values())]  # e.g. the Inception columns only when computed
     lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in rows.items():
         cells = [(fmt.format(m[key] * (1e3 if key == "kid_mean" else 1)) if key in m else "-") for _, key, fmt in cols]

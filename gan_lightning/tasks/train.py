@@ -135,7 +135,7 @@ def _job_overrides() -> list[str]:
         given = list(HydraConfig.get().overrides.task)
     except ValueError:  # not under Hydra (tests building runs directly)
         return []
-    return [o for o in given if not o.startswith(("resume=", "hydra.", "ckpt_path="))]
+    return [o for o in given if not o.lstrip("+").startswith(("resume=", "hydra.", "ckpt_path=", "pruning."))]
 
 
 def _resume_point(cfg: DictConfig) -> float | None | bool:
