@@ -4,11 +4,9 @@ stops the run when it is built."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, compose_cfg, needs_mnist
+from conftest import compose_cfg, needs_mnist, run_cli
 from hydra.utils import instantiate
 
 from gan_lightning.capabilities import check_capabilities
@@ -25,20 +23,19 @@ def test_claim_directory_gives_each_caller_its_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_runs_started_together_write_separate_directories(tmp_path):
-    """Two CLI runs resolving the same run directory at once (as a shell loop over seeds does within one second)."""
+def test_runs_resolving_the_same_directory_write_separate_ones(tmp_path):
+    """Two CLI runs whose run directory resolves to the same path (as a shell loop over seeds does within one second):
+    the second gets <dir>-2, and each keeps its own config."""
     sweep = tmp_path / "sweep"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "gan_lightning", "task=summary", f"task.dir={sweep}", "hydra.run.dir=${unique_dir:outputs/same}"]
-    procs = [subprocess.Popen([*args, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for seed in (1, 2)]
-    for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    same = "${unique_dir:" + str(tmp_path / "outputs" / "same") + "}"  # what the default hydra.run.dir resolves through
+    for seed in (1, 2):
+        proc = run_cli(["task=summary", f"task.dir={sweep}", f"seed={seed}"], same)
+        assert proc.returncode == 0, proc.stderr[-2000:]
     dirs = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert dirs == ["same", "same-2"]
-    seeds = sorted((tmp_path / "outputs" / d / ".hydra" / "overrides.yaml").read_text() for d in dirs)
+    seeds = [(tmp_path / "outputs" / d / ".hydra" / "overrides.yaml").read_text() for d in dirs]
     assert "seed=1" in seeds[0] and "seed=2" in seeds[1]  # each run's own config, none overwritten
 
 
