@@ -159,7 +159,8 @@ class GeneratorMetrics:
                 self.inception_net.add_real(xb for xb, _ in self._batches(self.real_x, self.real_y))
             out.update(self.inception_net.evaluate(xb for xb, _ in self._batches(images, labels)))
         if self.prdc_samples and fake_features:
-            out.update(precision_recall_density_coverage(torch.cat(self.real_features), torch.cat(fake_features), self.prdc_k))
+            fake = torch.cat(fake_features)  # as many real images as generated ones (coverage and recall depend on it)
+            out.update(precision_recall_density_coverage(torch.cat(self.real_features)[: len(fake)], fake, self.prdc_k))
         if (labels >= 0).all():
             out["cond_acc"] = float(self.cond_acc.compute())
             if self.per_class:
