@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     lines = [f"# Optuna pruning on a small Triple-GAN search (`python -m bench.pruning`, {args.trials} trials, one core each)", "",
-             json.dumps(meta), "", "| pruner | wall time | trials pruned | epochs trained | best val/best_err_ema |", "|---|---|---|---|---|"]
+             json.dumps(meta), "", "| pruner | wall time | trials pruned | epochs reported to the study | best val/best_err_ema (finished trials) |", "|---|---|---|---|---|"]
     for p, r in results.items():
         best = "–" if r["best_value"] is None else f"{100 * r['best_value']:.2f} %"
         lines.append(f"| {p} | {r['wall_s'] / 60:.1f} min | {r['pruned']} of {len(r['trials'])} | {r['epochs']} | {best} |")
