@@ -21,14 +21,14 @@ from pathlib import Path
 
 from bench.mnist100 import cpu_flags
 
-SEARCH = ["model=triple_gan", "model.pretrain_epochs=1", "model.epochs=7", "trainer=cpu", "trainer.limit_train_batches=8",
-          "trainer.limit_val_batches=2", "logger=none", "callbacks.sample_grid=null", "callbacks.generator_metrics=null",
+SEARCH = ["model=triple_gan", "model.pretrain_epochs=1", "trainer=cpu", "trainer.limit_val_batches=2", "logger=none", "callbacks.sample_grid=null", "callbacks.generator_metrics=null",
           "callbacks.progress_bar=null", "callbacks.optuna_pruning.warmup_epochs=2", "sweep=optuna_triple_gan"]
 
 
-def run(pruner: str, trials: int, root: Path, core: int | None) -> subprocess.Popen:
+def run(pruner: str, trials: int, root: Path, core: int | None, batches: int, epochs: int) -> subprocess.Popen:
     sweep = root / pruner
-    cmd = [sys.executable, "-m", "gan_lightning", "-m", *SEARCH, f"hydra.sweeper.n_trials={trials}",
+    cmd = [sys.executable, "-m", "gan_lightning", "-m", *SEARCH, f"trainer.limit_train_batches={batches}", f"model.epochs={epochs}",
+           f"hydra.sweeper.n_trials={trials}",
            f"callbacks.optuna_pruning.pruner={pruner}", f"hydra.sweep.dir={sweep}"]
     env = dict(os.environ)
     if core is not None:
@@ -53,19 +53,23 @@ def summarize(sweep: Path, wall: float) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=30, help="batches an epoch (trainer.limit_train_batches)")
+    parser.add_argument("--epochs", type=int, default=5, help="game epochs after one of pre-training")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pruning"))
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/pruning"))
     args = parser.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     start = time.time()
-    procs = {p: run(p, args.trials, args.runs_dir, cores[i] if len(cores) >= 2 else None) for i, p in enumerate(("median", "none"))}
+    procs = {p: run(p, args.trials, args.runs_dir, cores[i] if len(cores) >= 2 else None, args.batches, args.epochs)
+             for i, p in enumerate(("median", "none"))}
     walls = {}
     for pruner, proc in procs.items():
         if proc.wait():
             raise SystemExit(f"error: the {pruner} sweep failed; its log: {args.runs_dir / pruner}.log")
         walls[pruner] = time.time() - start
     results = {p: summarize(args.runs_dir / p, walls[p]) for p in procs}
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "trials": args.trials, "search": SEARCH, **cpu_flags()}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "trials": args.trials, "batches": args.batches, "epochs": args.epochs,
+            "search": SEARCH, **cpu_flags()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     lines = [f"# Optuna pruning on a small Triple-GAN search (`python -m bench.pruning`, {args.trials} trials, one core each)", "",
