@@ -62,10 +62,16 @@ def install() -> None:
         import optuna
 
         tell = optuna.study.Study.tell
+        # the jobs write "pruned_at_epoch" through storages of their own: read it from the database, past this
+        # process's cached copy of the study
+        fresh = optuna.storages.RDBStorage(self.storage) if isinstance(self.storage, str) else None
 
         def tell_pruned(study: Any, trial: Any, values: Any = None, state: Any = None, **kwargs: Any) -> Any:
             number = trial if isinstance(trial, int) else trial.number
-            attrs = study.trials[number].user_attrs if study._storage is not None else {}
+            attrs = {}
+            if fresh is not None:
+                trial_id = fresh.get_trial_id_from_study_id_trial_number(fresh.get_study_id_from_name(study.study_name), number)
+                attrs = fresh.get_trial_user_attrs(trial_id)
             if "pruned_at_epoch" in attrs and state in (None, optuna.trial.TrialState.COMPLETE):
                 return tell(study, trial, state=optuna.trial.TrialState.PRUNED, **kwargs)
             return tell(study, trial, values=values, state=state, **kwargs)
