@@ -31,6 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
 from bench.mnist100 import cpu_flags
+from bench.plots import Line, Panel, color, save, style
 from gan_lightning.tbread import read_run_scalars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,10 +169,28 @@ def report(study: str, meta: dict, results: list[dict], out: Path, images: Path)
             picked = [grids[round(i * (len(grids) - 1) / 3)] for i in range(4)] if len(grids) >= 4 else grids
             write_png(side_by_side(picked), str(images / f"{name}_over_training.png"))
     stem = out / f"experiments_{study}"
+    plot(study, results, stem.with_suffix(".png"))
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     text = table(study, results)
     stem.with_suffix(".md").write_text(f"# {study}\n\n{json.dumps(meta)}\n\n{text}\n")
     print(text, flush=True)
+
+
+def plot(study: str, results: list[dict], path: Path) -> None:
+    """Each metric the runs logged against wall time (minutes since the run's first scalar): one colour per setting,
+    one line style per seed."""
+    settings = list(dict.fromkeys(r["setting"] for r in results))
+    scalars = {r["run_dir"]: read_run_scalars(ROOT / r["run_dir"]) for r in results}
+    start = {d: min((w for events in s.values() for w, _, _ in events), default=0.0) for d, s in scalars.items()}
+    panels = []
+    for key in METRICS:
+        percent = key.startswith(("val/", "test/")) or key == "gen/cond_acc"
+        lines = [Line(f"{r['setting']}, seed {r['seed']}",
+                      [((w - start[r["run_dir"]]) / 60, (100 if percent else 1) * v)
+                       for w, _, v in sorted(scalars[r["run_dir"]].get(key, []), key=lambda e: e[1])],
+                      color(settings.index(r["setting"])), style(r["seed"])) for r in results]
+        panels.append(Panel(key, "wall time (min)", "%" if percent else "", lines=lines))
+    save(panels, path, study)
 
 
 def side_by_side(paths: list[Path]) -> torch.Tensor:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from bench.plots import Line, Panel, color, save, style
 from gan_lightning.tbread import read_run_scalars
 
 RUNS = {
@@ -131,6 +132,16 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """EMA C error (validation and test) against wall time: one colour per run, one line style per labeled split."""
+    runs = list(dict.fromkeys(r["run"] for r in results))
+    panels = [Panel(f"EMA C error, {title}", "wall time (min)", "error (%)", log=True, lines=[
+        Line(f"{r['run']}, split {r['label_seed']}", [(p["wall_s"] / 60, 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
+             color(runs.index(r["run"])), style(r["label_seed"])) for r in results])
+        for key, title in (("val_err_ema", "validation"), ("err_ema", "test"))]
+    save(panels, path, "MNIST, 100 labels", share_y=True)
+
+
 def combine(reports: list[Path], stem: Path) -> None:
     """Merge the results of several benchmark reports (e.g. one per batch of labeled splits) into one table."""
     for report in reports:
@@ -150,6 +161,7 @@ def combine(reports: list[Path], stem: Path) -> None:
             seen[key] = report
     table = summary_table(results)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, stem.with_suffix(".png"))
     stem.with_suffix(".json").write_text(json.dumps({"sources": [str(r) for r in reports], "meta": [x["meta"] for x in loaded],
                                                      "results": results}, indent=1))
     stem.with_suffix(".md").write_text("# MNIST, 100 labels: " + ", ".join(r.name for r in reports) + f"\n\n{table}\n")
@@ -204,6 +216,7 @@ def main() -> None:
         writer.writeheader()
         for r in results:
             writer.writerows(r["curve"])
+    plot(results, stem.with_suffix(".png"))
     table = summary_table(results)
     stem.with_suffix(".md").write_text(f"# MNIST, 100 labels (seed {args.seed}, labeled splits {args.label_seeds})\n\n{json.dumps(meta)}\n\n{table}\n")
     print(table)

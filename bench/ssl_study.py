@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.mnist100 import cpu_flags
+from bench.plots import Line, Panel, color, save, style
 from gan_lightning.tbread import read_run_scalars
 
 RESULTS = Path("bench/results/ssl_study.json")
@@ -205,38 +206,14 @@ def report(rows: list[dict], results: Path) -> str:
     return "\n".join(lines)
 
 
-STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))  # one line style per labeled split
-
-
 def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
     """EMA C error (validation and test) against wall time, game and ablation, one line per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, (key, title) in zip(axes, (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))):
-        for r in rows:
-            if r["n_labeled"] != n_labeled:
-                continue
-            points = [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), color="tab:blue" if r["run"] == "game" else "tab:orange", alpha=0.8, lw=1.2,
-                        ls=STYLES[(r["label_seed"] - 1) % len(STYLES)], label=f"{r['run']}, split {r['label_seed']}")
-        ax.set(title=f"EMA C error, {title}", xlabel="wall time (min)", yscale="log")
-        for axis in (ax.yaxis,):
-            axis.set_major_formatter(FormatStrFormatter("%.1f"))
-            axis.set_minor_formatter(FormatStrFormatter("%.1f"))
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("error (%)")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = [Panel(f"EMA C error, {title}", "wall time (min)", "error (%)", log=True, lines=[
+        Line(f"{r['run']}, split {r['label_seed']}", [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
+             color(r["run"] != "game"), style(r["label_seed"]))
+        for r in rows if r["n_labeled"] == n_labeled])
+        for key, title in (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))]
+    save(panels, path, f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)", share_y=True)
 
 
 def write_report(rows: list[dict], results: Path, report_path: Path, plots: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,14 @@ def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, 
         return _FORKER.run(args, env, timeout)
     cmd = [sys.executable, "-m", "gan_lightning", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+NOTICES = re.compile(r"\w+Warning: |^\S+\.py:\d+: |litlogger|💡|Tip:|(GPU|TPU|HPU) available:|Total FLOPs", re.IGNORECASE)
+
+
+def library_noise(output: str) -> list[str]:
+    """The lines of a command's console that a user cannot act on: Python warnings and libraries' notices and tips."""
+    return [line for line in output.splitlines() if NOTICES.search(line)]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, compose_cfg, needs_mnist
+from conftest import ROOT, compose_cfg, library_noise, needs_mnist
 
 from bench.mnist100 import combine, summary_table
 
@@ -66,6 +66,7 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "GAN_LIGHTNING_DATA": str(data_root)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert library_noise(proc.stdout + proc.stderr) == []  # the benchmark's console and its runs'
     runs = out / "runs" / "mnist100"
     splits = {ls: json.loads((runs / f"triple_gan_fast_labels{ls}" / "labeled_indices.json").read_text()) for ls in (2, 3)}
     assert [splits[ls]["label_seed"] for ls in (2, 3)] == [2, 3]
@@ -79,6 +80,8 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     finals = [r["final_err_ema"] for r in report["results"]]
     assert finals == [float(rows[1]["err_ema"]), float(rows[3]["err_ema"])]
     assert "| triple_gan_fast, mean ± SD | 2 splits |" in stem.with_suffix(".md").read_text()
+    png = stem.with_suffix(".png").read_bytes()  # the error curves, one line per split
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
@@ -120,6 +123,8 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
         results.append({"setting": setting, "seed": seed, "run_dir": str(run_dir), "wall_s": 1.0})
     report("cgan_vs_cdcgan", {"minutes": 3}, results, tmp_path, tmp_path / "images")
     lines = (tmp_path / "experiments_cgan_vs_cdcgan.md").read_text().splitlines()
+    png = (tmp_path / "experiments_cgan_vs_cdcgan.png").read_bytes()  # FID against wall time, a line per run
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # the last FID of each run: cGAN 30 and 20 (mean 25, SD 7.07); cDCGAN 5 and 7 (6, 1.41); optimizer steps 201 and 401
     assert "| cGAN (2 seeds) | 301 | 25.00 ± 7.07 |" in lines and "| cDCGAN (2 seeds) | 301 | 6.00 ± 1.41 |" in lines
     last = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cGAN.png")
@@ -137,6 +142,7 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
            "--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert library_noise(proc.stdout + proc.stderr) == []
     report = json.loads((tmp_path / "speed_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads", "matmul_peak_gflop_s"} <= set(report["meta"])
     (row,) = report["rows"]

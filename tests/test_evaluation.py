@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_ROOT, needs_mnist, run_cli
+from conftest import DATA_ROOT, library_noise, needs_mnist, run_cli
 from PIL import Image
 
 from gan_lightning.checkpoints import load_game
@@ -155,8 +155,10 @@ def test_sample_task_writes_grids_interpolations_and_npz(cgan_run, tmp_path):
 
 def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
     proc = run_cli(["task=evaluate", f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}", "task.n_samples=300",
-                    "task.kid_subset_size=100", "task.n_real=1000", f"paths.reference_dir={reference_run[0] / 'refs'}"], tmp_path / "e")
+                    "task.kid_subset_size=100", "task.n_real=1000", f"paths.reference_dir={reference_run[0] / 'refs'}"], tmp_path / "e",
+                   fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert library_noise(proc.stdout + proc.stderr) == []  # no library warning or notice on a task's console
     assert "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |" in proc.stdout
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
     (name, row), = saved["metrics"].items()
