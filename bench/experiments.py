@@ -38,32 +38,79 @@ ROOT = Path(__file__).resolve().parent.parent
 # study -> (timed, [(setting, overrides)])
 STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
     "gan_loss": (True, [(loss, ["model=gan", f"model.loss={loss}"]) for loss in ("non_saturating", "minimax")]),
-    "maxout": (True, [("MNIST", ["experiment=maxout_gan_mnist"]), ("Fashion-MNIST", ["experiment=maxout_gan_fashion_mnist"])]),
-    "dcgan_beta1": (True, [(f"beta1={b}", ["model=dcgan", f"model.optimizer_g.betas=[{b},0.999]"]) for b in ("0.5", "0.9")]),
-    "dcgan_d_steps": (True, [(f"D:G={d}:{g}", ["model=dcgan", f"model.d_steps={d}", f"model.g_steps={g}"]) for d, g in ((5, 1), (1, 1), (1, 5))]),
-    "dcgan_lr": (True, [(f"lr={lr}", ["model=dcgan", f"model.optimizer_g.lr={lr}"]) for lr in ("1e-1", "2e-4", "1e-10")]),
+    "maxout": (
+        True,
+        [("MNIST", ["experiment=maxout_gan_mnist"]), ("Fashion-MNIST", ["experiment=maxout_gan_fashion_mnist"])],
+    ),
+    "dcgan_beta1": (
+        True,
+        [(f"beta1={b}", ["model=dcgan", f"model.optimizer_g.betas=[{b},0.999]"]) for b in ("0.5", "0.9")],
+    ),
+    "dcgan_d_steps": (
+        True,
+        [
+            (f"D:G={d}:{g}", ["model=dcgan", f"model.d_steps={d}", f"model.g_steps={g}"])
+            for d, g in ((5, 1), (1, 1), (1, 5))
+        ],
+    ),
+    "dcgan_lr": (
+        True,
+        [(f"lr={lr}", ["model=dcgan", f"model.optimizer_g.lr={lr}"]) for lr in ("1e-1", "2e-4", "1e-10")],
+    ),
     "dcgan_latent": (True, [(f"nz={nz}", ["model=dcgan", f"model.latent_dim={nz}"]) for nz in (10, 100, 1000)]),
     "cgan_vs_cdcgan": (True, [("cGAN", ["model=cgan"]), ("cDCGAN", ["model=cdcgan"])]),
-    "report_vs_faithful": (True, [("report", ["experiment=triple_gan_report", "trainer=cpu", "model.pretrain_time_share=0.4"]),
-                                  ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"])]),
-    "baselines": (False, [("CNN", ["experiment=classifier_mnist100"]), ("MLP", ["experiment=classifier_mlp_mnist100"])]),
+    "report_vs_faithful": (
+        True,
+        [
+            ("report", ["experiment=triple_gan_report", "trainer=cpu", "model.pretrain_time_share=0.4"]),
+            ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"]),
+        ],
+    ),
+    "baselines": (
+        False,
+        [("CNN", ["experiment=classifier_mnist100"]), ("MLP", ["experiment=classifier_mlp_mnist100"])],
+    ),
 }
 # the reported errors are the test set's (runs written before the validation set existed are read with their test
 # errors under test/, gan_lightning.tbread.read_run_scalars)
-METRICS = ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class_mean", "test/err_ema", "test/err_c", "val/err_ema")
+METRICS = (
+    "gen/fid",
+    "gen/kid_mean",
+    "gen/is_mean",
+    "gen/cond_acc",
+    "gen/fid_class_mean",
+    "test/err_ema",
+    "test/err_c",
+    "val/err_ema",
+)
 OVER_TRAINING = {"cgan_vs_cdcgan"}  # studies whose grids are also shown over training (a few epochs side by side)
 
 
 def commands(study: str, minutes: float, seeds: list[int], out: Path) -> list[tuple[str, int, Path, list[str]]]:
     """(setting, seed, run directory, command) of every run of ``study``."""
     timed, settings = STUDIES[study]
-    extra = [f"trainer.max_time=00:00:{int(minutes):02d}:{int(60 * (minutes % 1)):02d}", "model.epochs=100000",
-             "callbacks.generator_metrics.every_n_epochs=1000000"] if timed else []  # metrics once, after the last epoch
+    extra = (
+        [
+            f"trainer.max_time=00:00:{int(minutes):02d}:{int(60 * (minutes % 1)):02d}",
+            "model.epochs=100000",
+            "callbacks.generator_metrics.every_n_epochs=1000000",
+        ]
+        if timed
+        else []
+    )  # metrics once, after the last epoch
     runs = []
     for setting, overrides in settings:
         for seed in seeds:
             run_dir = out / "runs" / "experiments" / study / f"{setting.replace('=', '_').replace(':', '-')}_s{seed}"
-            cmd = [sys.executable, "-m", "gan_lightning", *overrides, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "gan_lightning",
+                *overrides,
+                *extra,
+                f"seed={seed}",
+                f"hydra.run.dir={run_dir}",
+            ]
             runs.append((setting, seed, run_dir, cmd))
     return runs
 
@@ -89,12 +136,18 @@ def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> l
                 run_dir.parent.mkdir(parents=True, exist_ok=True)
                 log = (run_dir.parent / f"{run_dir.name}.log").open("w")
                 print("$", " ".join(cmd[1:]), flush=True)
-                active[core] = (i, subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, env=env, stdout=log, stderr=log), time.time())
+                active[core] = (
+                    i,
+                    subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, env=env, stdout=log, stderr=log),
+                    time.time(),
+                )
         time.sleep(1)
         for core, (i, proc, start) in list(active.items()):
             if proc.poll() is not None:
                 if proc.returncode:
-                    raise SystemExit(f"error: {' '.join(runs[i][3][1:])} failed with exit code {proc.returncode} (log: {runs[i][2]}.log)")
+                    raise SystemExit(
+                        f"error: {' '.join(runs[i][3][1:])} failed with exit code {proc.returncode} (log: {runs[i][2]}.log)"
+                    )
                 walls[i] = time.time() - start
                 del active[core]
     return walls
@@ -129,24 +182,44 @@ def main() -> None:
     parser.add_argument("--images", default="docs/experiments")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--retable", nargs="+", choices=sorted(STUDIES), default=[],
-                        help="rebuild these studies' tables and images from their saved runs (nothing is run)")
+    parser.add_argument(
+        "--retable",
+        nargs="+",
+        choices=sorted(STUDIES),
+        default=[],
+        help="rebuild these studies' tables and images from their saved runs (nothing is run)",
+    )
     parser.add_argument("extra", nargs="*", help="overrides added to every run (e.g. trainer.limit_val_batches=10)")
     args = parser.parse_args()
     if args.list or not (args.studies or args.retable):
         for name, (timed, settings) in STUDIES.items():
-            print(f"{name} ({'timed' if timed else 'own epochs'}): " + "; ".join(f"{s}: {' '.join(o)}" for s, o in settings))
+            print(
+                f"{name} ({'timed' if timed else 'own epochs'}): "
+                + "; ".join(f"{s}: {' '.join(o)}" for s, o in settings)
+            )
         return
     out, cores = Path(args.out), sorted(args.cores or os.sched_getaffinity(0))
     for study in args.studies:
-        runs = [(s, seed, d, [*cmd[:-2], *args.extra, *cmd[-2:]]) for s, seed, d, cmd in commands(study, args.minutes, args.seeds, out)]
+        runs = [
+            (s, seed, d, [*cmd[:-2], *args.extra, *cmd[-2:]])
+            for s, seed, d, cmd in commands(study, args.minutes, args.seeds, out)
+        ]
         if args.dry_run:
             print("\n".join(" ".join(cmd[1:]) for *_, cmd in runs))
             continue
         walls = run_all(runs, cores)
-        results = [{"setting": s, "seed": seed, "run_dir": str(d), "wall_s": round(w, 1)} for (s, seed, d, _), w in zip(runs, walls)]
-        meta = {"minutes": args.minutes if STUDIES[study][0] else None, "seeds": args.seeds, "cores": cores, "extra": args.extra,
-                "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+        results = [
+            {"setting": s, "seed": seed, "run_dir": str(d), "wall_s": round(w, 1)}
+            for (s, seed, d, _), w in zip(runs, walls)
+        ]
+        meta = {
+            "minutes": args.minutes if STUDIES[study][0] else None,
+            "seeds": args.seeds,
+            "cores": cores,
+            "extra": args.extra,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            **cpu_flags(),
+        }
         report(study, meta, results, out, Path(args.images))
     for study in args.retable:
         saved = json.loads((out / f"experiments_{study}.json").read_text())
@@ -185,10 +258,18 @@ def plot(study: str, results: list[dict], path: Path) -> None:
     panels = []
     for key in METRICS:
         percent = key.startswith(("val/", "test/")) or key == "gen/cond_acc"
-        lines = [Line(f"{r['setting']}, seed {r['seed']}",
-                      [((w - start[r["run_dir"]]) / 60, (100 if percent else 1) * v)
-                       for w, _, v in sorted(scalars[r["run_dir"]].get(key, []), key=lambda e: e[1])],
-                      color(settings.index(r["setting"])), style(r["seed"])) for r in results]
+        lines = [
+            Line(
+                f"{r['setting']}, seed {r['seed']}",
+                [
+                    ((w - start[r["run_dir"]]) / 60, (100 if percent else 1) * v)
+                    for w, _, v in sorted(scalars[r["run_dir"]].get(key, []), key=lambda e: e[1])
+                ],
+                color(settings.index(r["setting"])),
+                style(r["seed"]),
+            )
+            for r in results
+        ]
         panels.append(Panel(key, "wall time (min)", "%" if percent else "", lines=lines))
     save(panels, path, study)
 

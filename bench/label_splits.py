@@ -29,8 +29,9 @@ from gan_lightning.evaluation.reference import load_reference
 SHIPPED = Path(__file__).resolve().parent.parent / "gan_lightning" / "references" / "MNIST.pt"
 
 
-def nearest_labeled_error(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
-                          k: int = 10) -> tuple[float, torch.Tensor, list[tuple[int, int, int]]]:
+def nearest_labeled_error(
+    train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor, k: int = 10
+) -> tuple[float, torch.Tensor, list[tuple[int, int, int]]]:
     """1-NN from the labeled set: overall error, error per class, the three most frequent (true, predicted, count)."""
     pred = train_y[torch.cdist(val_f, train_f).argmin(1)]
     per_class = torch.stack([(pred[val_y == c] != c).float().mean() for c in range(k)])
@@ -65,8 +66,15 @@ def analyse(data_root: str, splits: list[int], n_labeled: int = 100, val_size: i
             c = int(y[i])
             dist = (features[i] - centre[c]).norm()
             val_dist = (features[val][y[val] == c] - centre[c]).norm(dim=1)
-            images.append({"index": i, "label": c, "ref_pred": int(prob[i].argmax()), "ref_conf": round(float(prob[i, c]), 4),
-                           "percentile": round(100 * float((val_dist < dist).float().mean()), 1)})
+            images.append(
+                {
+                    "index": i,
+                    "label": c,
+                    "ref_pred": int(prob[i].argmax()),
+                    "ref_conf": round(float(prob[i, c]), 4),
+                    "percentile": round(100 * float((val_dist < dist).float().mean()), 1),
+                }
+            )
         atypical = [im for im in images if im["ref_pred"] != im["label"] or im["ref_conf"] < 0.9]
         result: dict[str, Any] = {"atypical": atypical, "images": images}
         for space, f in (("pixels", pixels), ("reference", features)):
@@ -80,18 +88,30 @@ def analyse(data_root: str, splits: list[int], n_labeled: int = 100, val_size: i
 
 
 def table(out: dict) -> str:
-    lines = [f"# The official labeled splits of MNIST ({out['n_labeled']} labels): `python -m bench.label_splits`", "",
-             "Measured on the labeled images and the validation set (held-out training images) only.", "",
-             "| split | atypical labeled images (reference net: other class or < 90 % sure) | labels beyond the 95th percentile "
-             "of their class | 1-NN error, pixels | 1-NN error, reference features | worst classes, pixels (error) | "
-             "top confusions, pixels (true→pred: count) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# The official labeled splits of MNIST ({out['n_labeled']} labels): `python -m bench.label_splits`",
+        "",
+        "Measured on the labeled images and the validation set (held-out training images) only.",
+        "",
+        "| split | atypical labeled images (reference net: other class or < 90 % sure) | labels beyond the 95th percentile "
+        "of their class | 1-NN error, pixels | 1-NN error, reference features | worst classes, pixels (error) | "
+        "top confusions, pixels (true→pred: count) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split, r in out["splits"].items():
-        atyp = ", ".join(f"#{im['index']} ({im['label']}→{im['ref_pred']}, {100 * im['ref_conf']:.0f} %)" for im in r["atypical"]) or "none"
+        atyp = (
+            ", ".join(
+                f"#{im['index']} ({im['label']}→{im['ref_pred']}, {100 * im['ref_conf']:.0f} %)" for im in r["atypical"]
+            )
+            or "none"
+        )
         worst = sorted(range(10), key=lambda c: -r["nn_err_per_class_pixels"][c])[:3]
         worst_s = ", ".join(f"{c} ({100 * r['nn_err_per_class_pixels'][c]:.0f} %)" for c in worst)
         conf = ", ".join(f"{t}→{p}: {n}" for t, p, n in r["nn_confusions_pixels"])
-        lines.append(f"| {split} | {atyp} | {r['far_labels']} | {100 * r['nn_err_pixels']:.1f} % | {100 * r['nn_err_reference']:.2f} % "
-                     f"| {worst_s} | {conf} |")
+        lines.append(
+            f"| {split} | {atyp} | {r['far_labels']} | {100 * r['nn_err_pixels']:.1f} % | {100 * r['nn_err_reference']:.2f} % "
+            f"| {worst_s} | {conf} |"
+        )
     return "\n".join(lines)
 
 
@@ -123,7 +143,10 @@ def figure(out: dict, data_root: str, path: Path) -> None:
                     ax.add_patch(plt.Rectangle((j * 30, c * 30), 29, 29, fill=False, color="red", lw=1.5))
         ax.set_title(f"split {split}: 1-NN {100 * r['nn_err_pixels']:.1f} %", fontsize=8)
         ax.axis("off")
-    fig.suptitle("Official labeled splits of MNIST, one row per class; red: the reference net reads another class or is < 90 % sure", fontsize=8)
+    fig.suptitle(
+        "Official labeled splits of MNIST, one row per class; red: the reference net reads another class or is < 90 % sure",
+        fontsize=8,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

@@ -37,20 +37,36 @@ from gan_lightning.tbread import read_run_scalars
 RUNS = {
     "triple_gan_fast": ["experiment=triple_gan_mnist100_fast"],
     # the ablation: C's pre-training only (same augmentation, consistency and learning rate) for the same hour
-    "pretrain_only": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=1000", "model.pretrain_time_share=null", "model.epochs=0"],
+    "pretrain_only": [
+        "experiment=triple_gan_mnist100_fast",
+        "model.pretrain_epochs=1000",
+        "model.pretrain_time_share=null",
+        "model.epochs=0",
+    ],
     "baseline": ["experiment=classifier_mnist100"],
     # variants of the game that give C a larger share of the hour: one z draw and one C forward per iteration, D and G
     # on half the batch (cheap); and with R_P from 80 % instead of 90 % class-true samples, C's BN statistics from its
     # unlabeled batch only (cheap_rp)
-    "triple_gan_fast_cheap": ["experiment=triple_gan_mnist100_fast", "model.reuse_forwards=true",
-                              "model.batch_sizes.d_unlabeled=200", "model.generator_batch=100"],
-    "triple_gan_fast_cheap_rp": ["experiment=triple_gan_mnist100_fast", "model.reuse_forwards=true",
-                                 "model.batch_sizes.d_unlabeled=200", "model.generator_batch=100",
-                                 "model.pseudo_label_trigger=0.8", "model.c_bn_update=unlabeled"],
+    "triple_gan_fast_cheap": [
+        "experiment=triple_gan_mnist100_fast",
+        "model.reuse_forwards=true",
+        "model.batch_sizes.d_unlabeled=200",
+        "model.generator_batch=100",
+    ],
+    "triple_gan_fast_cheap_rp": [
+        "experiment=triple_gan_mnist100_fast",
+        "model.reuse_forwards=true",
+        "model.batch_sizes.d_unlabeled=200",
+        "model.generator_batch=100",
+        "model.pseudo_label_trigger=0.8",
+        "model.c_bn_update=unlabeled",
+    ],
 }
 
 
-def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: list[int] | None = None) -> tuple[subprocess.Popen, float]:
+def launch(
+    name: str, overrides: list[str], out_root: Path, seed: int, cores: list[int] | None = None
+) -> tuple[subprocess.Popen, float]:
     """Start one CLI run; with ``cores`` it is pinned to them and uses as many threads."""
     cmd = [sys.executable, "-m", "gan_lightning", *overrides, f"seed={seed}", f"hydra.run.dir={out_root / name}"]
     env = dict(os.environ)
@@ -64,7 +80,9 @@ def launch(name: str, overrides: list[str], out_root: Path, seed: int, cores: li
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=log), time.time()
 
 
-def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float, run: str, label_seed: int) -> dict:
+def collect(
+    name: str, overrides: list[str], out_root: Path, proc: subprocess.Popen, start: float, run: str, label_seed: int
+) -> dict:
     """Wait for the run in ``out_root / name`` (run ``run`` on split ``label_seed``) and read its error curve back from
     its TensorBoard events."""
     if proc.wait():
@@ -77,19 +95,38 @@ def collect(name: str, overrides: list[str], out_root: Path, proc: subprocess.Po
     err_ema = {s: v for _, s, v in scalars.get("test/err_ema", [])}
     val_ema = {s: v for _, s, v in scalars.get("val/err_ema", [])}
     epochs = {s: v for _, s, v in scalars.get("epoch", [])}
-    curve: list[dict[str, Any]] = [{"run": run, "label_seed": label_seed, "wall_s": round(w - t0, 1), "epoch": int(epochs.get(s, -1)), "step": s,
-              "err_c": round(v, 5), "err_ema": round(err_ema.get(s, float("nan")), 5),
-              "val_err_ema": round(val_ema[s], 5) if s in val_ema else None} for s, (w, v) in sorted(err_c.items())]
+    curve: list[dict[str, Any]] = [
+        {
+            "run": run,
+            "label_seed": label_seed,
+            "wall_s": round(w - t0, 1),
+            "epoch": int(epochs.get(s, -1)),
+            "step": s,
+            "err_c": round(v, 5),
+            "err_ema": round(err_ema.get(s, float("nan")), 5),
+            "val_err_ema": round(val_ema[s], 5) if s in val_ema else None,
+        }
+        for s, (w, v) in sorted(err_c.items())
+    ]
     final = curve[-1] if curve else {}
     gen = {key: sorted((s, v) for _, s, v in scalars.get(f"gen/{key}", [])) for key in GEN_METRICS}
     for point in curve:  # the generator's metrics logged at the same step as the error
         for key, values in gen.items():
             point[key] = next((round(v, 5) for s, v in values if s == point["step"]), None)
-    return {"run": run, "label_seed": label_seed, "overrides": overrides, "wall_s": round(wall, 1), "curve": curve,
-            "final_err_c": final.get("err_c"), "final_err_ema": final.get("err_ema"),
-            # the EMA C test error at the epoch of its lowest validation error (what a best checkpoint holds)
-            "best_err_ema": min(((c["val_err_ema"], c["err_ema"]) for c in curve if c["val_err_ema"] is not None), default=(None, None))[1],
-            **{f"final_{key}": (values[-1][1] if values else None) for key, values in gen.items()}}
+    return {
+        "run": run,
+        "label_seed": label_seed,
+        "overrides": overrides,
+        "wall_s": round(wall, 1),
+        "curve": curve,
+        "final_err_c": final.get("err_c"),
+        "final_err_ema": final.get("err_ema"),
+        # the EMA C test error at the epoch of its lowest validation error (what a best checkpoint holds)
+        "best_err_ema": min(
+            ((c["val_err_ema"], c["err_ema"]) for c in curve if c["val_err_ema"] is not None), default=(None, None)
+        )[1],
+        **{f"final_{key}": (values[-1][1] if values else None) for key, values in gen.items()},
+    }
 
 
 # the generator's metrics read back: EMA C's accuracy on G's samples, the reference network's, FID (reference features)
@@ -99,23 +136,35 @@ GEN_METRICS = ("ema_c_acc", "cond_acc", "fid")
 def cpu_flags() -> dict:
     """Model name and the flags that decide bf16's speed on this CPU (recorded with every benchmark)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return {"cpu": model, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags}
+    return {
+        "cpu": model,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512f": "avx512f" in flags,
+    }
 
 
 def summary_table(results: list[dict]) -> str:
     """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
-    lines = ["| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | EMA C at its best val. epoch "
-             "| G: EMA C acc. | G: cond. acc. | G: FID |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
-    num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [
+        "| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | EMA C at its best val. epoch "
+        "| G: EMA C acc. | G: cond. acc. | G: FID |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"
+    num = lambda v: "–" if v is None else f"{v:.2f}"
     for r in results:
         last = r["curve"][-1] if r["curve"] else {}
-        lines.append(f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {pct(r['final_err_c'])} "
-                     f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
-                     f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |")
+        lines.append(
+            f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {pct(r['final_err_c'])} "
+            f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
+            f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |"
+        )
     keys = ("final_err_c", "final_err_ema", "best_err_ema", "final_ema_c_acc", "final_cond_acc", "final_fid")
     for run in dict.fromkeys(r["run"] for r in results):
         group = [r for r in results if r["run"] == run and r["final_err_ema"] is not None]
@@ -135,10 +184,24 @@ def summary_table(results: list[dict]) -> str:
 def plot(results: list[dict], path: Path) -> None:
     """EMA C error (validation and test) against wall time: one colour per run, one line style per labeled split."""
     runs = list(dict.fromkeys(r["run"] for r in results))
-    panels = [Panel(f"EMA C error, {title}", "wall time (min)", "error (%)", log=True, lines=[
-        Line(f"{r['run']}, split {r['label_seed']}", [(p["wall_s"] / 60, 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
-             color(runs.index(r["run"])), style(r["label_seed"])) for r in results])
-        for key, title in (("val_err_ema", "validation"), ("err_ema", "test"))]
+    panels = [
+        Panel(
+            f"EMA C error, {title}",
+            "wall time (min)",
+            "error (%)",
+            log=True,
+            lines=[
+                Line(
+                    f"{r['run']}, split {r['label_seed']}",
+                    [(p["wall_s"] / 60, 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
+                    color(runs.index(r["run"])),
+                    style(r["label_seed"]),
+                )
+                for r in results
+            ],
+        )
+        for key, title in (("val_err_ema", "validation"), ("err_ema", "test"))
+    ]
     save(panels, path, "MNIST, 100 labels", share_y=True)
 
 
@@ -156,14 +219,19 @@ def combine(reports: list[Path], stem: Path) -> None:
             results.append(r)
             key = (r["run"], r["label_seed"])
             if key in seen:
-                raise SystemExit(f"error: --combine: run {key[0]} on split {key[1]} is in both {seen[key]} and {report}; "
-                                 "each run and split may appear once")
+                raise SystemExit(
+                    f"error: --combine: run {key[0]} on split {key[1]} is in both {seen[key]} and {report}; "
+                    "each run and split may appear once"
+                )
             seen[key] = report
     table = summary_table(results)
     stem.parent.mkdir(parents=True, exist_ok=True)
     plot(results, stem.with_suffix(".png"))
-    stem.with_suffix(".json").write_text(json.dumps({"sources": [str(r) for r in reports], "meta": [x["meta"] for x in loaded],
-                                                     "results": results}, indent=1))
+    stem.with_suffix(".json").write_text(
+        json.dumps(
+            {"sources": [str(r) for r in reports], "meta": [x["meta"] for x in loaded], "results": results}, indent=1
+        )
+    )
     stem.with_suffix(".md").write_text("# MNIST, 100 labels: " + ", ".join(r.name for r in reports) + f"\n\n{table}\n")
     print(table)
 
@@ -172,16 +240,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["triple_gan_fast", "baseline"], choices=sorted(RUNS))
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--label-seeds", nargs="+", type=int, default=[1],
-                        help="labeled splits (data.label_seed) to run each run on; 1 is the config's default")
+    parser.add_argument(
+        "--label-seeds",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="labeled splits (data.label_seed) to run each run on; 1 is the config's default",
+    )
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)")
-    parser.add_argument("--parallel", action="store_true",
-                        help="start the runs together, each pinned to an equal share of the cores (same wall time, same hardware)")
-    parser.add_argument("--cores", nargs="+", type=int, help="with --parallel: the cores to share among the runs (default: all "
-                        "this process may use), e.g. --cores 0 to leave core 1 free")
-    parser.add_argument("--combine", nargs="+", metavar="JSON",
-                        help="run nothing: write one table (with mean and SD per run) from these reports to --out{.json,.md}")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="overrides added to every run (e.g. trainer.max_time=00:00:10:00)"
+    )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="start the runs together, each pinned to an equal share of the cores (same wall time, same hardware)",
+    )
+    parser.add_argument(
+        "--cores",
+        nargs="+",
+        type=int,
+        help="with --parallel: the cores to share among the runs (default: all "
+        "this process may use), e.g. --cores 0 to leave core 1 free",
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: write one table (with mean and SD per run) from these reports to --out{.json,.md}",
+    )
     args = parser.parse_args()
     if args.combine:
         combine([Path(f) for f in args.combine], Path(args.out))
@@ -192,33 +279,74 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     default_split = args.label_seeds == [1]
     # (directory name, run, split, overrides); the default split keeps the plain run name and command
-    jobs = [(name if default_split else f"{name}_labels{ls}", name, ls,
-             RUNS[name] + ([] if default_split else [f"data.label_seed={ls}"]) + args.extra)
-            for name in args.runs for ls in args.label_seeds]
+    jobs = [
+        (
+            name if default_split else f"{name}_labels{ls}",
+            name,
+            ls,
+            RUNS[name] + ([] if default_split else [f"data.label_seed={ls}"]) + args.extra,
+        )
+        for name in args.runs
+        for ls in args.label_seeds
+    ]
     cores = sorted(args.cores or os.sched_getaffinity(0))
     if args.parallel and len(cores) < len(jobs):
         raise SystemExit(f"error: --parallel needs a core per run ({len(jobs)} runs, {len(cores)} cores)")
     share = len(cores) // len(jobs)
     if args.parallel:  # start all, then wait for each
-        started = [launch(d, o, root, args.seed, cores[i * share:(i + 1) * share]) for i, (d, _, _, o) in enumerate(jobs)]
+        started = [
+            launch(d, o, root, args.seed, cores[i * share : (i + 1) * share]) for i, (d, _, _, o) in enumerate(jobs)
+        ]
         results = [collect(d, o, root, *s, run=name, label_seed=ls) for (d, name, ls, o), s in zip(jobs, started)]
     else:  # one after the other, on every core
-        results = [collect(d, o, root, *launch(d, o, root, args.seed), run=name, label_seed=ls) for d, name, ls, o in jobs]
-    meta = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": share if args.parallel else torch.get_num_threads(),
-            "parallel": args.parallel, "torch": torch.__version__, "cuda": torch.cuda.is_available(), "seed": args.seed,
-            "label_seeds": args.label_seeds, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+        results = [
+            collect(d, o, root, *launch(d, o, root, args.seed), run=name, label_seed=ls) for d, name, ls, o in jobs
+        ]
+    meta = {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": share if args.parallel else torch.get_num_threads(),
+        "parallel": args.parallel,
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "seed": args.seed,
+        "label_seeds": args.label_seeds,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        **cpu_flags(),
+    }
     default = args.runs == ["triple_gan_fast", "baseline"] and not args.parallel and default_split
-    stem = out / ("mnist100" if default else "mnist100_" + "_".join(args.runs) + ("_parallel" if args.parallel else "")
-                  + ("" if default_split else "_labels" + "_".join(map(str, args.label_seeds))))
+    stem = out / (
+        "mnist100"
+        if default
+        else "mnist100_"
+        + "_".join(args.runs)
+        + ("_parallel" if args.parallel else "")
+        + ("" if default_split else "_labels" + "_".join(map(str, args.label_seeds)))
+    )
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     with stem.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "label_seed", "wall_s", "epoch", "step", "err_c", "err_ema", "val_err_ema", *GEN_METRICS])
+        writer = csv.DictWriter(
+            f,
+            fieldnames=[
+                "run",
+                "label_seed",
+                "wall_s",
+                "epoch",
+                "step",
+                "err_c",
+                "err_ema",
+                "val_err_ema",
+                *GEN_METRICS,
+            ],
+        )
         writer.writeheader()
         for r in results:
             writer.writerows(r["curve"])
     plot(results, stem.with_suffix(".png"))
     table = summary_table(results)
-    stem.with_suffix(".md").write_text(f"# MNIST, 100 labels (seed {args.seed}, labeled splits {args.label_seeds})\n\n{json.dumps(meta)}\n\n{table}\n")
+    stem.with_suffix(".md").write_text(
+        f"# MNIST, 100 labels (seed {args.seed}, labeled splits {args.label_seeds})\n\n{json.dumps(meta)}\n\n{table}\n"
+    )
     print(table)
 
 

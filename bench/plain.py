@@ -15,7 +15,12 @@ class PlainGAN:
     """GAN / DCGAN / cGAN / cDCGAN: one D update then one G update per batch, each with its own forward."""
 
     def __init__(self, model, lr: float = 2e-4) -> None:
-        self.g, self.d, self.conditional, self.nz = model.generator, model.discriminator, model.conditional, model.latent_dim
+        self.g, self.d, self.conditional, self.nz = (
+            model.generator,
+            model.discriminator,
+            model.conditional,
+            model.latent_dim,
+        )
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(0.5, 0.999))
 
@@ -77,7 +82,13 @@ class PlainTripleGAN:
         logits_l = self.c(x_l)
         entropy = -(p_u * F.log_softmax(logits_u, 1)).sum(1).mean()
         balance = -torch.log(p_u.mean(0) + 1e-6).mean()
-        loss_c = 0.5 * adv + F.cross_entropy(logits_l, y_l) + 0.3 * entropy + 1e-3 * balance + 1e-4 * self.c.head.weight.pow(2).sum()
+        loss_c = (
+            0.5 * adv
+            + F.cross_entropy(logits_l, y_l)
+            + 0.3 * entropy
+            + 1e-3 * balance
+            + 1e-4 * self.c.head.weight.pow(2).sum()
+        )
         opt_c.zero_grad()
         loss_c.backward()
         opt_c.step()

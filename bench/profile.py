@@ -38,18 +38,41 @@ def profile_model(name: str, overrides: list[str], iters: int, warmup: int, top:
             prof.stop()
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters, precision=cfg.trainer.precision,
-                            logger=L.pytorch.loggers.TensorBoardLogger(tmp), log_every_n_steps=50, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Window()])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            limit_train_batches=warmup + iters,
+            precision=cfg.trainer.precision,
+            logger=L.pytorch.loggers.TensorBoardLogger(tmp),
+            log_every_n_steps=50,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[Window()],
+        )
         start = time.perf_counter()
         trainer.fit(model, train_dataloaders=data(cfg, model, warmup + iters + 1, "cpu"))
         wall = time.perf_counter() - start
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    return {"model": name, "iters": iters, "wall_s": round(wall, 2), "self_cpu_ms_per_iter": round(total / 1e3 / iters, 2),
-            "top": [{"op": e.key, "calls_per_iter": round(e.count / iters, 1), "self_ms_per_iter": round(e.self_cpu_time_total / 1e3 / iters, 2),
-                     "share": round(e.self_cpu_time_total / total, 4)} for e in rows]}
+    return {
+        "model": name,
+        "iters": iters,
+        "wall_s": round(wall, 2),
+        "self_cpu_ms_per_iter": round(total / 1e3 / iters, 2),
+        "top": [
+            {
+                "op": e.key,
+                "calls_per_iter": round(e.count / iters, 1),
+                "self_ms_per_iter": round(e.self_cpu_time_total / 1e3 / iters, 2),
+                "share": round(e.self_cpu_time_total / total, 4),
+            }
+            for e in rows
+        ],
+    }
 
 
 def main() -> None:
@@ -64,16 +87,35 @@ def main() -> None:
     overrides = args.overrides or ["trainer.precision=32-true"]
     reuse_memory = apply_reuse_cpu_memory(build(args.models[0], overrides)[0].trainer.reuse_cpu_memory)  # as a run does
     results = [profile_model(name, overrides, args.iters, args.warmup, args.top) for name in args.models]
-    meta = {"machine": platform.machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "overrides": overrides, "reuse_cpu_memory": reuse_memory,
-            "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    meta = {
+        "machine": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "overrides": overrides,
+        "reuse_cpu_memory": reuse_memory,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        **cpu_flags(),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile_cpu.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    lines = [f"# Where the time goes (CPU, {meta['torch_threads']} threads, {' '.join(overrides)})", "", json.dumps(meta), ""]
+    lines = [
+        f"# Where the time goes (CPU, {meta['torch_threads']} threads, {' '.join(overrides)})",
+        "",
+        json.dumps(meta),
+        "",
+    ]
     for r in results:
-        lines += [f"## {r['model']}: {r['self_cpu_ms_per_iter']} ms of operator time per iteration", "",
-                  "| operator | calls / iter | self ms / iter | share |", "|---|---|---|---|"]
-        lines += [f"| `{t['op']}` | {t['calls_per_iter']} | {t['self_ms_per_iter']} | {100 * t['share']:.1f} % |" for t in r["top"]]
+        lines += [
+            f"## {r['model']}: {r['self_cpu_ms_per_iter']} ms of operator time per iteration",
+            "",
+            "| operator | calls / iter | self ms / iter | share |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{t['op']}` | {t['calls_per_iter']} | {t['self_ms_per_iter']} | {100 * t['share']:.1f} % |"
+            for t in r["top"]
+        ]
         lines.append("")
     (out / "profile_cpu.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -49,7 +49,9 @@ MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
 def build(name: str, overrides: list[str]):
     extra = ["model.pretrain_epochs=0"] if name == "triple_gan" else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={name}", "paths.output_dir=/tmp", "paths.data_dir=/tmp", *extra, *overrides])
+        cfg = compose(
+            "config", overrides=[f"model={name}", "paths.output_dir=/tmp", "paths.data_dir=/tmp", *extra, *overrides]
+        )
     return cfg, instantiate(cfg.model)
 
 
@@ -111,7 +113,9 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
         make_capturable(optimizers)
     batches = iter(data(cfg, model, warmup + iters, device))
     # the Lightning run's precision plugin: bf16-mixed = autocast around the step
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed", cache_enabled=False)
+    autocast = torch.autocast(
+        device, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed", cache_enabled=False
+    )
 
     def step():
         with autocast:
@@ -145,8 +149,16 @@ class _Clock(L.Callback):
             self.wall[batch_idx] = time.time()
 
 
-def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = False, cuda_graphs: bool = False,
-                   clock: _Clock | None = None) -> float:
+def time_framework(
+    name,
+    overrides,
+    device,
+    warmup,
+    iters,
+    compile_nets: bool = False,
+    cuda_graphs: bool = False,
+    clock: _Clock | None = None,
+) -> float:
     cfg, model = build(name, overrides)
     if compile_nets:  # trainer.compile=true
         compile_networks(model)
@@ -154,10 +166,20 @@ def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = 
         model.enable_cuda_graphs()
     clock = clock or _Clock(warmup, warmup + iters - 1, device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=1, limit_train_batches=warmup + iters,
-                            precision=cfg.trainer.precision, logger=L.pytorch.loggers.TensorBoardLogger(tmp), log_every_n_steps=50,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            callbacks=[clock])
+        trainer = L.Trainer(
+            accelerator="gpu" if device == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            limit_train_batches=warmup + iters,
+            precision=cfg.trainer.precision,
+            logger=L.pytorch.loggers.TensorBoardLogger(tmp),
+            log_every_n_steps=50,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+        )
         trainer.fit(model, train_dataloaders=data(cfg, model, warmup + iters, device))
     # a GAN cycle of max(d_steps, g_steps) batches holds d_steps D and g_steps G updates (1:1: both every batch)
     batches_per_iter = 1 if name == "triple_gan" else max(cfg.model.d_steps, cfg.model.g_steps)
@@ -167,7 +189,9 @@ def time_framework(name, overrides, device, warmup, iters, compile_nets: bool = 
 def scaled_batches(name: str, factor: float) -> list[str]:
     """Overrides that scale every stream's batch size (and Triple-GAN's generator batch) by ``factor``."""
     _, model = build(name, [])
-    out = [f"model.batch_sizes.{k}={max(1, round(s['batch_size'] * factor))}" for k, s in model.plan.game.streams.items()]
+    out = [
+        f"model.batch_sizes.{k}={max(1, round(s['batch_size'] * factor))}" for k, s in model.plan.game.streams.items()
+    ]
     if name == "triple_gan":
         out.append(f"model.generator_batch={max(10, round(model.hparams.generator_batch * factor / 10) * 10)}")
     return out
@@ -177,15 +201,27 @@ def process_settings(args) -> bool:
     """The run's process-wide settings (``trainer.matmul_precision``, ``trainer.reuse_cpu_memory``) from the overrides,
     applied to this process: the plain loop gets them too, so the ratios count only the steps' own code (and the peak
     is measured with them). Whether CPU memory reuse is on."""
-    return apply_process_settings(OmegaConf.to_container(build(args.models[0], args.overrides)[0].trainer, resolve=True))
+    return apply_process_settings(
+        OmegaConf.to_container(build(args.models[0], args.overrides)[0].trainer, resolve=True)
+    )
 
 
 def run_meta(args, **extra) -> dict:
     """What every results file records about the machine and the run."""
-    return {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "iters": args.iters, "repeats": args.repeats, "overrides": args.overrides, "cuda_graphs": args.cuda_graphs,
-            "matmul_precision": torch.get_float32_matmul_precision(), **extra, "date": time.strftime("%Y-%m-%d %H:%M"), **cpu_flags()}
+    return {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "iters": args.iters,
+        "repeats": args.repeats,
+        "overrides": args.overrides,
+        "cuda_graphs": args.cuda_graphs,
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        **extra,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        **cpu_flags(),
+    }
 
 
 def scaling(args) -> None:
@@ -197,18 +233,36 @@ def scaling(args) -> None:
             torch.set_num_threads(threads)
             for factor in (0.5, 1.0, 2.0):
                 overrides = [*args.overrides, *scaled_batches(name, factor)]
-                its = statistics.median(time_framework(name, overrides, args.device, args.warmup, args.iters) for _ in range(args.repeats))
+                its = statistics.median(
+                    time_framework(name, overrides, args.device, args.warmup, args.iters) for _ in range(args.repeats)
+                )
                 _, model = build(name, overrides)
                 images = sum(int(s["batch_size"]) for s in model.plan.game.streams.values())
-                rows.append({"model": name, "threads": threads, "batch_factor": factor, "images_per_iter": images, "it_s": its,
-                             "images_s": its * images})
-                print(f"{name}: {threads} threads, batch x{factor}: {its:.2f} it/s, {its * images:.0f} images/s", flush=True)
+                rows.append(
+                    {
+                        "model": name,
+                        "threads": threads,
+                        "batch_factor": factor,
+                        "images_per_iter": images,
+                        "it_s": its,
+                        "images_s": its * images,
+                    }
+                )
+                print(
+                    f"{name}: {threads} threads, batch x{factor}: {its:.2f} it/s, {its * images:.0f} images/s",
+                    flush=True,
+                )
     meta = run_meta(args, warmup=args.warmup, reuse_cpu_memory=reuse_memory)
-    lines = ["| model | threads | batch | images/iter | it/s | images/s | images/s vs 1 thread, x1 batch |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | threads | batch | images/iter | it/s | images/s | images/s vs 1 thread, x1 batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["threads"] == 1 and b["batch_factor"] == 1.0)
-        lines.append(f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} | {r['images_s']:.0f} "
-                     f"| {r['images_s'] / base['images_s']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} | {r['images_s']:.0f} "
+            f"| {r['images_s'] / base['images_s']:.2f}x |"
+        )
     write_table(args, "scaling", f"Training speed against batch size and threads ({args.device})", meta, rows, lines)
 
 
@@ -234,9 +288,12 @@ def sharing_worker(args) -> None:
             time.sleep(0.005)
 
     clock = _Clock(args.warmup, args.warmup + args.iters - 1, args.device, barrier)
-    its = time_framework(args.models[0], args.overrides, args.device, args.warmup, args.iters, cuda_graphs=args.cuda_graphs, clock=clock)
-    (folder / f"{ident}.json").write_text(json.dumps({"it_s": its, "start": clock.wall[args.warmup - 1],
-                                                      "end": clock.wall[args.warmup + args.iters - 1]}))
+    its = time_framework(
+        args.models[0], args.overrides, args.device, args.warmup, args.iters, cuda_graphs=args.cuda_graphs, clock=clock
+    )
+    (folder / f"{ident}.json").write_text(
+        json.dumps({"it_s": its, "start": clock.wall[args.warmup - 1], "end": clock.wall[args.warmup + args.iters - 1]})
+    )
 
 
 def run_together(name: str, runs: int, threads: int, args) -> list[dict]:
@@ -244,18 +301,41 @@ def run_together(name: str, runs: int, threads: int, args) -> list[dict]:
     timed spans started together (after every run's warm-up); each run's it/s and wall-clock span."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cmd = [sys.executable, "-m", "bench.speed", "--models", name, "--device", args.device, "--iters", str(args.iters),
-               "--warmup", str(args.warmup), "--threads", str(threads), *(["--cuda-graphs"] if args.cuda_graphs else []), *args.overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.speed",
+            "--models",
+            name,
+            "--device",
+            args.device,
+            "--iters",
+            str(args.iters),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(threads),
+            *(["--cuda-graphs"] if args.cuda_graphs else []),
+            *args.overrides,
+        ]
         procs = []
         for i in range(runs):  # stderr to a file: a full pipe would stall a run that nobody reads yet
             with (folder / f"{i}.err").open("w") as err:
-                procs.append(subprocess.Popen([*cmd, "--worker", str(folder / str(i))], cwd=Path(__file__).resolve().parent.parent,
-                                              stdout=subprocess.DEVNULL, stderr=err))
+                procs.append(
+                    subprocess.Popen(
+                        [*cmd, "--worker", str(folder / str(i))],
+                        cwd=Path(__file__).resolve().parent.parent,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
 
         def check() -> None:
             for i, p in enumerate(procs):
                 if p.poll() not in (None, 0):
-                    raise RuntimeError(f"a --sharing run of {name} failed:\n{(folder / f'{i}.err').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"a --sharing run of {name} failed:\n{(folder / f'{i}.err').read_text()[-2000:]}"
+                    )
 
         try:
             while not all((folder / f"{i}.ready").exists() for i in range(runs)):
@@ -291,19 +371,35 @@ def sharing(args) -> None:
                 totals.append(runs * args.iters / span)
                 per_run += [r["it_s"] for r in results]
                 overlaps.append(min(r["end"] for r in results) - max(r["start"] for r in results))
-            rows.append({"model": name, "runs": runs, "threads_per_run": threads, "images_per_iter": images,
-                         "per_run_it_s": summary(per_run), "total_it_s": summary(totals), "overlap_s": overlaps})
-            print(f"{name}: {runs} at once, {threads} threads each: {statistics.median(per_run):.2f} it/s per run, "
-                  f"{statistics.median(totals):.2f} it/s in all", flush=True)
+            rows.append(
+                {
+                    "model": name,
+                    "runs": runs,
+                    "threads_per_run": threads,
+                    "images_per_iter": images,
+                    "per_run_it_s": summary(per_run),
+                    "total_it_s": summary(totals),
+                    "overlap_s": overlaps,
+                }
+            )
+            print(
+                f"{name}: {runs} at once, {threads} threads each: {statistics.median(per_run):.2f} it/s per run, "
+                f"{statistics.median(totals):.2f} it/s in all",
+                flush=True,
+            )
     meta = run_meta(args, warmup=args.warmup, reuse_cpu_memory=reuse_memory)
-    lines = ["| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all | in all vs one run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all | in all vs one run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["runs"] == min(args.sharing))
         p, t = r["per_run_it_s"], r["total_it_s"]
-        lines.append(f"| {r['model']} | {r['runs']} | {r['threads_per_run']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
-                     f"| {t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f}) | {t['median'] * r['images_per_iter']:.0f} "
-                     f"| {t['median'] / base['total_it_s']['median']:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['runs']} | {r['threads_per_run']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
+            f"| {t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f}) | {t['median'] * r['images_per_iter']:.0f} "
+            f"| {t['median'] / base['total_it_s']['median']:.2f}x |"
+        )
     write_table(args, "sharing", f"Several runs at once on one machine ({meta['device']})", meta, rows, lines)
 
 
@@ -335,16 +431,38 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--compile", action="store_true", help="the framework's networks under torch.compile (trainer.compile=true); "
-                        "compilation happens in the warm-up, which should then be a few iterations longer")
-    parser.add_argument("--cuda-graphs", action="store_true", help="the games' iterations recorded as CUDA graphs (trainer.cuda_graphs=true)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="the framework's networks under torch.compile (trainer.compile=true); "
+        "compilation happens in the warm-up, which should then be a few iterations longer",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="the games' iterations recorded as CUDA graphs (trainer.cuda_graphs=true)",
+    )
     parser.add_argument("--tag", default="", help="appended to the results' file names (e.g. before, after)")
-    parser.add_argument("--scaling", action="store_true", help="framework it/s against batch size (x0.5, x1, x2) and threads (1, 2)")
-    parser.add_argument("--sharing", nargs="+", type=int, metavar="N", help="N framework runs of each model at once in separate "
-                        "processes, the threads shared out (e.g. 1 2 on a CPU, 1 5 on a GPU): each run's it/s and the total")
-    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)  # a --sharing run's share of the threads
+    parser.add_argument(
+        "--scaling", action="store_true", help="framework it/s against batch size (x0.5, x1, x2) and threads (1, 2)"
+    )
+    parser.add_argument(
+        "--sharing",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="N framework runs of each model at once in separate "
+        "processes, the threads shared out (e.g. 1 2 on a CPU, 1 5 on a GPU): each run's it/s and the total",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help=argparse.SUPPRESS
+    )  # a --sharing run's share of the threads
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # a --sharing run: <folder>/<id>
-    parser.add_argument("overrides", nargs="*", help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)",
+    )
     args = parser.parse_args()
     if args.cuda_graphs and args.device != "cuda":
         parser.error("--cuda-graphs needs --device cuda")
@@ -373,44 +491,72 @@ def main() -> None:
             peaks.append(matmul_peak(args.device))
             its, flops = time_plain(name, args.overrides, args.device, warmup, args.iters)
             plain.append(its)
-            fw.append(time_framework(name, args.overrides, args.device, warmup, args.iters, args.compile, args.cuda_graphs))
+            fw.append(
+                time_framework(name, args.overrides, args.device, warmup, args.iters, args.compile, args.cuda_graphs)
+            )
             if not args.compile:
                 bare.append(time_bare(name, args.overrides, args.device, warmup, args.iters, args.cuda_graphs))
         _, model = build(name, args.overrides)
         images = sum(int(s["batch_size"]) for s in model.plan.game.streams.values())
         p, f = summary(plain), summary(fw)
         b = summary([v for v in bare if v is not None]) if bare and None not in bare else None
-        rows.append({"model": name, "plain_it_s": p, "framework_it_s": f, "speedup": f["median"] / p["median"],
-                     "bare_framework_step_it_s": b, "lightning_overhead": 1 - f["median"] / b["median"] if b else None,
-                     "images_per_iter": images, "flops_per_iter_plain": flops,
-                     "plain_flop_s": flops * p["median"], "peak_flop_s": statistics.median(peaks), "peaks_flop_s": peaks})
+        rows.append(
+            {
+                "model": name,
+                "plain_it_s": p,
+                "framework_it_s": f,
+                "speedup": f["median"] / p["median"],
+                "bare_framework_step_it_s": b,
+                "lightning_overhead": 1 - f["median"] / b["median"] if b else None,
+                "images_per_iter": images,
+                "flops_per_iter_plain": flops,
+                "plain_flop_s": flops * p["median"],
+                "peak_flop_s": statistics.median(peaks),
+                "peaks_flop_s": peaks,
+            }
+        )
         extra = f", its step without Lightning {b['median']:.2f} it/s" if b else ""
-        print(f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}", flush=True)
-    meta = run_meta(args, warmup=warmup, reuse_cpu_memory=reuse_memory, compile=args.compile, matmul_peak_gflop_s=peak / 1e9)
+        print(
+            f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}",
+            flush=True,
+        )
+    meta = run_meta(
+        args, warmup=warmup, reuse_cpu_memory=reuse_memory, compile=args.compile, matmul_peak_gflop_s=peak / 1e9
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / (f"speed_{args.device}" + ("_compile" if args.compile else "") + ("_graphs" if args.cuda_graphs else "")
-                  + (f"_{args.tag}" if args.tag else ""))
+    stem = out / (
+        f"speed_{args.device}"
+        + ("_compile" if args.compile else "")
+        + ("_graphs" if args.cuda_graphs else "")
+        + (f"_{args.tag}" if args.tag else "")
+    )
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = ["| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s "
-             "| framework step without Lightning it/s (Lightning overhead) | GFLOP/iter | plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s "
+        "| framework step without Lightning it/s (Lightning overhead) | GFLOP/iter | plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         p, f, b = r["plain_it_s"], r["framework_it_s"], r["bare_framework_step_it_s"]
         bare_cell = f"{b['median']:.2f} ({100 * r['lightning_overhead']:.1f} %)" if b else "-"
         fw_flop_s = r["flops_per_iter_plain"] * f["median"]
-        lines.append(f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
-                     f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {bare_cell} | {r['flops_per_iter_plain'] / 1e9:.2f} "
-                     f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / r['peak_flop_s']:.0f} %) | {fw_flop_s / 1e9:.1f} ({100 * fw_flop_s / r['peak_flop_s']:.0f} %) |")
+        lines.append(
+            f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
+            f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {bare_cell} | {r['flops_per_iter_plain'] / 1e9:.2f} "
+            f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / r['peak_flop_s']:.0f} %) | {fw_flop_s / 1e9:.1f} ({100 * fw_flop_s / r['peak_flop_s']:.0f} %) |"
+        )
     table = "\n".join(lines)
     row_peaks = ", ".join(f"{r['model']} {r['peak_flop_s'] / 1e9:.0f}" for r in rows)
-    stem.with_suffix(".md").write_text(f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
-                                       f"matmul peak: {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the median of the peaks measured before each "
-                                       f"repeat of the model: {row_peaks}); {meta['iters']} timed iterations after {warmup} warm-up, "
-                                       f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
-                                       f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
-                                       f"; CPU memory reuse (plain loop too): {'on' if reuse_memory else 'off'}"
-                                       f"\n\n{table}\n")
+    stem.with_suffix(".md").write_text(
+        f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
+        f"matmul peak: {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the median of the peaks measured before each "
+        f"repeat of the model: {row_peaks}); {meta['iters']} timed iterations after {warmup} warm-up, "
+        f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
+        f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
+        f"; CPU memory reuse (plain loop too): {'on' if reuse_memory else 'off'}"
+        f"\n\n{table}\n"
+    )
     print(table)
 
 

@@ -44,7 +44,12 @@ SETTINGS = ((100, (1, 2, 3, 4, 5)), (50, (1, 2, 3)), (20, (1, 2, 3)))  # (labels
 RUNS = {
     "game": ["experiment=triple_gan_mnist100_fast"],
     # the same classifier training (augmentation, consistency, confident labels, optimizer) for the whole time
-    "ablation": ["experiment=triple_gan_mnist100_fast", "model.pretrain_epochs=100000", "model.pretrain_time_share=null", "model.epochs=0"],
+    "ablation": [
+        "experiment=triple_gan_mnist100_fast",
+        "model.pretrain_epochs=100000",
+        "model.pretrain_time_share=null",
+        "model.epochs=0",
+    ],
 }
 OVERHEAD_MIN = 3.0  # start-up, the last evaluation and the generator metrics after max_time (measured: 1-2 min)
 # two-sided 95 % quantiles of Student's t by degrees of freedom (1-10); 1.96 beyond
@@ -71,7 +76,11 @@ def preset_version() -> str:
 
 def queue(minutes: float, preset: str) -> list[dict[str, Any]]:
     """Every pair of the study, in the order they run."""
-    return [{"dataset": "mnist", "n_labeled": n, "label_seed": s, "minutes": minutes, "preset": preset} for n, seeds in SETTINGS for s in seeds]
+    return [
+        {"dataset": "mnist", "n_labeled": n, "label_seed": s, "minutes": minutes, "preset": preset}
+        for n, seeds in SETTINGS
+        for s in seeds
+    ]
 
 
 def pair_key(row: dict) -> tuple:
@@ -84,8 +93,11 @@ def load_rows(path: Path) -> list[dict]:
 
 def append_rows(path: Path, rows: list[dict]) -> None:
     """Add rows to the results file atomically (a kill while writing leaves the previous file whole)."""
-    data = {"description": "bench/ssl_study.py: one row per run (game or ablation); the headline is the last epoch's "
-                           "test error", "rows": load_rows(path) + rows}
+    data = {
+        "description": "bench/ssl_study.py: one row per run (game or ablation); the headline is the last epoch's "
+        "test error",
+        "rows": load_rows(path) + rows,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -95,8 +107,14 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 def overrides(run: str, pair: dict, extra: list[str], game_extra: list[str]) -> list[str]:
     minutes = pair["minutes"]
     max_time = f"00:{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:{round(60 * (minutes % 1)):02d}"
-    return [*RUNS[run], f"model.n_labeled={pair['n_labeled']}", f"data.label_seed={pair['label_seed']}",
-            f"trainer.max_time={max_time}", *extra, *(game_extra if run == "game" else [])]
+    return [
+        *RUNS[run],
+        f"model.n_labeled={pair['n_labeled']}",
+        f"data.label_seed={pair['label_seed']}",
+        f"trainer.max_time={max_time}",
+        *extra,
+        *(game_extra if run == "game" else []),
+    ]
 
 
 def launch(args: list[str], run_dir: Path, core: int | None) -> subprocess.Popen:
@@ -115,18 +133,38 @@ def launch(args: list[str], run_dir: Path, core: int | None) -> subprocess.Popen
 def read_row(run: str, pair: dict, args: list[str], run_dir: Path, start: float, commit: str) -> dict:
     """A finished run's row: its last epoch's errors and G's metrics, and the curve of both errors by wall time."""
     scalars = read_run_scalars(run_dir)
-    series = {tag: {step: (wall, value) for wall, step, value in scalars.get(tag, [])}
-              for tag in ("val/err_ema", "test/err_ema", "val/err_c", "test/err_c", "gen/cond_acc", "gen/fid", "epoch")}
+    series = {
+        tag: {step: (wall, value) for wall, step, value in scalars.get(tag, [])}
+        for tag in ("val/err_ema", "test/err_ema", "val/err_c", "test/err_c", "gen/cond_acc", "gen/fid", "epoch")
+    }
     steps = sorted(series["test/err_ema"])
-    curve = [{"minutes": round((series["test/err_ema"][s][0] - start) / 60, 2), "epoch": int(series["epoch"].get(s, (0, -1))[1]),
-              "val_err_ema": series["val/err_ema"].get(s, (0, None))[1], "test_err_ema": series["test/err_ema"][s][1]} for s in steps]
-    last = lambda tag: series[tag][max(series[tag])][1] if series[tag] else None  # noqa: E731 - the last logged value
-    return {**pair, "run": run, "final_test_err_ema": last("test/err_ema"), "final_val_err_ema": last("val/err_ema"),
-            "final_test_err_c": last("test/err_c"), "final_val_err_c": last("val/err_c"),
-            "g_cond_acc": last("gen/cond_acc") if run == "game" else None, "g_fid": last("gen/fid") if run == "game" else None,
-            "epochs": int(curve[-1]["epoch"] or 0) + 1 if curve else 0, "wall_minutes": round((time.time() - start) / 60, 1),
-            "cpu": cpu_flags(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "command": "python -m gan_lightning " + shlex.join(args), "curve": curve}
+    curve = [
+        {
+            "minutes": round((series["test/err_ema"][s][0] - start) / 60, 2),
+            "epoch": int(series["epoch"].get(s, (0, -1))[1]),
+            "val_err_ema": series["val/err_ema"].get(s, (0, None))[1],
+            "test_err_ema": series["test/err_ema"][s][1],
+        }
+        for s in steps
+    ]
+    last = lambda tag: series[tag][max(series[tag])][1] if series[tag] else None
+    return {
+        **pair,
+        "run": run,
+        "final_test_err_ema": last("test/err_ema"),
+        "final_val_err_ema": last("val/err_ema"),
+        "final_test_err_c": last("test/err_c"),
+        "final_val_err_c": last("val/err_c"),
+        "g_cond_acc": last("gen/cond_acc") if run == "game" else None,
+        "g_fid": last("gen/fid") if run == "game" else None,
+        "epochs": int(curve[-1]["epoch"] or 0) + 1 if curve else 0,
+        "wall_minutes": round((time.time() - start) / 60, 1),
+        "cpu": cpu_flags(),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": "python -m gan_lightning " + shlex.join(args),
+        "curve": curve,
+    }
 
 
 def _commit() -> str:
@@ -151,8 +189,19 @@ def run_pair(pair: dict, root: Path, extra: list[str], game_extra: list[str]) ->
 
 def commit(path: Path, pair: dict) -> None:
     subprocess.run(["git", "add", str(path)], check=True)
-    subprocess.run(["git", "commit", "-q", "-m", f"SSL study: {pair['n_labeled']} labels, split {pair['label_seed']}, "
-                    f"{pair['minutes']:g} min, game and ablation", "--", str(path)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "commit",
+            "-q",
+            "-m",
+            f"SSL study: {pair['n_labeled']} labels, split {pair['label_seed']}, "
+            f"{pair['minutes']:g} min, game and ablation",
+            "--",
+            str(path),
+        ],
+        check=True,
+    )
 
 
 # -- report ------------------------------------------------------------------------------------------------------------
@@ -178,41 +227,74 @@ def _ms(values: list[float], scale: float = 100.0, unit: str = " %") -> str:
 
 def report(rows: list[dict], results: Path) -> str:
     presets = sorted({r["preset"] for r in rows})
-    lines = [f"# Triple-GAN against its ablation, MNIST (`python -m bench.ssl_study --report`, rows: `{results}`, preset "
-             f"version {', '.join(presets)})", ""]
+    lines = [
+        f"# Triple-GAN against its ablation, MNIST (`python -m bench.ssl_study --report`, rows: `{results}`, preset "
+        f"version {', '.join(presets)})",
+        "",
+    ]
     for n_labeled in sorted({r["n_labeled"] for r in rows}, reverse=True):
         test, val = paired(rows, n_labeled, "final_test_err_ema"), paired(rows, n_labeled, "final_val_err_ema")
         games = [r for r in rows if r["n_labeled"] == n_labeled and r["run"] == "game"]
         minutes = sorted({r["minutes"] for r in rows if r["n_labeled"] == n_labeled})
         cpus = sorted({r["cpu"]["cpu"] for r in rows if r["n_labeled"] == n_labeled})
-        lines += [f"## {n_labeled} labels ({', '.join(f'{m:g}' for m in minutes)} min a run; CPU: {', '.join(cpus)})", "",
-                  "| labeled split | game: test EMA C | ablation: test EMA C | difference | game: val EMA C | ablation: val EMA C "
-                  "| G: cond. acc. | G: FID | epochs (game / ablation) |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {n_labeled} labels ({', '.join(f'{m:g}' for m in minutes)} min a run; CPU: {', '.join(cpus)})",
+            "",
+            "| labeled split | game: test EMA C | ablation: test EMA C | difference | game: val EMA C | ablation: val EMA C "
+            "| G: cond. acc. | G: FID | epochs (game / ablation) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for s in test["splits"]:
             g = next(r for r in games if r["label_seed"] == s)
             a = next(r for r in rows if r["n_labeled"] == n_labeled and r["run"] == "ablation" and r["label_seed"] == s)
-            pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
-            num = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(f"| {s} | {pct(g['final_test_err_ema'])} | {pct(a['final_test_err_ema'])} "
-                         f"| {100 * (g['final_test_err_ema'] - a['final_test_err_ema']):+.2f} | {pct(g['final_val_err_ema'])} "
-                         f"| {pct(a['final_val_err_ema'])} | {pct(g['g_cond_acc'])} | {num(g['g_fid'])} "
-                         f"| {g['epochs']} / {a['epochs']} |")
+            pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"
+            num = lambda v: "–" if v is None else f"{v:.2f}"
+            lines.append(
+                f"| {s} | {pct(g['final_test_err_ema'])} | {pct(a['final_test_err_ema'])} "
+                f"| {100 * (g['final_test_err_ema'] - a['final_test_err_ema']):+.2f} | {pct(g['final_val_err_ema'])} "
+                f"| {pct(a['final_val_err_ema'])} | {pct(g['g_cond_acc'])} | {num(g['g_fid'])} "
+                f"| {g['epochs']} / {a['epochs']} |"
+            )
         ci = test.get("diff_ci")
-        diff = f"{100 * statistics.mean(test['diff']):+.2f}" + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "") if test["diff"] else "–"
-        lines.append(f"| mean ± SD ({len(test['splits'])} splits) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
-                     f"| {_ms(val['game'])} | {_ms(val['ablation'])} | {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
-                     f"| {_ms([r['g_fid'] for r in games if r['g_fid'] is not None], 1.0, '')} | |")
-        lines += ["", "Difference: game minus ablation, points of test error, mean over the splits [95 % t interval].", ""]
+        diff = (
+            f"{100 * statistics.mean(test['diff']):+.2f}" + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "")
+            if test["diff"]
+            else "–"
+        )
+        lines.append(
+            f"| mean ± SD ({len(test['splits'])} splits) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
+            f"| {_ms(val['game'])} | {_ms(val['ablation'])} | {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
+            f"| {_ms([r['g_fid'] for r in games if r['g_fid'] is not None], 1.0, '')} | |"
+        )
+        lines += [
+            "",
+            "Difference: game minus ablation, points of test error, mean over the splits [95 % t interval].",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
     """EMA C error (validation and test) against wall time, game and ablation, one line per split."""
-    panels = [Panel(f"EMA C error, {title}", "wall time (min)", "error (%)", log=True, lines=[
-        Line(f"{r['run']}, split {r['label_seed']}", [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
-             color(r["run"] != "game"), style(r["label_seed"]))
-        for r in rows if r["n_labeled"] == n_labeled])
-        for key, title in (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))]
+    panels = [
+        Panel(
+            f"EMA C error, {title}",
+            "wall time (min)",
+            "error (%)",
+            log=True,
+            lines=[
+                Line(
+                    f"{r['run']}, split {r['label_seed']}",
+                    [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
+                    color(r["run"] != "game"),
+                    style(r["label_seed"]),
+                )
+                for r in rows
+                if r["n_labeled"] == n_labeled
+            ],
+        )
+        for key, title in (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))
+    ]
     save(panels, path, f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)", share_y=True)
 
 
@@ -234,11 +316,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for both runs")
     parser.add_argument("--game-extra", nargs="*", default=[], help="overrides for the game only")
-    parser.add_argument("--preset", help="the preset version the rows are filed under (default: the digest of the preset's "
-                        "config; runs with --extra/--game-extra should name their own)")
+    parser.add_argument(
+        "--preset",
+        help="the preset version the rows are filed under (default: the digest of the preset's "
+        "config; runs with --extra/--game-extra should name their own)",
+    )
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/ssl_study"))
-    parser.add_argument("--report", action="store_true", help="no runs: write the tables and plots from the results file")
-    parser.add_argument("--report-to", type=Path, default=None, help="with --report: the Markdown file (default beside the results)")
+    parser.add_argument(
+        "--report", action="store_true", help="no runs: write the tables and plots from the results file"
+    )
+    parser.add_argument(
+        "--report-to", type=Path, default=None, help="with --report: the Markdown file (default beside the results)"
+    )
     parser.add_argument("--plots", type=Path, default=PLOTS)
     args = parser.parse_args(argv)
     if args.report:
@@ -247,29 +336,49 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {args.results} holds no rows; run the study first")
         preset = args.preset or rows[-1]["preset"]  # the preset of the latest rows, unless asked for another
         rows = [r for r in rows if r["preset"] == preset]
-        write_report(rows, args.results, args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")), args.plots)
+        write_report(
+            rows,
+            args.results,
+            args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")),
+            args.plots,
+        )
         return
     if (args.extra or args.game_extra) and not args.preset:
-        raise SystemExit("error: --extra/--game-extra change the runs: name them with --preset (rows are filed under it)")
-    done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & \
-           {pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"}
-    todo = [p for p in queue(args.minutes, args.preset or preset_version()) if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)]
+        raise SystemExit(
+            "error: --extra/--game-extra change the runs: name them with --preset (rows are filed under it)"
+        )
+    done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & {
+        pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"
+    }
+    todo = [
+        p
+        for p in queue(args.minutes, args.preset or preset_version())
+        if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)
+    ]
     print(f"{len(todo)} pairs of {args.minutes:g} min to run ({len(done)} done in {args.results})", flush=True)
     for i, pair in enumerate(todo[: args.max_pairs]):
         ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)
         if args.stop_by:
             hour, minute = (int(v) for v in args.stop_by.split(":"))
-            limit = time.mktime(time.localtime()[:3] + (hour, minute, 0, 0, 0, -1))
+            limit = time.mktime((*time.localtime()[:3], hour, minute, 0, 0, 0, -1))
             if ends > limit:
-                print(f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, after {args.stop_by}")
+                print(
+                    f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, after {args.stop_by}"
+                )
                 return
-        print(f"pair {i + 1}/{len(todo)}: {pair['n_labeled']} labels, split {pair['label_seed']}; ends about "
-              f"{time.strftime('%H:%M', time.localtime(ends))}", flush=True)
+        print(
+            f"pair {i + 1}/{len(todo)}: {pair['n_labeled']} labels, split {pair['label_seed']}; ends about "
+            f"{time.strftime('%H:%M', time.localtime(ends))}",
+            flush=True,
+        )
         rows = run_pair(pair, args.runs_dir, args.extra, args.game_extra)
         append_rows(args.results, rows)
         for r in rows:
-            print(f"  {r['run']}: test EMA C {100 * r['final_test_err_ema']:.2f} %, val EMA C {100 * r['final_val_err_ema']:.2f} %, "
-                  f"{r['epochs']} epochs", flush=True)
+            print(
+                f"  {r['run']}: test EMA C {100 * r['final_test_err_ema']:.2f} %, val EMA C {100 * r['final_val_err_ema']:.2f} %, "
+                f"{r['epochs']} epochs",
+                flush=True,
+            )
         if args.commit:
             commit(args.results, pair)
 

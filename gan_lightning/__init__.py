@@ -21,4 +21,6 @@ OmegaConf.register_new_resolver("unique_dir", claim_directory, replace=True, use
 # `${digest:text}`: 10 hex digits of text's SHA-1 (a short directory name for a sweep job's parameters).
 OmegaConf.register_new_resolver("digest", lambda text: hashlib.sha1(str(text).encode()).hexdigest()[:10], replace=True)
 # `${shipped_references:}`: the reference feature networks that ship with the package (MNIST, Fashion-MNIST).
-OmegaConf.register_new_resolver("shipped_references", lambda: str(Path(__file__).resolve().parent / "references"), replace=True)
+OmegaConf.register_new_resolver(
+    "shipped_references", lambda: str(Path(__file__).resolve().parent / "references"), replace=True
+)

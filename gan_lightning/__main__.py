@@ -36,7 +36,12 @@ def _discard_run_dir() -> None:
         out = Path(HydraConfig.get().runtime.output_dir)
     except Exception:  # noqa: BLE001 - not under Hydra
         return
-    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", "__main__.log", "main.log", "labeled_indices.json"}:
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {
+        ".hydra",
+        "__main__.log",
+        "main.log",
+        "labeled_indices.json",
+    }:
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -46,7 +51,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         task = instantiate(cfg.task)
         return task(cfg)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         found = _user_error(err)
         if found is None:
             raise
@@ -57,7 +62,13 @@ def run(cfg: DictConfig) -> float | None:
 
 
 # which accelerators exist (the run's config says which one it uses); that the project's model summary replaces Lightning's
-DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "Trainer already configured with model summary")
+DEVICE_NOTICES = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "IPU available:",
+    "Trainer already configured with model summary",
+)
 
 
 def _quiet_lightning() -> None:
@@ -79,7 +90,12 @@ def _quiet_lightning() -> None:
         message = record.getMessage()
         return "litlogger" not in message.lower() and not message.startswith(DEVICE_NOTICES)
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch", ""):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch",
+        "",
+    ):
         logger = logging.getLogger(name)
         logger.addFilter(keep)
         for handler in logger.handlers:
@@ -114,7 +130,9 @@ def _check_overrides(argv: list[str]) -> None:
         options = [line.strip() for line in text.splitlines() if line.startswith(("\t", "  ")) and line.strip()]
         lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() not in options]
         message = "; ".join(line.rstrip(".") for line in lines) + (" " + ", ".join(options) if options else "")
-        moved = next((hint for old, hint in MOVED_KEYS.items() for arg in argv if arg.lstrip("+~").startswith(old)), None)
+        moved = next(
+            (hint for old, hint in MOVED_KEYS.items() for arg in argv if arg.lstrip("+~").startswith(old)), None
+        )
         print("error: " + message + (f" ({moved})" if moved else ""), file=sys.stderr)
         sys.exit(2)
 

@@ -64,8 +64,14 @@ class IterationGraph:
     record; the ``keep`` most recently used kinds are kept, an older one is dropped (and warmed up and recorded again
     if it comes back). Returns ``fn``'s output tensors (the graph's own, overwritten by its next replay)."""
 
-    def __init__(self, warmup: int = 3, keep: int = 1, guard: Callable[[], list[torch.Tensor]] | None = None,
-                 rtol: float = GUARD_RTOL, atol: float = GUARD_ATOL) -> None:
+    def __init__(
+        self,
+        warmup: int = 3,
+        keep: int = 1,
+        guard: Callable[[], list[torch.Tensor]] | None = None,
+        rtol: float = GUARD_RTOL,
+        atol: float = GUARD_ATOL,
+    ) -> None:
         if warmup < 1:
             raise ValueError("a CUDA graph needs at least one eager warm-up call before it is recorded")
         if keep < 1:
@@ -101,10 +107,12 @@ class IterationGraph:
             try:
                 with torch.cuda.graph(record.graph):
                     record.outputs = fn(record.inputs)
-            except Exception as err:  # noqa: BLE001 - guarded: any failure to record means the same, run eagerly
+            except Exception as err:
                 if self.guard is None:
                     raise
-                self._fall_back(f"recording failed ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+                self._fall_back(
+                    f"recording failed ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+                )
                 return fn(batch)
             self.captures += 1
             if self.guard is not None:
@@ -124,7 +132,8 @@ class IterationGraph:
         """The first replay, checked: an eager call on the same inputs, state and random stream gives the reference;
         the state is put back and the record replayed; outputs beyond ``rtol``/``atol`` of the eager ones turn
         recording off and keep the eager call's state and outputs."""
-        assert self.guard is not None and record.graph is not None
+        assert self.guard is not None
+        assert record.graph is not None
         state = self.guard()
         before, rng = [t.detach().clone() for t in state], torch.cuda.get_rng_state()
         eager = {k: v.detach().clone() for k, v in fn(batch).items()}
@@ -141,15 +150,19 @@ class IterationGraph:
                 with torch.no_grad():
                     for t, saved in zip(state, after_eager):
                         t.copy_(saved)
-                self._fall_back(f"its first replay gave {name}={replayed.flatten()[0].item():.6g} where the eager step gives "
-                                f"{value.float().flatten()[0].item():.6g} (beyond rtol {self.rtol:g}, atol {self.atol:g})")
+                self._fall_back(
+                    f"its first replay gave {name}={replayed.flatten()[0].item():.6g} where the eager step gives "
+                    f"{value.float().flatten()[0].item():.6g} (beyond rtol {self.rtol:g}, atol {self.atol:g})"
+                )
                 return eager
         return record.outputs
 
     def _fall_back(self, reason: str) -> None:
         self.failed = reason
         self.records.clear()
-        rank_zero_info(f"CUDA graphs off for this run: {reason}; it goes on without them (trainer.cuda_graphs=false skips the attempt)")
+        rank_zero_info(
+            f"CUDA graphs off for this run: {reason}; it goes on without them (trainer.cuda_graphs=false skips the attempt)"
+        )
 
 
 class _Record:
@@ -173,10 +186,14 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     compile_cfg = trainer_cfg.pop("compile", False)
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
     if not isinstance(compile_cfg, (bool, dict)):
-        raise ConfigError(f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}")
+        raise ConfigError(
+            f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}"
+        )
     chosen_automatically = cuda_graphs == "auto"
     if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
-        cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None and bool(getattr(model, "CUDA_GRAPHS_AUTO", False))
+        cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None and bool(
+            getattr(model, "CUDA_GRAPHS_AUTO", False)
+        )
     elif cuda_graphs not in (True, False):
         raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
     if cuda_graphs:
@@ -221,8 +238,10 @@ def apply_reuse_cpu_memory(setting: Any) -> bool:
         raise ConfigError(f"trainer.reuse_cpu_memory={setting!r} is not one of [auto, true, false]")
     applied = setting in ("auto", True) and reuse_cpu_memory()
     if setting is True and not applied:
-        raise ConfigError("trainer.reuse_cpu_memory=true needs glibc's malloc (Linux) and this C library has no mallopt; "
-                          "use auto or false")
+        raise ConfigError(
+            "trainer.reuse_cpu_memory=true needs glibc's malloc (Linux) and this C library has no mallopt; "
+            "use auto or false"
+        )
     return applied
 
 

@@ -86,7 +86,11 @@ def _members(protocol: type) -> list[str]:
     for base in protocol.__mro__:
         if base in (Protocol, object) or not getattr(base, "_is_protocol", False):
             continue
-        names += [n for n in (*base.__dict__.get("__annotations__", {}), *base.__dict__) if not n.startswith("_") and n not in names]
+        names += [
+            n
+            for n in (*base.__dict__.get("__annotations__", {}), *base.__dict__)
+            if not n.startswith("_") and n not in names
+        ]
     return names
 
 
@@ -98,5 +102,7 @@ def check_capabilities(component: object, what: str = "model") -> None:
             continue
         missing = [n for n in _members(protocol) if not hasattr(component, n)]
         if missing:
-            raise ConfigError(f"{what}: {type(component).__name__} has {claim} but no {', '.join(missing)}; "
-                              f"{feature} need {protocol.__name__}'s members: {', '.join(_members(protocol))}")
+            raise ConfigError(
+                f"{what}: {type(component).__name__} has {claim} but no {', '.join(missing)}; "
+                f"{feature} need {protocol.__name__}'s members: {', '.join(_members(protocol))}"
+            )

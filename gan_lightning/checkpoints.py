@@ -17,7 +17,9 @@ from gan_lightning.safe_build import build_stored
 def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
     """The checkpoint as a dict (loaded with ``weights_only``), or a one-line ConfigError saying what is wrong."""
     if path in (None, ""):
-        raise ConfigError(f"{what} is required: give the path of a checkpoint (e.g. outputs/<date>/<time>/checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"{what} is required: give the path of a checkpoint (e.g. outputs/<date>/<time>/checkpoints/last.ckpt)"
+        )
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what}={path} does not exist")
@@ -26,7 +28,9 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means the same thing to the user
-        raise ConfigError(f"{what}={path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        raise ConfigError(
+            f"{what}={path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"{what}={path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
@@ -35,22 +39,33 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict:
 def _describe(run_config: dict) -> str:
     model, data = run_config.get("model") or {}, run_config.get("data") or {}
     shape = "x".join(str(v) for v in data.get("image_shape") or []) or "?"
-    nets = ", ".join(str(model[n].get("_target_", "?")).rsplit(".", 1)[-1] for n in ("classifier", "generator", "discriminator")
-                     if isinstance(model.get(n), dict))
-    return (f"{str(model.get('_target_', '?')).rsplit('.', 1)[-1]} ({nets}) on {str(data.get('_target_', '?')).rsplit('.', 1)[-1]} "
-            f"({shape} images, {data.get('num_classes', '?')} classes)")
+    nets = ", ".join(
+        str(model[n].get("_target_", "?")).rsplit(".", 1)[-1]
+        for n in ("classifier", "generator", "discriminator")
+        if isinstance(model.get(n), dict)
+    )
+    return (
+        f"{str(model.get('_target_', '?')).rsplit('.', 1)[-1]} ({nets}) on {str(data.get('_target_', '?')).rsplit('.', 1)[-1]} "
+        f"({shape} images, {data.get('num_classes', '?')} classes)"
+    )
 
 
-def check_resumable(ckpt: dict, run_config: dict, model: torch.nn.Module | None = None, what: str = "ckpt_path") -> None:
+def check_resumable(
+    ckpt: dict, run_config: dict, model: torch.nn.Module | None = None, what: str = "ckpt_path"
+) -> None:
     """A training run resumed from ``ckpt`` must be the game, dataset and image shape it was written by, with
     parameters of the same names and shapes: one line saying what the checkpoint holds and what the run expected."""
     stored = ckpt.get("run_config")
     if not isinstance(stored, dict) or "model" not in stored:
-        raise ConfigError(f"{what} was not written by gan_lightning training (it has no run config); this run expected {_describe(run_config)}")
+        raise ConfigError(
+            f"{what} was not written by gan_lightning training (it has no run config); this run expected {_describe(run_config)}"
+        )
     held, expected = _describe(stored), _describe(run_config)
     if held != expected:
-        raise ConfigError(f"{what} holds {held}; this run is {expected}: resume with the config the checkpoint was "
-                          "written with (its run directory's .hydra/config.yaml)")
+        raise ConfigError(
+            f"{what} holds {held}; this run is {expected}: resume with the config the checkpoint was "
+            "written with (its run directory's .hydra/config.yaml)"
+        )
     _check_same_split(stored.get("data") or {}, run_config.get("data") or {}, what)
     if model is not None:
         saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
@@ -59,10 +74,17 @@ def check_resumable(ckpt: dict, run_config: dict, model: torch.nn.Module | None 
         missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
         if differ or missing or unexpected:
             name = (differ or missing or unexpected)[0]
-            detail = (f"{name} is {saved[name]} there and {current[name]} here" if differ else
-                      f"{name} is missing there" if missing else f"{name} has no place here")
-            raise ConfigError(f"{what} holds {held} with other networks ({detail}): resume with the config the checkpoint "
-                              "was written with (its run directory's .hydra/config.yaml)")
+            detail = (
+                f"{name} is {saved[name]} there and {current[name]} here"
+                if differ
+                else f"{name} is missing there"
+                if missing
+                else f"{name} has no place here"
+            )
+            raise ConfigError(
+                f"{what} holds {held} with other networks ({detail}): resume with the config the checkpoint "
+                "was written with (its run directory's .hydra/config.yaml)"
+            )
 
 
 SPLIT_KEYS = {"val_size": 0, "val_seed": 0, "label_seed": 1, "label_split": "official"}  # key: default of older runs
@@ -74,8 +96,10 @@ def _check_same_split(stored: dict, current: dict, what: str) -> None:
     for key, default in SPLIT_KEYS.items():
         held, now = stored.get(key, default), current.get(key, default)
         if key in current and held != now:
-            raise ConfigError(f"{what} was trained with data.{key}={held}; this run has data.{key}={now}: resume with "
-                              f"data.{key}={held} (the images it trains, validates and is labeled on stay the same)")
+            raise ConfigError(
+                f"{what} was trained with data.{key}={held}; this run has data.{key}={now}: resume with "
+                f"data.{key}={held} (the images it trains, validates and is labeled on stay the same)"
+            )
 
 
 def load_game(path: str | Path, what: str = "ckpt_path"):
@@ -90,7 +114,9 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"{what}={path}: its model config cannot be built here ({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"{what}={path}: its model config cannot be built here ({type(err).__name__}: {err})"
+        ) from None
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
@@ -113,7 +139,14 @@ def _no_pretrained_weights(node):
     return out
 
 
-LEGACY_DATA_KEYS = ("streams", "epoch_length", "pretrain_streams", "pretrain_epochs", "pretrain_epoch_length", "n_labeled")
+LEGACY_DATA_KEYS = (
+    "streams",
+    "epoch_length",
+    "pretrain_streams",
+    "pretrain_epochs",
+    "pretrain_epoch_length",
+    "n_labeled",
+)
 
 
 def build_datamodule(data_cfg: dict, data_dir: str, source: str = "checkpoint"):

@@ -89,7 +89,9 @@ def _locate(hint: Any, value: Any, where: str) -> tuple[str, Any, Any]:
         kind = dict if isinstance(value, dict) else list if isinstance(value, (list, tuple)) else None
         for member in args:
             origin = typing.get_origin(member) or member
-            if kind is dict and origin in (dict, collections.abc.Mapping) or kind is list and origin in (list, collections.abc.Sequence):
+            if (kind is dict and origin in (dict, collections.abc.Mapping)) or (
+                kind is list and origin in (list, collections.abc.Sequence)
+            ):
                 return _locate(member, value, where)
         return where, value, hint
     if base in (dict, collections.abc.Mapping) and isinstance(value, dict) and len(args) == 2:
@@ -107,7 +109,7 @@ def arguments_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]
     """Parameters and annotations of ``cls(...)``; a subclass's ``**kwargs`` are followed into its bases' ``__init__``."""
     params: dict[str, inspect.Parameter] = {}
     hints: dict[str, Any] = {}
-    for owner in (cls.__mro__ if inspect.isclass(cls) else [cls]):
+    for owner in cls.__mro__ if inspect.isclass(cls) else [cls]:
         if inspect.isclass(cls) and "__init__" not in vars(owner):
             continue
         func = vars(owner)["__init__"] if inspect.isclass(cls) else owner
@@ -119,7 +121,9 @@ def arguments_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]
             hints = {**typing.get_type_hints(func), **hints}
         except Exception:  # noqa: BLE001 - annotations that cannot be evaluated here: types unchecked
             pass
-        params.update({n: p for n, p in found.items() if n not in params and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)})
+        params.update(
+            {n: p for n, p in found.items() if n not in params and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        )
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in found.values()):
             return params, hints, False
         if owner is object or not inspect.isclass(cls):
@@ -144,7 +148,9 @@ def check_node(node: Any, where: str) -> None:
             if key in SPECIAL:
                 continue
             if key not in params and not takes_any and params:
-                raise ConfigError(f"{where}.{key}: {str(target).rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}")
+                raise ConfigError(
+                    f"{where}.{key}: {str(target).rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}"
+                )
             hint = hints.get(key, inspect.Parameter.empty)
             if _accepts(hint, value) is False:
                 loc, bad, expected = _locate(hint, value, f"{where}.{key}")

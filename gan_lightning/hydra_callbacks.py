@@ -30,7 +30,9 @@ class CheckOutputDir(Callback):
     def _check(self, directory: str, key: str) -> None:
         why = _writable(directory)
         if why is not None:
-            print(f"error: {key}={directory} cannot be written ({why}); choose another with {key}=<dir>", file=sys.stderr)
+            print(
+                f"error: {key}={directory} cannot be written ({why}); choose another with {key}=<dir>", file=sys.stderr
+            )
             sys.exit(2)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

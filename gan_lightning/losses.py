@@ -104,7 +104,11 @@ def entropy(logits: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Balance term (official script): cross-entropy of the batch-mean prediction against the uniform
     distribution, ``-(1/K) sum_k log mean_x p_c(k|x)``; small when C uses every class equally."""
-    mean = F.softmax(logits.float(), dim=1).mean(0).clamp(eps, 1.0 - eps) if eps else F.softmax(logits.float(), dim=1).mean(0)
+    mean = (
+        F.softmax(logits.float(), dim=1).mean(0).clamp(eps, 1.0 - eps)
+        if eps
+        else F.softmax(logits.float(), dim=1).mean(0)
+    )
     return -mean.log().mean()
 
 
@@ -129,7 +133,9 @@ def align_distribution(probs: torch.Tensor, marginal: torch.Tensor, prior: torch
     """Distribution alignment (ReMixMatch, Berthelot et al. 2020) of a teacher's class probabilities: each row times
     ``prior / marginal`` (``marginal``: the running mean of the teacher's predictions on unlabeled data; ``prior``:
     the labeled class frequencies, uniform when None), renormalised. Classes the teacher over-predicts lose mass."""
-    ratio = (prior if prior is not None else torch.full_like(marginal, 1.0 / marginal.numel())) / marginal.clamp_min(1e-6)
+    ratio = (prior if prior is not None else torch.full_like(marginal, 1.0 / marginal.numel())) / marginal.clamp_min(
+        1e-6
+    )
     aligned = probs * ratio
     return aligned / aligned.sum(1, keepdim=True)
 

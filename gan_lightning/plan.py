@@ -40,7 +40,9 @@ class DataPlan:
         return self.pretrain if pretraining and self.pretrain is not None else self.game
 
 
-def declare(sources: Mapping[str, str], batch_sizes: Mapping[str, Any] | None, epoch_length: int | str, key: str) -> Phase:
+def declare(
+    sources: Mapping[str, str], batch_sizes: Mapping[str, Any] | None, epoch_length: int | str, key: str
+) -> Phase:
     """Check the configured batch sizes against the streams a game reads; ``key`` names the setting in errors."""
     sizes = dict(batch_sizes or {})
     unknown = sorted(set(sizes) - set(sources))
@@ -52,8 +54,12 @@ def declare(sources: Mapping[str, str], batch_sizes: Mapping[str, Any] | None, e
     for name, size in sizes.items():
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ConfigError(f"{key}.{name}={size!r}: expects a positive integer")
-    if isinstance(epoch_length, bool) or not (isinstance(epoch_length, int) and epoch_length > 0 or epoch_length in sources):
-        raise ConfigError(f"model.epoch_length={epoch_length!r}: expects a positive number of iterations or a stream ({sorted(sources)})")
+    if isinstance(epoch_length, bool) or not (
+        (isinstance(epoch_length, int) and epoch_length > 0) or epoch_length in sources
+    ):
+        raise ConfigError(
+            f"model.epoch_length={epoch_length!r}: expects a positive number of iterations or a stream ({sorted(sources)})"
+        )
     return Phase({name: {"source": sources[name], "batch_size": sizes[name]} for name in sources}, epoch_length)
 
 

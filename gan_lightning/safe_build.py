@@ -59,7 +59,9 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, Any]]:
     if isinstance(node, dict):
         for key, value in node.items():
             if not isinstance(key, str):
-                raise ConfigError(f"{where}: has a key of type {type(key).__name__}; stored configs have string keys only")
+                raise ConfigError(
+                    f"{where}: has a key of type {type(key).__name__}; stored configs have string keys only"
+                )
             loc = f"{where}.{key}"
             if key == "_target_":
                 yield loc, value
@@ -81,12 +83,18 @@ def check_stored_config(config: Any, source: str, root: str = "config") -> None:
     for loc, value in _walk(config, root):
         is_target = loc.endswith("._target_")
         if is_target and not isinstance(value, str):
-            raise ConfigError(f"{source}: {loc} is a {type(value).__name__}, not a class name; refused (nothing was built)")
+            raise ConfigError(
+                f"{source}: {loc} is a {type(value).__name__}, not a class name; refused (nothing was built)"
+            )
         if isinstance(value, str) and "${" in value:
-            raise ConfigError(f"{source}: {loc}={value[:80]!r} is an interpolation; stored configs must be resolved (nothing was built)")
+            raise ConfigError(
+                f"{source}: {loc}={value[:80]!r} is an interpolation; stored configs must be resolved (nothing was built)"
+            )
         if is_target and value not in allowed:
-            raise ConfigError(f"{source}: {loc} asks for {value[:120]!r}, which is not a gan_lightning network, game, "
-                              "datamodule, torch.nn layer or torch optimizer; refused (nothing was built)")
+            raise ConfigError(
+                f"{source}: {loc} asks for {value[:120]!r}, which is not a gan_lightning network, game, "
+                "datamodule, torch.nn layer or torch optimizer; refused (nothing was built)"
+            )
 
 
 def build_stored(config: dict, source: str, root: str = "config") -> Any:

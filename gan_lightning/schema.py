@@ -86,7 +86,9 @@ def configurable_classes() -> dict[str, type]:
         if not cls.__module__.startswith("gan_lightning."):
             continue  # a library's class imported into one of the package's modules
         if found.setdefault(name, cls) is not cls:
-            raise RuntimeError(f"two configurable classes are named {name}: {found[name].__module__} and {cls.__module__}")
+            raise RuntimeError(
+                f"two configurable classes are named {name}: {found[name].__module__} and {cls.__module__}"
+            )
     return found
 
 

@@ -32,11 +32,15 @@ def choices(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
 def check_metric(key: str, metric: str, has_validation: bool = True) -> None:
     """One line when ``metric`` (given as ``key``) may not choose anything in a run with or without validation."""
     if metric.startswith("test/"):
-        raise ConfigError(f"{key}={metric}: nothing is chosen by the test set; choose by a val/ metric (held-out "
-                          f"training images), e.g. {key}=val/{metric.removeprefix('test/')}")
+        raise ConfigError(
+            f"{key}={metric}: nothing is chosen by the test set; choose by a val/ metric (held-out "
+            f"training images), e.g. {key}=val/{metric.removeprefix('test/')}"
+        )
     if metric.startswith("val/") and not has_validation:
-        raise ConfigError(f"{key}={metric}: this run has no validation set (data.val_size=0); give data.val_size > 0 "
-                          f"or choose by nothing ({key}=null)")
+        raise ConfigError(
+            f"{key}={metric}: this run has no validation set (data.val_size=0); give data.val_size > 0 "
+            f"or choose by nothing ({key}=null)"
+        )
 
 
 def check_selection(cfg: dict, has_validation: bool) -> None:

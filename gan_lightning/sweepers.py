@@ -39,8 +39,10 @@ def continue_study(impl: Any) -> None:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)
     impl.n_trials = max(0, impl.n_trials - len(done))
-    log.info(f"resume=true: study {impl.study_name} holds {len(done)} finished trials; {len(interrupted)} interrupted "
-             f"asked again; {impl.n_trials} to run")
+    log.info(
+        f"resume=true: study {impl.study_name} holds {len(done)} finished trials; {len(interrupted)} interrupted "
+        f"asked again; {impl.n_trials} to run"
+    )
 
 
 def install() -> None:
@@ -70,7 +72,9 @@ def install() -> None:
             number = trial if isinstance(trial, int) else trial.number
             attrs = {}
             if fresh is not None:
-                trial_id = fresh.get_trial_id_from_study_id_trial_number(fresh.get_study_id_from_name(study.study_name), number)
+                trial_id = fresh.get_trial_id_from_study_id_trial_number(
+                    fresh.get_study_id_from_name(study.study_name), number
+                )
                 attrs = fresh.get_trial_user_attrs(trial_id)
             if "pruned_at_epoch" in attrs and state in (None, optuna.trial.TrialState.COMPLETE):
                 return tell(study, trial, state=optuna.trial.TrialState.PRUNED, **kwargs)

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 
-import gan_lightning.__main__ as cli  # noqa: E402 - the import this process exists to share
+import gan_lightning.__main__ as cli
 
 control = os.fdopen(os.dup(1), "w")  # replies go here; fd 1 and 2 become each child's output files
 

@@ -51,8 +51,15 @@ def data_root() -> Path:
 def compose_cfg(overrides: list[str], output_dir: str | Path = "/tmp/gan_lightning_test"):
     """The project's real config, composed as the CLI would (paths filled in for use outside a Hydra run)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={DATA_ROOT}",
-                                            f"paths.reference_dir={output_dir}/no-reference", *overrides])
+        return compose(
+            "config",
+            overrides=[
+                f"paths.output_dir={output_dir}",
+                f"paths.data_dir={DATA_ROOT}",
+                f"paths.reference_dir={output_dir}/no-reference",
+                *overrides,
+            ],
+        )
 
 
 class _Forker:
@@ -64,13 +71,27 @@ class _Forker:
 
     def run(self, args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "cli_forker.py")], cwd=ROOT, text=True,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "cli_forker.py")],
+                cwd=ROOT,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+            )
         with tempfile.TemporaryDirectory() as out_dir:
             stdout, stderr = Path(out_dir) / "stdout", Path(out_dir) / "stderr"
-            request = {"args": args, "env": env, "cwd": str(ROOT), "stdout": str(stdout), "stderr": str(stderr), "timeout": timeout}
-            assert self.proc.stdin is not None and self.proc.stdout is not None
+            request = {
+                "args": args,
+                "env": env,
+                "cwd": str(ROOT),
+                "stdout": str(stdout),
+                "stderr": str(stderr),
+                "timeout": timeout,
+            }
+            assert self.proc.stdin is not None
+            assert self.proc.stdout is not None
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
             reply = self.proc.stdout.readline()
@@ -86,8 +107,9 @@ class _Forker:
 _FORKER = _Forker()
 
 
-def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300,
-            fresh: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, timeout: int = 300, fresh: bool = False
+) -> subprocess.CompletedProcess:
     """``python -m gan_lightning ARGS`` in a process of its own writing into ``run_dir``: forked from a process that
     has imported the CLI already (``tests/cli_forker.py``), or with ``fresh=True`` a new interpreter (for what a
     fresh start shows, such as warnings emitted while importing)."""
@@ -102,7 +124,9 @@ def run_cli(args: list[str], run_dir: Path, data_root: Path | None = DATA_ROOT, 
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-NOTICES = re.compile(r"\w+Warning: |^\S+\.py:\d+: |litlogger|💡|Tip:|(GPU|TPU|HPU) available:|Total FLOPs", re.IGNORECASE)
+NOTICES = re.compile(
+    r"\w+Warning: |^\S+\.py:\d+: |litlogger|💡|Tip:|(GPU|TPU|HPU) available:|Total FLOPs", re.IGNORECASE
+)
 
 
 def library_noise(output: str) -> list[str]:
@@ -121,6 +145,8 @@ def pytest_collection_modifyitems(config, items):
     except ImportError:  # an older pytest: pytest-xdist's own suffix works there
         return
     for item in items:
-        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")})
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
         if groups and "@" not in item.nodeid and hasattr(item, "_id"):
             item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")

@@ -18,15 +18,36 @@ pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
 
 
 def _result(run: str, label_seed: int, errs: list[float]) -> dict:
-    curve = [{"run": run, "label_seed": label_seed, "wall_s": 60.0 * (i + 1), "epoch": i, "step": i, "err_c": e + 0.001, "err_ema": e}
-             for i, e in enumerate(errs)]
-    return {"run": run, "label_seed": label_seed, "wall_s": 60.0 * len(errs), "curve": curve,
-            "final_err_c": errs[-1] + 0.001, "final_err_ema": errs[-1], "best_err_ema": min(errs)}
+    curve = [
+        {
+            "run": run,
+            "label_seed": label_seed,
+            "wall_s": 60.0 * (i + 1),
+            "epoch": i,
+            "step": i,
+            "err_c": e + 0.001,
+            "err_ema": e,
+        }
+        for i, e in enumerate(errs)
+    ]
+    return {
+        "run": run,
+        "label_seed": label_seed,
+        "wall_s": 60.0 * len(errs),
+        "curve": curve,
+        "final_err_c": errs[-1] + 0.001,
+        "final_err_ema": errs[-1],
+        "best_err_ema": min(errs),
+    }
 
 
 def test_summary_table_mean_and_sd_over_splits() -> None:
-    results = [_result("fast", 1, [0.03, 0.0218]), _result("fast", 2, [0.02, 0.0120]), _result("fast", 3, [0.016, 0.0150]),
-               _result("baseline", 1, [0.13])]
+    results = [
+        _result("fast", 1, [0.03, 0.0218]),
+        _result("fast", 2, [0.02, 0.0120]),
+        _result("fast", 3, [0.016, 0.0150]),
+        _result("baseline", 1, [0.13]),
+    ]
     for r, (acc, fid) in zip(results, [(0.90, 8.0), (0.95, 6.0), (0.97, 4.0)]):  # the generator's final metrics
         r.update(final_ema_c_acc=acc - 0.01, final_cond_acc=acc, final_fid=fid)
     lines = summary_table(results).splitlines()
@@ -36,14 +57,20 @@ def test_summary_table_mean_and_sd_over_splits() -> None:
     assert mean_row.startswith("| fast, mean ± SD | 3 splits |")
     # by hand: EMA C ends at 2.18, 1.20, 1.50 % (mean 1.627, SD 0.502); C 0.1 point above; the best EMA C is the last
     # G: conditional accuracy 90, 95, 97 % (mean 94.0, SD 3.61), FID 8, 6, 4 (mean 6.00, SD 2.00); the baseline has no G
-    assert mean_row.endswith("| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % | 93.00 ± 3.61 % | 94.00 ± 3.61 % | 6.00 ± 2.00 |")
-    assert lines[2].endswith("| 89.00 % | 90.00 % | 8.00 |") and lines[5].endswith("| – | – | – |")
+    assert mean_row.endswith(
+        "| 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % | 93.00 ± 3.61 % | 94.00 ± 3.61 % | 6.00 ± 2.00 |"
+    )
+    assert lines[2].endswith("| 89.00 % | 90.00 % | 8.00 |")
+    assert lines[5].endswith("| – | – | – |")
 
 
 def test_combine_reports_of_separate_splits(tmp_path) -> None:
     old = {"meta": {"seed": 1}, "results": [_result("fast", 1, [0.0218])]}
     del old["results"][0]["label_seed"]  # a report written before labeled splits were recorded: the default split
-    new = {"meta": {"seed": 1, "label_seeds": [2, 3]}, "results": [_result("fast", 2, [0.0120]), _result("fast", 3, [0.0150])]}
+    new = {
+        "meta": {"seed": 1, "label_seeds": [2, 3]},
+        "results": [_result("fast", 2, [0.0120]), _result("fast", 3, [0.0150])],
+    }
     (tmp_path / "a.json").write_text(json.dumps(old))
     (tmp_path / "b.json").write_text(json.dumps(new))
     combine([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out" / "all")
@@ -58,22 +85,50 @@ def test_combine_reports_of_separate_splits(tmp_path) -> None:
 @needs_mnist
 def test_bench_runs_each_split(tmp_path, data_root) -> None:
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "bench.mnist100", "--runs", "triple_gan_fast", "--label-seeds", "2", "3", "--out", str(out),
-           "--extra", "model.pretrain_epochs=1", "model.epochs=1", "trainer.limit_train_batches=2", "trainer.precision=32-true",
-           # the preset's generator metrics, on a few samples: the benchmark's columns are read, not their quality
-           "trainer.limit_val_batches=1", "callbacks.generator_metrics.n_samples=200", "callbacks.generator_metrics.n_real=500",
-           "callbacks.generator_metrics.per_class=false", "model.trigger_samples=100"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "GAN_LIGHTNING_DATA": str(data_root)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.mnist100",
+        "--runs",
+        "triple_gan_fast",
+        "--label-seeds",
+        "2",
+        "3",
+        "--out",
+        str(out),
+        "--extra",
+        "model.pretrain_epochs=1",
+        "model.epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.precision=32-true",
+        # the preset's generator metrics, on a few samples: the benchmark's columns are read, not their quality
+        "trainer.limit_val_batches=1",
+        "callbacks.generator_metrics.n_samples=200",
+        "callbacks.generator_metrics.n_real=500",
+        "callbacks.generator_metrics.per_class=false",
+        "model.trigger_samples=100",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "GAN_LIGHTNING_DATA": str(data_root)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert library_noise(proc.stdout + proc.stderr) == []  # the benchmark's console and its runs'
     runs = out / "runs" / "mnist100"
-    splits = {ls: json.loads((runs / f"triple_gan_fast_labels{ls}" / "labeled_indices.json").read_text()) for ls in (2, 3)}
+    splits = {
+        ls: json.loads((runs / f"triple_gan_fast_labels{ls}" / "labeled_indices.json").read_text()) for ls in (2, 3)
+    }
     assert [splits[ls]["label_seed"] for ls in (2, 3)] == [2, 3]
-    assert splits[2]["indices"] != splits[3]["indices"] and len(splits[2]["indices"]) == 100
+    assert splits[2]["indices"] != splits[3]["indices"]
+    assert len(splits[2]["indices"]) == 100
     stem = out / "mnist100_triple_gan_fast_labels2_3"
     rows = list(csv.DictReader(stem.with_suffix(".csv").open()))
-    assert {r["label_seed"] for r in rows} == {"2", "3"} and {r["run"] for r in rows} == {"triple_gan_fast"}
+    assert {r["label_seed"] for r in rows} == {"2", "3"}
+    assert {r["run"] for r in rows} == {"triple_gan_fast"}
     assert len(rows) == 2 * 2  # two epochs (one of pre-training, one of the game) per split
     report = json.loads(stem.with_suffix(".json").read_text())
     assert report["meta"]["label_seeds"] == [2, 3]
@@ -81,7 +136,8 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     assert finals == [float(rows[1]["err_ema"]), float(rows[3]["err_ema"])]
     assert "| triple_gan_fast, mean ± SD | 2 splits |" in stem.with_suffix(".md").read_text()
     png = stem.with_suffix(".png").read_bytes()  # the error curves, one line per split
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 5000
 
 
 def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
@@ -93,12 +149,14 @@ def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> Non
     n = 0
     for study in STUDIES:
         runs = commands(study, 5, [1, 2], tmp_path)
-        assert len(runs) == 2 * len(STUDIES[study][1]) and len({str(d) for _, _, d, _ in runs}) == len(runs)
+        assert len(runs) == 2 * len(STUDIES[study][1])
+        assert len({str(d) for _, _, d, _ in runs}) == len(runs)
         for _, seed, _, cmd in runs[::2]:  # one seed per setting: the other differs only in `seed`
             overrides = [a for a in cmd[3:] if not a.startswith("hydra.")]
             cfg = compose_cfg(overrides)
             check_config(OmegaConf.to_container(cfg, resolve=True))
-            assert cfg.seed == seed and (cfg.trainer.max_time == "00:00:05:00") == STUDIES[study][0]
+            assert cfg.seed == seed
+            assert (cfg.trainer.max_time == "00:00:05:00") == STUDIES[study][0]
             n += 1
     assert n >= 20
 
@@ -111,7 +169,12 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
     from bench.experiments import report
 
     results = []
-    for setting, seed, fids in [("cGAN", 1, [40.0, 30.0]), ("cGAN", 2, [50.0, 20.0]), ("cDCGAN", 1, [9.0, 5.0]), ("cDCGAN", 2, [8.0, 7.0])]:
+    for setting, seed, fids in [
+        ("cGAN", 1, [40.0, 30.0]),
+        ("cGAN", 2, [50.0, 20.0]),
+        ("cDCGAN", 1, [9.0, 5.0]),
+        ("cDCGAN", 2, [8.0, 7.0]),
+    ]:
         run_dir = tmp_path / "runs" / f"{setting}_s{seed}"
         with SummaryWriter(str(run_dir / "tb")) as writer:
             for step, fid in zip((100, 200 * seed), fids):
@@ -124,42 +187,84 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
     report("cgan_vs_cdcgan", {"minutes": 3}, results, tmp_path, tmp_path / "images")
     lines = (tmp_path / "experiments_cgan_vs_cdcgan.md").read_text().splitlines()
     png = (tmp_path / "experiments_cgan_vs_cdcgan.png").read_bytes()  # FID against wall time, a line per run
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 5000
     # the last FID of each run: cGAN 30 and 20 (mean 25, SD 7.07); cDCGAN 5 and 7 (6, 1.41); optimizer steps 201 and 401
-    assert "| cGAN (2 seeds) | 301 | 25.00 ± 7.07 |" in lines and "| cDCGAN (2 seeds) | 301 | 6.00 ± 1.41 |" in lines
+    assert "| cGAN (2 seeds) | 301 | 25.00 ± 7.07 |" in lines
+    assert "| cDCGAN (2 seeds) | 301 | 6.00 ± 1.41 |" in lines
     last = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cGAN.png")
     assert last.getpixel((0, 0)) == 200  # the last epoch's grid of the first seed
     over = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cDCGAN_over_training.png")
     # four of the five epochs (0, 1, 3, 4) in one row, 8 white pixels around each: the last grid starts at x = 8 + 3 * 28
-    assert over.size == (4 * 20 + 5 * 8, 20 + 2 * 8) and over.getpixel((0, 0)) == (255, 255, 255)
+    assert over.size == (4 * 20 + 5 * 8, 20 + 2 * 8)
+    assert over.getpixel((0, 0)) == (255, 255, 255)
     assert [over.getpixel((8 + i * 28, 8)) for i in range(4)] == [(v, v, v) for v in (0, 50, 150, 200)]
 
 
 def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     """``bench.speed`` runs the plain loop and the framework side by side and records both, with the CPU's flags and
     the matmul peak measured before each repeat (read back, not timed)."""
-    cmd = [sys.executable, "-m", "bench.speed", "--models", "gan", "--iters", "2", "--warmup", "1", "--repeats", "2",
-           "--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.speed",
+        "--models",
+        "gan",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--tag",
+        "smoke",
+        "trainer.precision=32-true",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert library_noise(proc.stdout + proc.stderr) == []
     report = json.loads((tmp_path / "speed_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads", "matmul_peak_gflop_s"} <= set(report["meta"])
     (row,) = report["rows"]
-    assert row["model"] == "gan" and len(row["plain_it_s"]["runs"]) == len(row["framework_it_s"]["runs"]) == 2
-    assert len(row["peaks_flop_s"]) == 2 and row["peak_flop_s"] == pytest.approx(statistics.median(row["peaks_flop_s"]))
+    assert row["model"] == "gan"
+    assert len(row["plain_it_s"]["runs"]) == len(row["framework_it_s"]["runs"]) == 2
+    assert len(row["peaks_flop_s"]) == 2
+    assert row["peak_flop_s"] == pytest.approx(statistics.median(row["peaks_flop_s"]))
     assert row["speedup"] == pytest.approx(row["framework_it_s"]["median"] / row["plain_it_s"]["median"])
     bare = row["bare_framework_step_it_s"]  # the game's own iteration without Lightning
-    assert len(bare["runs"]) == 2 and row["lightning_overhead"] == pytest.approx(1 - row["framework_it_s"]["median"] / bare["median"])
+    assert len(bare["runs"]) == 2
+    assert row["lightning_overhead"] == pytest.approx(1 - row["framework_it_s"]["median"] / bare["median"])
     table = (tmp_path / "speed_cpu_smoke.md").read_text()
-    assert "| gan | 64 |" in table and "trainer.precision=32-true" in table
+    assert "| gan | 64 |" in table
+    assert "trainer.precision=32-true" in table
 
 
 def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> None:
     """``bench.speed --sharing 1 2``: one run alone, then two runs in separate processes whose timed spans start
     together (they overlap), the threads shared out; the total is every run's iterations over the common wall time."""
-    cmd = [sys.executable, "-m", "bench.speed", "--models", "gan", "--iters", "3", "--warmup", "1", "--repeats", "1",
-           "--sharing", "1", "2", "--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.speed",
+        "--models",
+        "gan",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--sharing",
+        "1",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--tag",
+        "smoke",
+        "trainer.precision=32-true",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "speed_sharing_cpu_smoke.json").read_text())
@@ -168,7 +273,8 @@ def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> No
     threads = report["meta"]["torch_threads"]
     assert (alone["runs"], alone["threads_per_run"]) == (1, threads)
     assert (two["runs"], two["threads_per_run"]) == (2, max(1, threads // 2))
-    assert len(two["per_run_it_s"]["runs"]) == 2 and min(two["overlap_s"]) > 0  # both timed at the same time
+    assert len(two["per_run_it_s"]["runs"]) == 2
+    assert min(two["overlap_s"]) > 0
     # the total counts both runs' iterations over a span at least as long as each one's: at most the sum of their rates
     assert two["total_it_s"]["median"] <= sum(two["per_run_it_s"]["runs"]) * 1.001
     assert alone["total_it_s"]["median"] == pytest.approx(alone["per_run_it_s"]["median"], rel=0.01)
@@ -176,7 +282,13 @@ def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> No
 
 
 def test_speed_benchmark_refuses_a_run_count_below_one(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.speed", "--sharing", "0", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--sharing takes run counts >= 1" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.speed", "--sharing", "0", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--sharing takes run counts >= 1" in proc.stderr
     assert not list(tmp_path.iterdir())

@@ -32,13 +32,30 @@ def _real_model_config(overrides=("model=triple_gan",)) -> dict:
 
 def _crafted(tmp_path: Path, model_cfg: dict, name: str = "crafted.ckpt") -> Path:
     path = tmp_path / name
-    torch.save({"state_dict": {}, "run_config": {"model": model_cfg, "data": {"_target_": "gan_lightning.data.MNISTDataModule"}}}, path)
+    torch.save(
+        {
+            "state_dict": {},
+            "run_config": {"model": model_cfg, "data": {"_target_": "gan_lightning.data.MNISTDataModule"}},
+        },
+        path,
+    )
     return path
 
 
-@pytest.mark.parametrize("overrides", [["model=gan"], ["model=maxout_gan"], ["model=dcgan"], ["model=cgan"], ["model=cdcgan"],
-                                       ["model=triple_gan"], ["model=classifier"], ["experiment=triple_gan_mnist100_fast"],
-                                       ["experiment=triple_gan_report"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=gan"],
+        ["model=maxout_gan"],
+        ["model=dcgan"],
+        ["model=cgan"],
+        ["model=cdcgan"],
+        ["model=triple_gan"],
+        ["model=classifier"],
+        ["experiment=triple_gan_mnist100_fast"],
+        ["experiment=triple_gan_report"],
+    ],
+)
 def test_every_config_of_the_project_passes_the_check(overrides):
     cfg = _real_model_config(overrides)
     check_stored_config(cfg["model"], "run")
@@ -47,16 +64,32 @@ def test_every_config_of_the_project_passes_the_check(overrides):
 
 def test_allowlist_holds_the_project_classes_and_no_functions():
     allowed = allowed_targets()
-    assert {"gan_lightning.models.triple_gan.TripleGAN", "gan_lightning.nets.blocks.RandomAffine", "torch.optim.Adam",
-            "torch.nn.Sequential", "gan_lightning.data.MNISTDataModule"} <= allowed
-    for refused in ("torch.hub.load", "torch.save", "torch.load", "os.system", "builtins.exec", "gan_lightning.tasks.train.train",
-                    "subprocess.run", "pathlib.Path.write_text", "gan_lightning.evaluation.reference.save_reference"):
+    assert {
+        "gan_lightning.models.triple_gan.TripleGAN",
+        "gan_lightning.nets.blocks.RandomAffine",
+        "torch.optim.Adam",
+        "torch.nn.Sequential",
+        "gan_lightning.data.MNISTDataModule",
+    } <= allowed
+    for refused in (
+        "torch.hub.load",
+        "torch.save",
+        "torch.load",
+        "os.system",
+        "builtins.exec",
+        "gan_lightning.tasks.train.train",
+        "subprocess.run",
+        "pathlib.Path.write_text",
+        "gan_lightning.evaluation.reference.save_reference",
+    ):
         assert refused not in allowed
 
 
 def test_foreign_target_at_top_level_is_refused_before_it_runs(tmp_path):
     hub = _hub_dir(tmp_path)
-    ckpt = _crafted(tmp_path, {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"})
+    ckpt = _crafted(
+        tmp_path, {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}
+    )
     with pytest.raises(ConfigError, match="asks for 'torch.hub.load'.*refused"):
         load_game(ckpt)
     assert not (hub / "RAN").exists()
@@ -75,8 +108,10 @@ def test_nested_target_inside_a_networks_arguments_is_refused(tmp_path):
 def test_partial_and_args_forms_are_refused(tmp_path):
     victim = tmp_path / "victim.txt"
     cfg = _real_model_config()["model"]
-    cfg["augment"] = {"_target_": "torch.nn.Sequential",
-                      "_args_": [{"_target_": "torch.save", "_partial_": True, "obj": 1, "f": str(victim)}]}
+    cfg["augment"] = {
+        "_target_": "torch.nn.Sequential",
+        "_args_": [{"_target_": "torch.save", "_partial_": True, "obj": 1, "f": str(victim)}],
+    }
     with pytest.raises(ConfigError, match=r"augment._args_\[0\]._target_ asks for 'torch.save'"):
         load_game(_crafted(tmp_path, cfg))
     cfg["augment"] = {"_target_": "gan_lightning.nets.blocks.RandomAffine", "degrees": "${oc.env:HOME}"}
@@ -91,15 +126,28 @@ def test_partial_and_args_forms_are_refused(tmp_path):
 def test_data_config_of_a_checkpoint_is_checked_too(tmp_path):
     hub = _hub_dir(tmp_path)
     with pytest.raises(ConfigError, match="asks for 'torch.hub.load'"):
-        build_datamodule({"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}, str(tmp_path), "crafted")
+        build_datamodule(
+            {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"},
+            str(tmp_path),
+            "crafted",
+        )
     assert not (hub / "RAN").exists()
 
 
 def test_crafted_reference_network_is_refused(tmp_path):
     hub = _hub_dir(tmp_path)
     path = tmp_path / "MNIST.pt"
-    torch.save({"format": FORMAT, "dataset": "MNIST", "test_acc": 1.0, "image_shape": [1, 28, 28], "state_dict": {},
-                "network": {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "dataset": "MNIST",
+            "test_acc": 1.0,
+            "image_shape": [1, 28, 28],
+            "state_dict": {},
+            "network": {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"},
+        },
+        path,
+    )
     with pytest.raises(ConfigError, match="asks for 'torch.hub.load'"):
         load_reference(path, "MNIST")
     assert not (hub / "RAN").exists()
@@ -108,10 +156,13 @@ def test_crafted_reference_network_is_refused(tmp_path):
 @pytest.mark.parametrize("task", ["sample", "evaluate", "analyze"])
 def test_cli_tasks_refuse_a_crafted_checkpoint_with_one_line(task, tmp_path):
     hub = _hub_dir(tmp_path)
-    ckpt = _crafted(tmp_path, {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"})
+    ckpt = _crafted(
+        tmp_path, {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}
+    )
     proc = run_cli([f"task={task}", f"ckpt_path={ckpt}"], tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "asks for 'torch.hub.load'" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert "asks for 'torch.hub.load'" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     assert not (hub / "RAN").exists()
 
 
@@ -128,5 +179,6 @@ def test_shipped_reference_network_loads_and_matches_its_recorded_md5():
         path = reference_path(folder, dataset)
         assert hashlib.md5(path.read_bytes()).hexdigest() == md5
         net = load_reference(path, dataset)
-        assert round(100 * net.test_acc, 2) == float(accuracy) and net.num_classes == 10  # the documented accuracy
+        assert round(100 * net.test_acc, 2) == float(accuracy)
+        assert net.num_classes == 10
     assert Path(OmegaConf.create({"d": "${shipped_references:}"}).d) == folder  # the default of paths.reference_dir

@@ -25,39 +25,72 @@ def events(run_dir):
 @needs_mnist
 def test_gan_run_writes_config_checkpoint_and_image_grid(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=dcgan", "data=mnist", *FAST, "model.generator.base_channels=16", "model.discriminator.base_channels=16"], run_dir)
+    proc = run_cli(
+        [
+            "model=dcgan",
+            "data=mnist",
+            *FAST,
+            "model.generator.base_channels=16",
+            "model.discriminator.base_channels=16",
+        ],
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["epoch_0000.png", "epoch_0001.png"]
     acc = events(run_dir)
     grids = acc.Images("samples/grid")
-    assert [g.step for g in grids] == [0, 1] and grids[0].width > 200 and grids[0].height > 200  # an 8x8 grid of 28x28
+    assert [g.step for g in grids] == [0, 1]
+    assert grids[0].width > 200
+    assert grids[0].height > 200
     assert {"train/d/loss", "train/g/loss", "train/d/D(x)", "train/d/D(G(z))"} <= set(acc.Tags()["scalars"])
     # Lightning's own messages reach the run's log file through Hydra's handlers, once on the console
     log = (run_dir / "__main__.log").read_text()
-    assert "`Trainer.fit` stopped" in log and (proc.stdout + proc.stderr).count("`Trainer.fit` stopped") == 1
+    assert "`Trainer.fit` stopped" in log
+    assert (proc.stdout + proc.stderr).count("`Trainer.fit` stopped") == 1
 
 
 @needs_mnist
 def test_triple_gan_two_epochs_on_real_mnist_with_100_labels(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=triple_gan", "data=mnist", "model.epochs=1", "model.pretrain_epochs=1", "trainer=debug",
-                    "callbacks.progress_bar=null"], run_dir)
+    proc = run_cli(
+        [
+            "model=triple_gan",
+            "data=mnist",
+            "model.epochs=1",
+            "model.pretrain_epochs=1",
+            "trainer=debug",
+            "callbacks.progress_bar=null",
+        ],
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     indices = json.loads((run_dir / "labeled_indices.json").read_text())
-    assert indices["n_labeled"] == 100 and len(set(indices["indices"])) == 100
+    assert indices["n_labeled"] == 100
+    assert len(set(indices["indices"])) == 100
     # the validation set: 5,000 training images, none of them labeled
-    assert indices["val_size"] == 5000 and len(set(indices["val_indices"])) == 5000
+    assert indices["val_size"] == 5000
+    assert len(set(indices["val_indices"])) == 5000
     assert not set(indices["val_indices"]) & set(indices["indices"])
     acc = events(run_dir)
     tags = set(acc.Tags()["scalars"])
-    assert {"val/err_c", "val/err_ema", "val/acc_ema", "val/best_err_ema", "test/err_c", "test/err_ema", "pretrain/c/loss",
-            "train/c/adv", "train/d/fake_c"} <= tags
+    assert {
+        "val/err_c",
+        "val/err_ema",
+        "val/acc_ema",
+        "val/best_err_ema",
+        "test/err_c",
+        "test/err_ema",
+        "pretrain/c/loss",
+        "train/c/adv",
+        "train/d/fake_c",
+    } <= tags
     assert not any(t.startswith("test/best") for t in tags)  # no best chosen on the test set
     errs = [e.value for e in acc.Scalars("val/err_c")]
     tests = [e.value for e in acc.Scalars("test/err_c")]
-    assert len(errs) == len(tests) == 2 and all(0.0 <= e <= 1.0 for e in errs + tests)
+    assert len(errs) == len(tests) == 2
+    assert all(0.0 <= e <= 1.0 for e in errs + tests)
     grid = acc.Images("samples/grid")[-1]
     assert grid.height > grid.width * 0.9  # 10 class rows x 10 columns
     assert {"val/confusion_matrix_ema", "test/confusion_matrix_ema"} <= set(acc.Tags()["images"])
@@ -72,40 +105,58 @@ def test_missing_data_is_one_clear_line_and_nothing_is_left(tmp_path):
     proc = run_cli(["model=gan", "data.download=false", *FAST], run_dir, data_root=tmp_path / "empty")
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line]
-    assert lines[-1].startswith("error: dataset not found under data root") and "train-images-idx3-ubyte" in lines[-1]
+    assert lines[-1].startswith("error: dataset not found under data root")
+    assert "train-images-idx3-ubyte" in lines[-1]
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["model=nope"], "Could not find 'model/nope'"),
-    (["data=stl10"], "Could not find 'data/stl10'"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["model=nope"], "Could not find 'model/nope'"),
+        (["data=stl10"], "Could not find 'data/stl10'"),
+    ],
+)
 def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
     proc = run_cli(args, tmp_path / "run")
-    assert proc.returncode == 2 and expected in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     assert "triple_gan" in proc.stderr or "mnist" in proc.stderr  # Hydra lists the available options
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["model.latent_dimm=3"], "error: Could not override 'model.latent_dimm'"),  # Hydra's composition error
-    (["model.latent_dim=abc"], "error: model.latent_dim='abc': expects an integer"),  # checked from the signature
-    (["+model.noise=1"], "error: model.noise: TripleGAN has no such setting"),
-    # keys of earlier releases name where they moved
-    (["epochs=3"], "error: Could not override 'epochs'; To append to your config use +epochs=3 (moved to model.epochs)"),
-    (["model=gan", "data.streams.real.batch_size=8"], "error: Could not override 'data.streams.real.batch_size'; To append to your "
-     "config use +data.streams.real.batch_size=8 (the games' batch sizes moved to model.batch_sizes.<stream>"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["model.latent_dimm=3"], "error: Could not override 'model.latent_dimm'"),  # Hydra's composition error
+        (["model.latent_dim=abc"], "error: model.latent_dim='abc': expects an integer"),  # checked from the signature
+        (["+model.noise=1"], "error: model.noise: TripleGAN has no such setting"),
+        # keys of earlier releases name where they moved
+        (
+            ["epochs=3"],
+            "error: Could not override 'epochs'; To append to your config use +epochs=3 (moved to model.epochs)",
+        ),
+        (
+            ["model=gan", "data.streams.real.batch_size=8"],
+            "error: Could not override 'data.streams.real.batch_size'; To append to your "
+            "config use +data.streams.real.batch_size=8 (the games' batch sizes moved to model.batch_sizes.<stream>",
+        ),
+    ],
+)
 def test_unknown_keys_and_wrong_types_are_one_line_with_exit_2(tmp_path, args, expected):
     proc = run_cli([*args, "trainer=debug"], tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().startswith(expected) and proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.strip().startswith(expected)
+    assert proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "run").exists()
 
 
 def test_model_that_cannot_take_the_data_shape(tmp_path):
     proc = run_cli(["model=dcgan", "data=mnist", "data.image_shape=[1,30,30]"], tmp_path / "run")
-    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_help_lists_the_config_groups(tmp_path):
@@ -118,85 +169,147 @@ def test_help_lists_the_config_groups(tmp_path):
 @needs_mnist
 def test_multirun_sweep_and_its_summary_table(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "model=classifier", "trainer=debug", "trainer.max_epochs=1", "callbacks.progress_bar=null", "model.optimizer.lr=1e-3,3e-4",
-                    "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path / "unused", timeout=600)
+    proc = run_cli(
+        [
+            "-m",
+            "model=classifier",
+            "trainer=debug",
+            "trainer.max_epochs=1",
+            "callbacks.progress_bar=null",
+            "model.optimizer.lr=1e-3,3e-4",
+            "seed=1,2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path / "unused",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     proc = run_cli(["task=summary", f"task.dir={sweep}"], tmp_path / "summary_run", fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert library_noise(proc.stdout + proc.stderr) == []  # a task's console too (a fresh interpreter: import-time warnings)
+    assert (
+        library_noise(proc.stdout + proc.stderr) == []
+    )  # a task's console too (a fresh interpreter: import-time warnings)
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert len(rows) == 2 and sorted(float(r["overrides"].split("model.optimizer.lr=")[1]) for r in rows) == [3e-4, 1e-3]
+    assert len(rows) == 2
+    assert sorted(float(r["overrides"].split("model.optimizer.lr=")[1]) for r in rows) == [
+        3e-4,
+        1e-3,
+    ]
     assert all(r["runs"] == "2" for r in rows)
     errs = [float(r["val/best_err_ema"]) for r in rows]
-    assert errs == sorted(errs) and all(0 <= e <= 1 for e in errs)  # ranked by the validation set
+    assert errs == sorted(errs)
+    assert all(0 <= e <= 1 for e in errs)
     assert all(0 <= float(r["test/err_ema"]) <= 1 for r in rows)  # the test error shown beside it
     png = (sweep / "summary.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 5000
     assert "| overrides | runs |" in proc.stdout
-    assert "Every run: `model=classifier trainer=debug trainer.max_epochs=1 callbacks.progress_bar=null`" in proc.stdout  # shared, shown once
+    assert (
+        "Every run: `model=classifier trainer=debug trainer.max_epochs=1 callbacks.progress_bar=null`" in proc.stdout
+    )  # shared, shown once
     assert all(r["overrides"].startswith("model.optimizer.lr=") for r in rows)
 
 
 def test_summary_of_a_missing_directory_is_a_clear_error(tmp_path):
     proc = run_cli(["task=summary", f"task.dir={tmp_path / 'nope'}"], tmp_path / "run")
-    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    assert proc.returncode == 2
+    assert "is not a directory" in proc.stderr
 
 
 @needs_mnist
 def test_resume_from_a_checkpoint_continues_where_it_stopped(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    proc = run_cli(["model=triple_gan", *FAST, "model.pretrain_epochs=1", "trainer.max_epochs=1"], first)  # pre-training
+    proc = run_cli(
+        ["model=triple_gan", *FAST, "model.pretrain_epochs=1", "trainer.max_epochs=1"], first
+    )  # pre-training
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli(["model=triple_gan", *FAST, "model.pretrain_epochs=1", "trainer.max_epochs=2",
-                    f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"], second)  # then the game's first epoch
+    proc = run_cli(
+        [
+            "model=triple_gan",
+            *FAST,
+            "model.pretrain_epochs=1",
+            "trainer.max_epochs=2",
+            f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        ],
+        second,
+    )  # then the game's first epoch
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (second / "samples").glob("*.png")) == ["epoch_0001.png"]  # only the new epoch ran
     import torch
 
     ckpt = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 1 and len(ckpt["optimizer_states"]) == 4 and "run_config" in ckpt
+    assert ckpt["epoch"] == 1
+    assert len(ckpt["optimizer_states"]) == 4
+    assert "run_config" in ckpt
     assert any(k.startswith("ema.") for k in ckpt["state_dict"])
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     proc = run_cli(["model=gan", *FAST, f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path / "run")
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
 
 
 @needs_mnist
 def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(["model=gan", "model.optimizer_g.lr=-1", *FAST], run_dir)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: model.optimizer_g.lr=-1 must be positive"
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.optimizer_g.lr=-1 must be positive"
     assert not run_dir.exists()
 
 
 @needs_mnist
-@pytest.mark.parametrize("args,expected", [
-    (["model=classifier"], "error: trainer.cuda_graphs=true is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, "
-                           "maxout_gan), not by Classifier"),
-    (["model=gan"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"),
-    (["model=triple_gan", "trainer.accelerator=cpu"], "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["model=classifier"],
+            "error: trainer.cuda_graphs=true is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, "
+            "maxout_gan), not by Classifier",
+        ),
+        (
+            ["model=gan"],
+            "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false",
+        ),
+        (
+            ["model=triple_gan", "trainer.accelerator=cpu"],
+            "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false",
+        ),
+    ],
+)
 def test_cuda_graphs_where_they_cannot_run_is_a_clear_error(tmp_path, args, expected):
     run_dir = tmp_path / "run"
     proc = run_cli([*args, *FAST, "trainer.cuda_graphs=true"], run_dir)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == expected
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == expected
     assert not run_dir.exists()
 
 
 @needs_mnist
 def test_csv_logger_gets_the_metrics_and_the_config(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=triple_gan", "logger=tensorboard_csv", *FAST, "model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=50",
-                    "model.batch_sizes.c_unlabeled=50", "model.batch_sizes.d_unlabeled=50"], run_dir)
+    proc = run_cli(
+        [
+            "model=triple_gan",
+            "logger=tensorboard_csv",
+            *FAST,
+            "model.pretrain_epochs=1",
+            "model.pretrain_batch_sizes.c_unlabeled=50",
+            "model.batch_sizes.c_unlabeled=50",
+            "model.batch_sizes.d_unlabeled=50",
+        ],
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     errors = [float(r["val/err_ema"]) for r in rows if r.get("val/err_ema")]
-    assert len(errors) == 2 and all(0.0 <= e <= 1.0 for e in errors)
+    assert len(errors) == 2
+    assert all(0.0 <= e <= 1.0 for e in errors)
     final = [r for r in rows if r.get("hparam/val/err_ema")]
-    assert len(final) == 1 and float(final[0]["hparam/val/err_ema"]) == pytest.approx(errors[-1])
+    assert len(final) == 1
+    assert float(final[0]["hparam/val/err_ema"]) == pytest.approx(errors[-1])
     assert "model/alpha: 0.5" in (run_dir / "csv" / "hparams.yaml").read_text()
     assert "val/err_ema" in events(run_dir).Tags()["scalars"]
 
@@ -206,14 +319,24 @@ def test_csv_logger_gets_the_metrics_and_the_config(tmp_path):
 def test_a_run_prints_no_python_warning(tmp_path, model):
     """Every warning a user cannot act on is filtered in one place (gan_lightning/__main__.py, each with its reason);
     anything else printed by a plain run fails here."""
-    proc = run_cli([f"model={model}", "trainer=debug", "model.pretrain_epochs=1"] if model == "triple_gan"
-                   else [f"model={model}", "trainer=debug"], tmp_path / "run", fresh=True)  # a fresh interpreter: import-time warnings too
+    proc = run_cli(
+        [f"model={model}", "trainer=debug", "model.pretrain_epochs=1"]
+        if model == "triple_gan"
+        else [f"model={model}", "trainer=debug"],
+        tmp_path / "run",
+        fresh=True,
+    )  # a fresh interpreter: import-time warnings too
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert library_noise(proc.stdout + proc.stderr) == []
     # the model summary: one row per network with parameters, no column or total that is all zeros
     out = proc.stdout + proc.stderr
-    assert "generator" in out and "discriminator" in out and re.search(r"parameters: [\d.]+ [KM]? ?trained", out)
-    assert "FLOPs" not in out and "ModuleDict" not in out and not re.search(r"│\s+0 │", out) and "model summary" not in out
+    assert "generator" in out
+    assert "discriminator" in out
+    assert re.search(r"parameters: [\d.]+ [KM]? ?trained", out)
+    assert "FLOPs" not in out
+    assert "ModuleDict" not in out
+    assert not re.search(r"│\s+0 │", out)
+    assert "model summary" not in out
 
 
 @needs_mnist
@@ -221,12 +344,17 @@ def test_default_trainer_sizes_itself_to_this_machine(tmp_path):
     """The default trainer: bf16-mixed exactly where the CPU multiplies bf16 natively; the schedule and the ETA printed."""
     from gan_lightning.hardware import cpu_has_native_bf16
 
-    proc = run_cli(["model=gan", "model.epochs=1", "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none"], tmp_path / "run")
+    proc = run_cli(
+        ["model=gan", "model.epochs=1", "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none"],
+        tmp_path / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert ("Using bfloat16 Automatic Mixed Precision" in out) == cpu_has_native_bf16()
     assert "schedule: training 1 epochs x 30 iterations = 30 iterations" in out
-    assert re.search(r"training: [\d.]+ it/s; the rest of the run \(\d+ iterations\) would take \d+:\d\d:\d\d at this speed", out)
+    assert re.search(
+        r"training: [\d.]+ it/s; the rest of the run \(\d+ iterations\) would take \d+:\d\d:\d\d at this speed", out
+    )
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
@@ -236,18 +364,27 @@ def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path, model, graphed):
 
     from gan_lightning.tasks.train import build
 
-    datamodule, game, trainer = build(compose_cfg([f"model={model}", "trainer.accelerator=gpu"], output_dir=tmp_path))
+    _datamodule, game, _trainer = build(compose_cfg([f"model={model}", "trainer.accelerator=gpu"], output_dir=tmp_path))
     assert (getattr(game, "iteration_graph", None) is not None) is graphed
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("trainer.log_every_n_steps=-3", "error: trainer.log_every_n_steps=-3 must be a whole number >= 0"),
-    ("trainer.check_val_every_n_epoch=0", "error: trainer.check_val_every_n_epoch=0 must be a whole number >= 1"),
-    ("trainer.max_time=00:-1:00:00", "error: trainer.max_time='00:-1:00:00' must be a positive duration DD:HH:MM:SS (e.g. "
-                                     "00:01:00:00 for an hour), a mapping of days, hours, minutes, seconds, or null"),
-    ("trainer.max_time=1h", "error: trainer.max_time='1h' must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for an "
-                            "hour), a mapping of days, hours, minutes, seconds, or null"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("trainer.log_every_n_steps=-3", "error: trainer.log_every_n_steps=-3 must be a whole number >= 0"),
+        ("trainer.check_val_every_n_epoch=0", "error: trainer.check_val_every_n_epoch=0 must be a whole number >= 1"),
+        (
+            "trainer.max_time=00:-1:00:00",
+            "error: trainer.max_time='00:-1:00:00' must be a positive duration DD:HH:MM:SS (e.g. "
+            "00:01:00:00 for an hour), a mapping of days, hours, minutes, seconds, or null",
+        ),
+        (
+            "trainer.max_time=1h",
+            "error: trainer.max_time='1h' must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for an "
+            "hour), a mapping of days, hours, minutes, seconds, or null",
+        ),
+    ],
+)
 def test_a_bad_trainer_count_is_one_line_before_training(tmp_path, override, expected):
     proc = run_cli(["model=gan", override, *FAST], tmp_path / "run")
     assert proc.returncode == 2 and proc.stderr.strip() == expected, proc.stderr[-2000:]

@@ -73,7 +73,9 @@ def test_every_bad_value_builds_or_is_one_line(option, key, value, tmp_path):
     if option == "data=cifar10":
         pytest.skip("CIFAR-10 files are not on this machine; its settings are the same keys as MNIST's")
     try:
-        cfg = compose_cfg([*overrides, f"{key}={value}", "trainer=debug", "logger=none", "callbacks=none"], output_dir=tmp_path)
+        cfg = compose_cfg(
+            [*overrides, f"{key}={value}", "trainer=debug", "logger=none", "callbacks=none"], output_dir=tmp_path
+        )
         OmegaConf.resolve(cfg)
         build(cfg)
     except Exception as err:  # noqa: BLE001 - classified below

@@ -24,7 +24,7 @@ PLAN = DataPlan(Phase(STREAMS, "real"))
 
 def make_dm(cls, root, streams=STREAMS, epoch_length="real", n_labeled=None, **kw):
     """A datamodule serving a game that draws ``streams`` (as ``model.batch_sizes`` would make them)."""
-    args = dict(data_dir=str(root), image_shape=cls.image_shape, num_classes=10, download=False)
+    args = {"data_dir": str(root), "image_shape": cls.image_shape, "num_classes": 10, "download": False}
     args.update(kw)
     dm = cls(**args)
     dm.serve(DataPlan(Phase(streams, epoch_length), n_labeled=n_labeled))
@@ -36,14 +36,19 @@ def test_idx_datamodules_load_the_real_files(cls, data_root):
     dm = make_dm(cls, data_root)
     dm.setup("fit")
     s = dm.splits
-    assert s.train_x.shape == (60000, 1, 28, 28) and s.train_x.dtype == torch.uint8
+    assert s.train_x.shape == (60000, 1, 28, 28)
+    assert s.train_x.dtype == torch.uint8
     assert s.test_x.shape == (10000, 1, 28, 28)
     counts = torch.bincount(s.test_y, minlength=10)
-    assert len(counts) == 10 and counts.min() > 800 and counts.sum() == 10000
+    assert len(counts) == 10
+    assert counts.min() > 800
+    assert counts.sum() == 10000
     assert s.train_x.float().mean() > 10  # real images, not zeros
     batch = next(iter(dm.train_dataloader()))
     x, y = batch["real"]
-    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.uint8 and y.shape == (64,)
+    assert x.shape == (64, 1, 28, 28)
+    assert x.dtype == torch.uint8
+    assert y.shape == (64,)
     assert len(dm.train_dataloader()) == 60000 // 64
 
 
@@ -69,7 +74,8 @@ def test_cifar10_reads_torchvision_format(tmp_path):
     last = _write_fake_cifar(tmp_path)
     dm = make_dm(CIFAR10DataModule, tmp_path, verify_checksums=False, eval_batch_size=7)
     dm.setup()
-    assert dm.splits.train_x.shape == (100, 3, 32, 32) and dm.splits.test_x.shape == (20, 3, 32, 32)
+    assert dm.splits.train_x.shape == (100, 3, 32, 32)
+    assert dm.splits.test_x.shape == (20, 3, 32, 32)
     assert torch.equal(dm.splits.test_x[3], torch.from_numpy(last[3].reshape(3, 32, 32)))  # CHW order kept
     assert [len(x) for x, _ in dm.test_dataloader()] == [7, 7, 6]
 
@@ -84,7 +90,9 @@ def test_missing_files_name_the_directory_and_files(tmp_path):
     with pytest.raises(ConfigError) as err:
         make_dm(MNISTDataModule, tmp_path).setup()
     msg = str(err.value)
-    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert str(tmp_path / "MNIST" / "raw") in msg
+    assert "train-images-idx3-ubyte" in msg
+    assert "t10k-labels-idx1-ubyte" in msg
 
 
 def test_corrupt_file_fails_the_checksum(tmp_path, data_root):
@@ -111,12 +119,20 @@ def test_balanced_split_is_balanced_and_seeded():
 
 def test_labeled_subset_and_index_file(tmp_path, data_root):
     index = tmp_path / "labeled_indices.json"
-    dm = make_dm(MNISTDataModule, data_root, n_labeled=100, label_seed=3, index_file=str(index),
-                 streams={"l": {"source": "labeled", "batch_size": 100}, "u": {"source": "train", "batch_size": 400}}, epoch_length="u")
+    dm = make_dm(
+        MNISTDataModule,
+        data_root,
+        n_labeled=100,
+        label_seed=3,
+        index_file=str(index),
+        streams={"l": {"source": "labeled", "batch_size": 100}, "u": {"source": "train", "batch_size": 400}},
+        epoch_length="u",
+    )
     dm.setup()
     saved = json.loads(index.read_text())
-    assert saved["n_labeled"] == 100 and torch.equal(torch.tensor(saved["indices"]), dm.labeled_idx)
-    x_l, y_l = next(iter(dm.train_dataloader()))["l"]
+    assert saved["n_labeled"] == 100
+    assert torch.equal(torch.tensor(saved["indices"]), dm.labeled_idx)
+    _x_l, y_l = next(iter(dm.train_dataloader()))["l"]
     assert torch.equal(torch.bincount(y_l, minlength=10), torch.full((10,), 10))
     assert torch.equal(dm.splits.train_y[dm.labeled_idx].sort().values, y_l.sort().values)
     assert len(dm.train_dataloader()) == 150
@@ -128,7 +144,8 @@ def test_stream_batches_cycle_small_sources_and_shard_by_rank():
     streams = {"u": {"source": "train", "batch_size": 10}, "l": {"source": "labeled", "batch_size": 2}}
     n = epoch_length(sources, streams, "u")
     batches = list(StreamBatches(sources, streams, n, seed=0))
-    assert len(batches) == 5 and all(b["l"][0].shape[0] == 2 for b in batches)
+    assert len(batches) == 5
+    assert all(b["l"][0].shape[0] == 2 for b in batches)
     seen = torch.cat([b["u"][1] for b in batches])
     assert torch.equal(seen.sort().values, torch.arange(50))  # one pass = every example once
     again = list(StreamBatches(sources, streams, n, seed=0))
@@ -168,7 +185,9 @@ def test_damaged_idx_files_are_one_line_errors_naming_the_file_and_remedy(tmp_pa
     with pytest.raises(ConfigError) as err:
         make_dm(MNISTDataModule, tmp_path, verify_checksums=verify).setup()
     msg = str(err.value)
-    assert "train-labels-idx1-ubyte" in msg and "delete it to download it again" in msg and "\n" not in msg
+    assert "train-labels-idx1-ubyte" in msg
+    assert "delete it to download it again" in msg
+    assert "\n" not in msg
 
 
 def test_crafted_cifar_pickle_runs_nothing_even_unverified(tmp_path):
@@ -181,7 +200,9 @@ def test_crafted_cifar_pickle_runs_nothing_even_unverified(tmp_path):
 
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_2", "wb") as f:
         pickle.dump({"data": Evil(), "labels": []}, f)
-    with pytest.raises(ConfigError, match=r"data_batch_2 is damaged \(not a CIFAR-10 batch: UnpicklingError: it names pathlib"):
+    with pytest.raises(
+        ConfigError, match=r"data_batch_2 is damaged \(not a CIFAR-10 batch: UnpicklingError: it names pathlib"
+    ):
         make_dm(CIFAR10DataModule, tmp_path, verify_checksums=False).setup()
     assert not marker.exists()
 
@@ -198,7 +219,8 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "MNIST", broken_download)
     with pytest.raises(ConfigError, match="download failed: ConnectionError"):
         make_dm(MNISTDataModule, tmp_path, download=True).prepare_data()
-    assert not (tmp_path / "MNIST").exists() and not list(tmp_path.glob(".download-*"))
+    assert not (tmp_path / "MNIST").exists()
+    assert not list(tmp_path.glob(".download-*"))
 
 
 def _write_fake_svhn(root, n_train=30, n_test=20, n_extra=0):
@@ -221,8 +243,9 @@ def test_svhn_reads_mat_files_maps_label_10_to_0_and_adds_extra(tmp_path):
     files = _write_fake_svhn(tmp_path, n_extra=10)
     dm = make_dm(SVHNDataModule, tmp_path, verify_checksums=False)
     dm.setup()
-    assert dm.splits.train_x.shape == (30, 3, 32, 32) and dm.splits.test_x.shape == (20, 3, 32, 32)
-    x, y = files["train_32x32.mat"]
+    assert dm.splits.train_x.shape == (30, 3, 32, 32)
+    assert dm.splits.test_x.shape == (20, 3, 32, 32)
+    x, _y = files["train_32x32.mat"]
     assert torch.equal(dm.splits.train_x[4], torch.from_numpy(x[..., 4].transpose(2, 0, 1).copy()))  # HWC -> CHW
     assert dm.splits.train_y[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     with_extra = make_dm(SVHNDataModule, tmp_path, verify_checksums=False, extra=True)
@@ -257,9 +280,12 @@ def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
     _write_image_folder(tmp_path / "pets")
     dm = ImageFolderDataModule(str(tmp_path), (3, 16, 16), 2, folder=str(tmp_path / "pets"), val_fraction=0.4)
     dm.setup()
-    assert dm.classes == ["cats", "dogs"] and dm.name == "pets"
-    assert dm.splits.train_x.shape == (6, 3, 16, 16) and dm.splits.test_x.shape == (4, 3, 16, 16)
-    assert dm.splits.train_x.dtype == torch.uint8 and torch.bincount(dm.splits.test_y).tolist() == [2, 2]
+    assert dm.classes == ["cats", "dogs"]
+    assert dm.name == "pets"
+    assert dm.splits.train_x.shape == (6, 3, 16, 16)
+    assert dm.splits.test_x.shape == (4, 3, 16, 16)
+    assert dm.splits.train_x.dtype == torch.uint8
+    assert torch.bincount(dm.splits.test_y).tolist() == [2, 2]
     red = dm.splits.train_x[:, 0].float().mean((1, 2))
     assert torch.equal(red > 128, dm.splits.train_y == 1)
     gray = ImageFolderDataModule(str(tmp_path), (1, 8, 12), 2, folder=str(tmp_path / "pets"))
@@ -270,11 +296,17 @@ def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
     assert torch.equal(again.splits.test_x, dm.splits.test_x)  # seeded split
 
 
-@pytest.mark.parametrize("problem,message", [
-    ("no_folder", "data.folder is required"),
-    ("classes", r"has 2 class folders \['cats', 'dogs'\], data.num_classes=3"),
-    ("broken", r"dogs/3.png is damaged \(not a readable image: UnidentifiedImageError\); replace it with a readable copy or remove it from the folder$"),
-])
+@pytest.mark.parametrize(
+    "problem,message",
+    [
+        ("no_folder", "data.folder is required"),
+        ("classes", r"has 2 class folders \['cats', 'dogs'\], data.num_classes=3"),
+        (
+            "broken",
+            r"dogs/3.png is damaged \(not a readable image: UnidentifiedImageError\); replace it with a readable copy or remove it from the folder$",
+        ),
+    ],
+)
 def test_image_folder_errors_are_one_line(tmp_path, problem, message):
     from gan_lightning.data import ImageFolderDataModule
 
@@ -302,16 +334,22 @@ def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_p
     full_x, full_y = whole.splits.train_x, whole.splits.train_y
     saved = json.loads(index.read_text())
     val, labeled = torch.tensor(saved["val_indices"]), torch.tensor(saved["indices"])
-    assert dm.eval_sets == ("val", "test") and len(val) == 5000
-    assert torch.bincount(dm.val_set[1]).tolist() == [500] * 10 and torch.equal(dm.val_set[0], full_x[val])
+    assert dm.eval_sets == ("val", "test")
+    assert len(val) == 5000
+    assert torch.bincount(dm.val_set[1]).tolist() == [500] * 10
+    assert torch.equal(dm.val_set[0], full_x[val])
     # the labeled images are the official split's, drawn from the whole training set as in the paper
-    assert torch.equal(labeled, official_split(full_y, 100, 10, 1)) and not set(val.tolist()) & set(labeled.tolist())
-    assert torch.equal(dm.labeled_set[0], full_x[labeled]) and torch.equal(dm.labeled_set[1], full_y[labeled])
+    assert torch.equal(labeled, official_split(full_y, 100, 10, 1))
+    assert not set(val.tolist()) & set(labeled.tolist())
+    assert torch.equal(dm.labeled_set[0], full_x[labeled])
+    assert torch.equal(dm.labeled_set[1], full_y[labeled])
     # every training stream draws from the 55,000 others
-    assert len(dm.splits.train_x) == 55000 and not set(dm.train_idx.tolist()) & set(val.tolist())
+    assert len(dm.splits.train_x) == 55000
+    assert not set(dm.train_idx.tolist()) & set(val.tolist())
     assert torch.equal(dm.splits.train_x, full_x[dm.train_idx])
     loaders = dm.val_dataloader()
-    assert [loader.name for loader in loaders] == ["val", "test"] and sum(len(x) for x, _ in loaders[1]) == 10000
+    assert [loader.name for loader in loaders] == ["val", "test"]
+    assert sum(len(x) for x, _ in loaders[1]) == 10000
     # another labeled split: the same validation set, less the few images that split labels
     other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=2, download=False)
     other.serve(VALIDATED_100)
@@ -321,17 +359,22 @@ def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_p
     share = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0.1)
     share.serve(VALIDATED_100)
     share.setup()
-    assert len(share.val_idx) == 6000 and share.has_validation
+    assert len(share.val_idx) == 6000
+    assert share.has_validation
     none = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0)
     none.serve(VALIDATED_100)
     none.setup()
-    assert none.eval_sets == ("test",) and not none.has_validation and len(none.splits.train_x) == 60000
+    assert none.eval_sets == ("test",)
+    assert not none.has_validation
+    assert len(none.splits.train_x) == 60000
     assert [loader.name for loader in none.val_dataloader()] == ["test"]
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True, 0.0])
 def test_a_bad_validation_size_is_one_line(value):
-    with pytest.raises(ConfigError, match=r"data.val_size=.* must be a whole number of images >= 0 or a share in \(0, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"data.val_size=.* must be a whole number of images >= 0 or a share in \(0, 1\)"
+    ):
         MNISTDataModule("unused", (1, 28, 28), 10, val_size=value)
 
 

@@ -42,7 +42,8 @@ COMMANDS = commands()
 def test_the_docs_hold_the_main_commands():
     args = {" ".join(a) for _, a in COMMANDS}
     assert len(COMMANDS) >= 30
-    assert "model=triple_gan data=mnist" in args and "experiment=triple_gan_mnist100_fast" in args
+    assert "model=triple_gan data=mnist" in args
+    assert "experiment=triple_gan_mnist100_fast" in args
 
 
 def _single_run(words: list[str]) -> list[str]:

@@ -24,8 +24,18 @@ pytestmark = [needs_mnist, pytest.mark.slow, pytest.mark.xdist_group("evaluation
 def reference_run(tmp_path_factory):
     """A reference network trained by the CLI (150 steps, no averaging, no logger: ~96 % test accuracy)."""
     root = tmp_path_factory.mktemp("reference")
-    proc = run_cli(["task=reference", "model.epochs=1", "trainer.limit_train_batches=150", "trainer.limit_val_batches=1",
-                    "model.ema_decay=0.0", "logger=none", f"task.reference_dir={root / 'refs'}"], root / "run")
+    proc = run_cli(
+        [
+            "task=reference",
+            "model.epochs=1",
+            "trainer.limit_train_batches=150",
+            "trainer.limit_val_batches=1",
+            "model.ema_decay=0.0",
+            "logger=none",
+            f"task.reference_dir={root / 'refs'}",
+        ],
+        root / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout
 
@@ -46,16 +56,27 @@ def mnist_test():
 def cgan_run(tmp_path_factory, reference_run):
     """A short cGAN run whose generator metrics are computed every epoch against the reference network."""
     run_dir = tmp_path_factory.mktemp("cgan") / "run"
-    proc = run_cli(["model=cgan", "trainer=debug", f"paths.reference_dir={reference_run[0] / 'refs'}",
-                    "callbacks.generator_metrics.required=true", "callbacks.generator_metrics.every_n_epochs=1",
-                    "callbacks.generator_metrics.n_samples=500", "callbacks.generator_metrics.n_real=1000"], run_dir)
+    proc = run_cli(
+        [
+            "model=cgan",
+            "trainer=debug",
+            f"paths.reference_dir={reference_run[0] / 'refs'}",
+            "callbacks.generator_metrics.required=true",
+            "callbacks.generator_metrics.every_n_epochs=1",
+            "callbacks.generator_metrics.n_samples=500",
+            "callbacks.generator_metrics.n_real=1000",
+        ],
+        run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
 
 def test_reference_task_reports_and_saves_its_test_accuracy(reference_run, reference, mnist_test):
-    root, stdout = reference_run
-    assert reference.dataset == "MNIST" and reference.num_features == 128 and reference.num_classes == 10
+    _root, stdout = reference_run
+    assert reference.dataset == "MNIST"
+    assert reference.num_features == 128
+    assert reference.num_classes == 10
     x, y = mnist_test
     with torch.no_grad():
         acc = float((reference(x.float() / 255.0).argmax(1) == y).float().mean())
@@ -95,7 +116,7 @@ class _RealImageGenerator:
     def __init__(self, x, y, shuffle: bool) -> None:
         self.by_class = [x[y == k].float() / 255.0 for k in range(10)]
         self.perm = torch.randperm(10, generator=torch.Generator().manual_seed(3)) if shuffle else torch.arange(10)
-        self.served = {k: 0 for k in range(10)}
+        self.served = dict.fromkeys(range(10), 0)
 
     def sample_z(self, n, dim, generator=None, device=None):
         return torch.rand(n, dim, generator=generator)
@@ -118,7 +139,8 @@ def test_conditional_accuracy_of_real_images_and_of_shuffled_labels(reference, m
     imgs = torch.cat([x[y == k][:100] for k in range(10)]).float() / 255.0
     with torch.no_grad():
         expected = float((reference(imgs).argmax(1) == torch.arange(10).repeat_interleave(100)).float().mean())
-    assert right["cond_acc"] == pytest.approx(expected, abs=1e-6) and right["cond_acc"] > 0.9
+    assert right["cond_acc"] == pytest.approx(expected, abs=1e-6)
+    assert right["cond_acc"] > 0.9
     assert wrong["cond_acc"] < 0.25  # only classes the permutation keeps in place (and errors) count as right
     assert len([k for k in right if k.startswith("fid_class/")]) == 10
     assert right["fid_class_mean"] < wrong["fid_class_mean"]
@@ -126,21 +148,48 @@ def test_conditional_accuracy_of_real_images_and_of_shuffled_labels(reference, m
 
 def test_metrics_are_logged_during_training(cgan_run):
     scalars = read_scalars(cgan_run / "tb")
-    for key in ("gen/fid", "gen/kid_mean", "gen/is_mean", "gen/cond_acc", "gen/fid_class/9", "gen/precision", "gen/recall", "gen/density", "gen/coverage"):
+    for key in (
+        "gen/fid",
+        "gen/kid_mean",
+        "gen/is_mean",
+        "gen/cond_acc",
+        "gen/fid_class/9",
+        "gen/precision",
+        "gen/recall",
+        "gen/density",
+        "gen/coverage",
+    ):
         assert len(scalars[key]) == 2, key  # trainer=debug: 2 epochs, every_n_epochs=1
     assert all(np.isfinite(v) for _, _, v in scalars["gen/fid"])
 
 
 def test_missing_reference_is_skipped_or_a_clear_error_when_required(tmp_path):
-    proc = run_cli(["model=gan", "trainer=debug", f"paths.reference_dir={tmp_path / 'none'}",
-                    "callbacks.generator_metrics.required=true"], tmp_path / "run")
+    proc = run_cli(
+        [
+            "model=gan",
+            "trainer=debug",
+            f"paths.reference_dir={tmp_path / 'none'}",
+            "callbacks.generator_metrics.required=true",
+        ],
+        tmp_path / "run",
+    )
     assert proc.returncode == 2
-    assert "no reference network at" in proc.stderr and "task=reference data=mnist" in proc.stderr
+    assert "no reference network at" in proc.stderr
+    assert "task=reference data=mnist" in proc.stderr
 
 
 def test_sample_task_writes_grids_interpolations_and_npz(cgan_run, tmp_path):
-    proc = run_cli(["task=sample", f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}", "task.npz=50",
-                    "task.columns=8", "task.interpolation_steps=6", "task.interpolation_rows=4"], tmp_path / "s")
+    proc = run_cli(
+        [
+            "task=sample",
+            f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}",
+            "task.npz=50",
+            "task.columns=8",
+            "task.interpolation_steps=6",
+            "task.interpolation_rows=4",
+        ],
+        tmp_path / "s",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "s"
     side = 28 + 2  # image + padding
@@ -149,26 +198,41 @@ def test_sample_task_writes_grids_interpolations_and_npz(cgan_run, tmp_path):
     assert Image.open(out / "interpolation_class.png").size == (6 * side + 2, 4 * side + 2)
     assert (out / "random.png").is_file()
     data = np.load(out / "samples.npz")
-    assert data["images"].shape == (50, 28, 28, 1) and data["images"].dtype == np.uint8
+    assert data["images"].shape == (50, 28, 28, 1)
+    assert data["images"].dtype == np.uint8
     assert sorted(set(data["labels"].tolist())) == list(range(10))
 
 
 def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
-    proc = run_cli(["task=evaluate", f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}", "task.n_samples=300",
-                    "task.kid_subset_size=100", "task.n_real=1000", f"paths.reference_dir={reference_run[0] / 'refs'}"], tmp_path / "e",
-                   fresh=True)
+    proc = run_cli(
+        [
+            "task=evaluate",
+            f"ckpt_path={cgan_run / 'checkpoints' / 'last.ckpt'}",
+            "task.n_samples=300",
+            "task.kid_subset_size=100",
+            "task.n_real=1000",
+            f"paths.reference_dir={reference_run[0] / 'refs'}",
+        ],
+        tmp_path / "e",
+        fresh=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert library_noise(proc.stdout + proc.stderr) == []  # no library warning or notice on a task's console
-    assert "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |" in proc.stdout
+    assert (
+        "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |"
+        in proc.stdout
+    )
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
-    (name, row), = saved["metrics"].items()
+    ((_name, row),) = saved["metrics"].items()
     assert {"fid", "kid_mean", "is_mean", "cond_acc", "fid_class_mean"} <= set(row)
 
 
 def test_analyze_task_on_a_classifier_checkpoint(reference_run, mnist_test, tmp_path):
     ckpt = reference_run[0] / "run" / "checkpoints" / "last.ckpt"
-    proc = run_cli(["task=analyze", f"ckpt_path={ckpt}", "task.n_eval=300", "task.viz_steps=20",
-                    "task.epsilons=[0.0,0.1,0.3]"], tmp_path / "a")
+    proc = run_cli(
+        ["task=analyze", f"ckpt_path={ckpt}", "task.n_eval=300", "task.viz_steps=20", "task.epsilons=[0.0,0.1,0.3]"],
+        tmp_path / "a",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "a"
     for f in ("saliency.png", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png"):
@@ -176,7 +240,8 @@ def test_analyze_task_on_a_classifier_checkpoint(reference_run, mnist_test, tmp_
     rows = list(csv.DictReader((out / "fgsm.csv").open()))
     acc = [float(r["accuracy"]) for r in rows]
     assert [float(r["epsilon"]) for r in rows] == [0.0, 0.1, 0.3]
-    assert acc[0] > 0.85 and acc[2] < acc[0]  # FGSM hurts
+    assert acc[0] > 0.85
+    assert acc[2] < acc[0]
     saved = json.loads((out / "analysis.json").read_text())
     assert saved["accuracy"] == pytest.approx(acc[0])
     # the confusions cover the whole test set: their counts are the network's own mistakes there
@@ -194,7 +259,8 @@ def test_top_confusions_match_a_hand_count():
     pred = torch.tensor([0, 1, 1, 1, 2, 2, 0, 0, 1, 2])  # errors: 0->1 x2, 1->2 x1, 2->0 x2, 2->1 x1
     top = analysis.top_confusions(pred, y, 3, k=3)
     assert [(c["true"], c["predicted"], c["count"]) for c in top] == [(0, 1, 2), (2, 0, 2), (1, 2, 1)]
-    assert top[0]["share_of_errors"] == pytest.approx(2 / 6) and top[0]["share_of_class"] == pytest.approx(2 / 3)
+    assert top[0]["share_of_errors"] == pytest.approx(2 / 6)
+    assert top[0]["share_of_class"] == pytest.approx(2 / 3)
     assert top[1]["share_of_class"] == pytest.approx(2 / 5)
     assert analysis.top_confusions(y, y, 3) == []  # no mistakes, nothing listed
 
@@ -204,36 +270,48 @@ def test_fgsm_moves_each_pixel_by_epsilon_and_lowers_the_true_class_score(refere
     xs, ys = x[:64].float() / 255.0, y[:64]
     adv = analysis.fgsm(reference, xs, ys, 0.1)
     moved = (adv - xs).abs()
-    assert moved.max() <= 0.1 + 1e-6 and ((moved > 0.099) | (adv == 0) | (adv == 1)).all()
+    assert moved.max() <= 0.1 + 1e-6
+    assert ((moved > 0.099) | (adv == 0) | (adv == 1)).all()
     with torch.no_grad():
         before = torch.nn.functional.cross_entropy(reference(xs), ys)
         after = torch.nn.functional.cross_entropy(reference(adv), ys)
     assert after > before
     sal = analysis.saliency(reference, xs[:4], ys[:4])
-    assert sal.shape == (4, 28, 28) and torch.allclose(sal.flatten(1).amax(1), torch.ones(4))
+    assert sal.shape == (4, 28, 28)
+    assert torch.allclose(sal.flatten(1).amax(1), torch.ones(4))
 
 
 def test_class_visualisation_raises_the_class_probability(reference):
     images, probs = analysis.class_visualisation(reference, (1, 28, 28), 10, steps=30, lr=0.05, l2=1e-2)
     with torch.no_grad():
-        start = reference(0.1 * torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))).softmax(1).diagonal()
-    assert images.shape == (10, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+        start = (
+            reference(0.1 * torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))).softmax(1).diagonal()
+        )
+    assert images.shape == (10, 1, 28, 28)
+    assert images.min() >= 0
+    assert images.max() <= 1
     assert probs.mean() > start.mean()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["task=sample"], "ckpt_path is required"),
-    (["task=sample", "ckpt_path=CORRUPT"], "is not a readable checkpoint"),
-    (["task=analyze", "ckpt_path=CGAN"], "has no classifier to analyse"),
-    (["task=sample", "ckpt_path=CGAN", "task.n=0"], "task.n=0 must be positive"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["task=sample"], "ckpt_path is required"),
+        (["task=sample", "ckpt_path=CORRUPT"], "is not a readable checkpoint"),
+        (["task=analyze", "ckpt_path=CGAN"], "has no classifier to analyse"),
+        (["task=sample", "ckpt_path=CGAN", "task.n=0"], "task.n=0 must be positive"),
+    ],
+)
 def test_sample_and_analyze_errors_are_one_line(args, message, cgan_run, tmp_path):
     corrupt = tmp_path / "broken.ckpt"
     corrupt.write_bytes(b"\x80\x04this is not a checkpoint")
-    args = [a.replace("CORRUPT", str(corrupt)).replace("CGAN", str(cgan_run / "checkpoints" / "last.ckpt")) for a in args]
+    args = [
+        a.replace("CORRUPT", str(corrupt)).replace("CGAN", str(cgan_run / "checkpoints" / "last.ckpt")) for a in args
+    ]
     proc = run_cli(args, tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "run").exists()
 
 

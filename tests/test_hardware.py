@@ -12,12 +12,15 @@ from gan_lightning.hardware import cpu_has_native_bf16
 HEADER = "processor\t: 0\nvendor_id\t: GenuineIntel\n"
 
 
-@pytest.mark.parametrize("flags,native", [
-    ("fpu sse2 avx2 avx512f avx512bw", False),
-    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", True),
-    ("fpu avx512f amx_bf16 amx_tile", True),
-    ("fpu avx512f avx512_bf16x", False),  # whole flags only
-])
+@pytest.mark.parametrize(
+    "flags,native",
+    [
+        ("fpu sse2 avx2 avx512f avx512bw", False),
+        ("fpu sse2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu avx512f amx_bf16 amx_tile", True),
+        ("fpu avx512f avx512_bf16x", False),  # whole flags only
+    ],
+)
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
     info = tmp_path / "cpuinfo"
     info.write_text(f"{HEADER}flags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
@@ -38,24 +41,41 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     cfg = compose_cfg(["experiment=triple_gan_mnist100_fast"])
     assert cfg.trainer.precision == cpu_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
     model = instantiate(cfg.model)
-    assert isinstance(model.augment, RandomAffine) and model.teacher_augment is model.augment
+    assert isinstance(model.augment, RandomAffine)
+    assert model.teacher_augment is model.augment
     assert (model.augment.degrees, model.augment.translate, model.augment.scale) == (10, 2, (0.9, 1.1))
     for weights in (model.weights, model.pretrain_weights):
-        assert weights["c_consistency"] > 0 and weights["c_confident"] > 0
+        assert weights["c_consistency"] > 0
+        assert weights["c_confident"] > 0
 
 
-@pytest.mark.parametrize("extras,graphs,error", [
-    ({"cuda_graphs": "auto"}, False, None),  # no CUDA GPU here: auto stays eager
-    ({"cuda_graphs": False, "compile": True}, False, None),
-    ({"cuda_graphs": "sometimes"}, False, "trainer.cuda_graphs='sometimes' is not one of [auto, true, false]"),
-    ({"cuda_graphs": True}, False, "trainer.cuda_graphs=true needs a CUDA GPU"),
-    ({"cuda_graphs": False, "compile": "yes"}, False, "trainer.compile='yes': expects true, false or torch.compile's options"),
-    ({"cuda_graphs": False, "reuse_cpu_memory": "auto"}, False, None),
-    ({"cuda_graphs": False, "reuse_cpu_memory": False}, False, None),
-    ({"cuda_graphs": False, "reuse_cpu_memory": "always"}, False, "trainer.reuse_cpu_memory='always' is not one of [auto, true, false]"),
-    ({"cuda_graphs": False, "matmul_precision": "medium"}, False, None),
-    ({"cuda_graphs": False, "matmul_precision": "tf32"}, False, "trainer.matmul_precision='tf32' is not one of [highest, high, medium]"),
-])
+@pytest.mark.parametrize(
+    "extras,graphs,error",
+    [
+        ({"cuda_graphs": "auto"}, False, None),  # no CUDA GPU here: auto stays eager
+        ({"cuda_graphs": False, "compile": True}, False, None),
+        ({"cuda_graphs": "sometimes"}, False, "trainer.cuda_graphs='sometimes' is not one of [auto, true, false]"),
+        ({"cuda_graphs": True}, False, "trainer.cuda_graphs=true needs a CUDA GPU"),
+        (
+            {"cuda_graphs": False, "compile": "yes"},
+            False,
+            "trainer.compile='yes': expects true, false or torch.compile's options",
+        ),
+        ({"cuda_graphs": False, "reuse_cpu_memory": "auto"}, False, None),
+        ({"cuda_graphs": False, "reuse_cpu_memory": False}, False, None),
+        (
+            {"cuda_graphs": False, "reuse_cpu_memory": "always"},
+            False,
+            "trainer.reuse_cpu_memory='always' is not one of [auto, true, false]",
+        ),
+        ({"cuda_graphs": False, "matmul_precision": "medium"}, False, None),
+        (
+            {"cuda_graphs": False, "matmul_precision": "tf32"},
+            False,
+            "trainer.matmul_precision='tf32' is not one of [highest, high, medium]",
+        ),
+    ],
+)
 def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(extras, graphs, error):
     import torch
     from conftest import compose_cfg
@@ -78,7 +98,9 @@ def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(ex
         torch.set_float32_matmul_precision("highest")  # process-wide: the next test starts from the default
     assert rest == {"accelerator": "cpu", "max_epochs": 3}  # what the Trainer takes
     assert getattr(model, "iteration_graph", None) is None  # eager steps
-    compiled = [n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None]
+    compiled = [
+        n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None
+    ]
     assert compiled == (["classifier", "generator", "discriminator"] if extras.get("compile") else [])
 
 
@@ -111,8 +133,15 @@ print(statistics.mean(faults), statistics.median(faults))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_reused_cpu_memory_spares_the_page_faults_of_each_training_step():
     """trainer.reuse_cpu_memory: a training step's new tensors land on pages the process already has."""
-    faults = {mode: [float(v) for v in subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
-                                                      check=True).stdout.split()] for mode in ("off", "on")}
+    faults = {
+        mode: [
+            float(v)
+            for v in subprocess.run(
+                [sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True
+            ).stdout.split()
+        ]
+        for mode in ("off", "on")
+    }
     (mean_off, _), (mean_on, median_on) = faults["off"], faults["on"]  # page faults per step of a classifier's training
     assert mean_off > 1000, faults  # freed activations go back to the system, new ones fault pages in
     assert median_on < 10 and mean_on < mean_off / 5, faults  # reused: most steps fault no page in
@@ -147,6 +176,7 @@ def test_iteration_graph_keeps_one_record_per_kind_of_iteration(monkeypatch):
         def fn(batch):
             runs.append(kind)
             return {"twice": batch["x"][0] * 2}
+
         return fn
 
     graph = IterationGraph(warmup=2, keep=2)
@@ -154,14 +184,19 @@ def test_iteration_graph_keeps_one_record_per_kind_of_iteration(monkeypatch):
     for i, kind in enumerate("ABABABAB"):
         outputs.append(graph(kind, step(kind), {"x": (torch.full((3,), float(i)),)}))
     assert runs == list("ABAB") + list("AB")  # two eager calls each, then one call each while recording
-    assert graph.captures == 2 and len(replays) == 4  # calls 5-8: replays only
+    assert graph.captures == 2
+    assert len(replays) == 4
     assert [float(o["twice"][0]) for o in outputs[:4]] == [0.0, 2.0, 4.0, 6.0]  # eager results of their own batches
-    assert outputs[4] is outputs[6] and outputs[5] is outputs[7] and outputs[4] is not outputs[5]  # each record's own outputs
+    assert outputs[4] is outputs[6]
+    assert outputs[5] is outputs[7]
+    assert outputs[4] is not outputs[5]
     assert float(graph.records["B"].inputs["x"][0][0]) == 7.0  # the latest B batch copied into B's fixed input
     graph("C", step("C"), {"x": (torch.zeros(3),)})  # a third kind: A, the least recently used, is dropped
     assert list(graph.records) == ["B", "C"]
     graph("A", step("A"), {"x": (torch.zeros(3),)})
-    assert runs[-2:] == ["C", "A"] and graph.records["A"].calls == 1 and graph.records["A"].graph is None  # A warms up again
+    assert runs[-2:] == ["C", "A"]
+    assert graph.records["A"].calls == 1
+    assert graph.records["A"].graph is None
     with pytest.raises(ValueError, match="at least one record"):
         IterationGraph(keep=0)
 
@@ -207,6 +242,7 @@ def _sgd_step(weight):
         with torch.no_grad():
             weight.sub_(0.1 * batch["x"][0])
         return {"loss": loss.detach()}
+
     return fn
 
 
@@ -225,9 +261,12 @@ def test_a_guarded_recording_that_fails_goes_on_eagerly_with_one_line(monkeypatc
         losses = [float(graph("k", _sgd_step(weight), batch)["loss"]) for _ in range(2)]
     assert losses == pytest.approx([3.0, 2.7])  # both steps ran eagerly, the second on the first's weights
     assert torch.allclose(weight, torch.full((3,), 0.8))
-    assert graph.failed and "recording failed (RuntimeError: operation not permitted when stream is capturing)" in graph.failed
+    assert graph.failed
+    assert "recording failed (RuntimeError: operation not permitted when stream is capturing)" in graph.failed
     lines = [r.getMessage() for r in caplog.records if "CUDA graphs off" in r.getMessage()]
-    assert len(lines) == 1 and "\n" not in lines[0] and "it goes on without them" in lines[0]
+    assert len(lines) == 1
+    assert "\n" not in lines[0]
+    assert "it goes on without them" in lines[0]
     unguarded = IterationGraph(warmup=1)  # trainer.cuda_graphs=true: the user asked for graphs, the error is theirs
     unguarded("k", _sgd_step(weight), batch)
     with pytest.raises(RuntimeError, match="operation not permitted"):
@@ -253,7 +292,7 @@ def test_a_guarded_first_replay_is_checked_against_the_eager_step(monkeypatch, c
 
     _stand_in_cuda(monkeypatch, replay=replay, state=[weight])
     graph = IterationGraph(warmup=1, guard=lambda: [weight])
-    record_inputs = lambda: graph.records["k"].inputs  # noqa: E731
+    record_inputs = lambda: graph.records["k"].inputs
     fn = _sgd_step(weight)
 
     def recorded(batch):
@@ -269,7 +308,10 @@ def test_a_guarded_first_replay_is_checked_against_the_eager_step(monkeypatch, c
     assert first == pytest.approx(5.4 if falls_back else 5.4 * (1 + drift))
     assert torch.allclose(weight, torch.full((3,), 0.7 if falls_back else 0.9 - 0.2 * (1 + drift)))
     assert bool(graph.failed) == falls_back
-    assert any("CUDA graphs off for this run: its first replay gave loss=" in r.getMessage() for r in caplog.records) == falls_back
+    assert (
+        any("CUDA graphs off for this run: its first replay gave loss=" in r.getMessage() for r in caplog.records)
+        == falls_back
+    )
 
 
 @pytest.mark.parametrize("setting,guarded", [("auto", True), (True, False)])
@@ -283,4 +325,5 @@ def test_only_automatically_chosen_graphs_are_guarded(monkeypatch, setting, guar
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: only the choice is tested
     model = instantiate(compose_cfg(["model=triple_gan"]).model, _convert_="all")
     accelerate(model, {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "cuda_graphs": setting})
-    assert model.iteration_graph is not None and (model.iteration_graph.guard is not None) is guarded
+    assert model.iteration_graph is not None
+    assert (model.iteration_graph.guard is not None) is guarded

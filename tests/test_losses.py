@@ -41,7 +41,9 @@ def test_triple_gan_discriminator_terms():
 
 
 def test_triple_gan_adversarial_terms_for_g_and_c():
-    assert losses.g_adversarial(LOGITS).item() == pytest.approx(-sum(math.log(sig(v)) for v in LOGITS.tolist()) / 3, rel=1e-6)
+    assert losses.g_adversarial(LOGITS).item() == pytest.approx(
+        -sum(math.log(sig(v)) for v in LOGITS.tolist()) / 3, rel=1e-6
+    )
     probs = torch.softmax(C_LOGITS, 1)
     d_hard = torch.tensor([1.5, -0.5])
     direct = sum(probs[i].max().item() * -math.log(sig(d_hard[i].item())) for i in range(2)) / 2
@@ -83,7 +85,9 @@ def test_confident_label_is_the_cross_entropy_on_confident_teacher_labels_only()
     logits = C_LOGITS.clone().requires_grad_(True)
     teacher.requires_grad_(True)
     losses.confident_label(logits, teacher, 0.95).backward()
-    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0 and teacher.grad is None
+    assert logits.grad[1].abs().sum() == 0
+    assert logits.grad[0].abs().sum() > 0
+    assert teacher.grad is None
 
 
 def test_distribution_alignment_by_hand():
@@ -94,7 +98,8 @@ def test_distribution_alignment_by_hand():
     aligned = losses.align_distribution(probs, marginal)
     assert aligned[0].tolist() == pytest.approx(row0, rel=1e-6)
     assert aligned.sum(1).tolist() == pytest.approx([1.0, 1.0])
-    assert aligned[1, 0] < probs[1, 0] and aligned[1, 2] > probs[1, 2]
+    assert aligned[1, 0] < probs[1, 0]
+    assert aligned[1, 2] > probs[1, 2]
     # a teacher already matching the prior is left as it is; an explicit prior is used as given
     assert torch.allclose(losses.align_distribution(probs, torch.full((3,), 1 / 3)), probs)
     prior = torch.tensor([0.5, 0.25, 0.25])
@@ -104,10 +109,13 @@ def test_distribution_alignment_by_hand():
 def test_consistency_is_the_squared_distance_of_probabilities():
     probs = torch.softmax(C_LOGITS, 1)
     target = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])
-    expected = sum((p - t) ** 2 for row_p, row_t in zip(probs.tolist(), target.tolist()) for p, t in zip(row_p, row_t)) / 2
+    expected = (
+        sum((p - t) ** 2 for row_p, row_t in zip(probs.tolist(), target.tolist()) for p, t in zip(row_p, row_t)) / 2
+    )
     assert losses.consistency(C_LOGITS, target).item() == pytest.approx(expected, rel=1e-6)
     assert losses.consistency(C_LOGITS, probs).item() == pytest.approx(0.0, abs=1e-12)
     logits = C_LOGITS.clone().requires_grad_(True)
     target.requires_grad_(True)
     losses.consistency(logits, target).backward()
-    assert logits.grad.abs().sum() > 0 and target.grad is None  # the target is a fixed teacher
+    assert logits.grad.abs().sum() > 0
+    assert target.grad is None

@@ -19,9 +19,13 @@ from gan_lightning.errors import ConfigError
 from gan_lightning.tbread import read_scalars
 
 SMALL_TRIPLE = [
-    "model=triple_gan", "model.generator_batch=20", "model.pretrain_epochs=0",
-    "model.batch_sizes.c_labeled=20", "model.batch_sizes.c_unlabeled=20",
-    "model.batch_sizes.d_labeled=2", "model.batch_sizes.d_unlabeled=20",
+    "model=triple_gan",
+    "model.generator_batch=20",
+    "model.pretrain_epochs=0",
+    "model.batch_sizes.c_labeled=20",
+    "model.batch_sizes.c_unlabeled=20",
+    "model.batch_sizes.d_labeled=2",
+    "model.batch_sizes.d_unlabeled=20",
 ]
 
 
@@ -64,20 +68,35 @@ class Recorder(L.Callback):
 
 
 def fit(model, data, steps, callbacks=(), val=None):
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, logger=False, log_every_n_steps=1, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks),
-                        limit_val_batches=1.0 if val is not None else 0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=steps,
+        logger=False,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+        limit_val_batches=1.0 if val is not None else 0,
+    )
     trainer.fit(model, train_dataloaders=data, val_dataloaders=val)
     return trainer
 
 
-@pytest.mark.parametrize("d_steps,g_steps,n,expected", [
-    (1, 1, 2, ["discriminator", "generator"] * 2),
-    (2, 1, 4, ["discriminator", "discriminator", "generator"] * 2),
-    (1, 3, 3, ["generator", "generator", "discriminator", "generator"]),
-])
+@pytest.mark.parametrize(
+    "d_steps,g_steps,n,expected",
+    [
+        (1, 1, 2, ["discriminator", "generator"] * 2),
+        (2, 1, 4, ["discriminator", "discriminator", "generator"] * 2),
+        (1, 3, 3, ["generator", "generator", "discriminator", "generator"]),
+    ],
+)
 def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, n, expected):
-    cfg = compose_cfg(["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "model.batch_sizes.real=32"])
+    cfg = compose_cfg(
+        ["model=gan", f"model.d_steps={d_steps}", f"model.g_steps={g_steps}", "model.batch_sizes.real=32"]
+    )
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
@@ -88,8 +107,11 @@ def test_gan_alternates_d_and_g_updates(mnist, d_steps, g_steps, n, expected):
 
 @pytest.mark.parametrize("model_name", ["dcgan", "cgan", "cdcgan", "maxout_gan"])
 def test_every_gan_variant_trains_on_mnist(mnist, model_name):
-    cfg = compose_cfg([f"model={model_name}", "model.batch_sizes.real=16", "model.discriminator.base_channels=8"] if "dcgan" in model_name
-                      else [f"model={model_name}", "model.batch_sizes.real=16"])
+    cfg = compose_cfg(
+        [f"model={model_name}", "model.batch_sizes.real=16", "model.discriminator.base_channels=8"]
+        if "dcgan" in model_name
+        else [f"model={model_name}", "model.batch_sizes.real=16"]
+    )
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["generator", "discriminator"])
@@ -97,8 +119,10 @@ def test_every_gan_variant_trains_on_mnist(mnist, model_name):
     assert [c for _, c in rec.events] == [{"discriminator"}, {"generator"}] * 2
     images, nrow = model.sample_images()
     if model_name.startswith("c"):
-        assert images.shape == (100, 1, 28, 28) and nrow == 10  # one row per class
-    assert images.min() >= 0 and images.max() <= 1
+        assert images.shape == (100, 1, 28, 28)
+        assert nrow == 10
+    assert images.min() >= 0
+    assert images.max() <= 1
 
 
 def test_triple_gan_step_order_and_parameters_touched(mnist):
@@ -110,21 +134,35 @@ def test_triple_gan_step_order_and_parameters_touched(mnist):
     fit(model, batches(mnist, model, 2), 2, [rec])
     assert [(i, c) for i, c in rec.events] == [(0, {"discriminator"}), (1, {"generator"}), (2, {"classifier"})] * 2
     m = rec.metrics[-1]
-    for term in ["train/d/real", "train/d/fake_g", "train/d/fake_c", "train/g/adv", "train/c/adv", "train/c/supervised",
-                 "train/c/entropy", "train/c/balance", "train/c/l2"]:
+    for term in [
+        "train/d/real",
+        "train/d/fake_g",
+        "train/d/fake_c",
+        "train/g/adv",
+        "train/c/adv",
+        "train/c/supervised",
+        "train/c/entropy",
+        "train/c/balance",
+        "train/c/l2",
+    ]:
         assert math.isfinite(m[term]), term
     assert "train/c/pseudo" not in m  # R_P starts at game epoch 300
     assert not all(torch.equal(a, b) for a, b in zip(ema_before, model.ema.module.parameters()))
 
 
 def test_triple_gan_pretraining_only_moves_c(mnist):
-    cfg = compose_cfg(SMALL_TRIPLE + ["model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=30"])
+    cfg = compose_cfg([*SMALL_TRIPLE, "model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=30"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier", "generator", "discriminator"])
     fit(model, batches(mnist, model, 3, pretraining=True), 3, [rec])
     assert rec.events == [(3, {"classifier"})] * 3
-    assert set(rec.metrics[-1]) >= {"pretrain/c/supervised", "pretrain/c/entropy", "pretrain/c/balance", "pretrain/c/loss"}
+    assert set(rec.metrics[-1]) >= {
+        "pretrain/c/supervised",
+        "pretrain/c/entropy",
+        "pretrain/c/balance",
+        "pretrain/c/loss",
+    }
 
 
 def _c_step_metrics(mnist, overrides):
@@ -149,9 +187,16 @@ def test_switching_a_term_off_removes_exactly_that_term(mnist, term, weight):
 
 def test_pseudo_label_term_and_integrate_objective(mnist):
     m = _c_step_metrics(mnist, ["model.pseudo_label_epoch=1", "model.objective=integrate"])
-    assert m["train/c/pseudo"] > 0 and math.isfinite(m["train/c/adv"])
-    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
-        + 1e-4 * m["train/c/l2"] + 0.1 * m["train/c/pseudo"]
+    assert m["train/c/pseudo"] > 0
+    assert math.isfinite(m["train/c/adv"])
+    rebuilt = (
+        0.5 * m["train/c/adv"]
+        + m["train/c/supervised"]
+        + 0.3 * m["train/c/entropy"]
+        + 1e-3 * m["train/c/balance"]
+        + 1e-4 * m["train/c/l2"]
+        + 0.1 * m["train/c/pseudo"]
+    )
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
 
 
@@ -159,10 +204,16 @@ AUGMENT = ["model.augment={_target_:gan_lightning.nets.blocks.RandomTranslate,ma
 
 
 def test_augmented_inputs_and_consistency_term(mnist):
-    m = _c_step_metrics(mnist, AUGMENT + ["model.weights.c_consistency=2.0"])
+    m = _c_step_metrics(mnist, [*AUGMENT, "model.weights.c_consistency=2.0"])
     assert m["train/c/consistency"] > 0
-    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
-        + 1e-4 * m["train/c/l2"] + 2.0 * m["train/c/consistency"]
+    rebuilt = (
+        0.5 * m["train/c/adv"]
+        + m["train/c/supervised"]
+        + 0.3 * m["train/c/entropy"]
+        + 1e-3 * m["train/c/balance"]
+        + 1e-4 * m["train/c/l2"]
+        + 2.0 * m["train/c/consistency"]
+    )
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
     plain = _c_step_metrics(mnist, [])
     assert "train/c/consistency" not in plain  # off by default, not computed
@@ -173,22 +224,38 @@ def test_augmented_inputs_and_consistency_term(mnist):
 def test_confident_label_term_with_affine_augmentation(mnist):
     affine = ["model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}"]
     # threshold 0: every image gets the teacher's label, so the term is a plain cross-entropy (> 0)
-    m = _c_step_metrics(mnist, affine + ["model.weights.c_confident=0.5", "model.confidence_threshold=0.0"])
+    m = _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.confidence_threshold=0.0"])
     assert m["train/c/confident"] > 0
-    rebuilt = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"] + 1e-3 * m["train/c/balance"] \
-        + 1e-4 * m["train/c/l2"] + 0.5 * m["train/c/confident"]
+    rebuilt = (
+        0.5 * m["train/c/adv"]
+        + m["train/c/supervised"]
+        + 0.3 * m["train/c/entropy"]
+        + 1e-3 * m["train/c/balance"]
+        + 1e-4 * m["train/c/l2"]
+        + 0.5 * m["train/c/confident"]
+    )
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
     # threshold 1: an untrained teacher is never that sure, nothing is labelled
-    assert _c_step_metrics(mnist, affine + ["model.weights.c_confident=0.5", "model.confidence_threshold=1.0"])["train/c/confident"] == 0.0
+    assert (
+        _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.confidence_threshold=1.0"])[
+            "train/c/confident"
+        ]
+        == 0.0
+    )
     with pytest.raises(Exception) as err:
-        instantiate(compose_cfg(SMALL_TRIPLE + ["model.confidence_threshold=1.5"]).model)
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.confidence_threshold=1.5"]).model)
     found = _user_error(err.value)  # what the CLI prints
-    assert isinstance(found, ConfigError) and str(found) == "model.confidence_threshold=1.5 must be in [0, 1]"
+    assert isinstance(found, ConfigError)
+    assert str(found) == "model.confidence_threshold=1.5 must be in [0, 1]"
 
 
 def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_load(mnist):
-    affine = ["model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}",
-              "model.weights.c_confident=0.5", "model.confidence_threshold=0.0", "model.weights.c_consistency=1.0"]
+    affine = [
+        "model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}",
+        "model.weights.c_confident=0.5",
+        "model.confidence_threshold=0.0",
+        "model.weights.c_consistency=1.0",
+    ]
     cfg = compose_cfg(SMALL_TRIPLE + affine + ["model.align_distribution=true", "model.align_momentum=0.5"])
     model = instantiate(cfg.model)
     x_u = mnist["train"][0][:20].float() / 255
@@ -208,11 +275,13 @@ def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_l
     fresh.load_state_dict(state, strict=True)
     assert torch.allclose(fresh.teacher_marginal, torch.full((10,), 0.1))
     with pytest.raises(Exception) as err:
-        instantiate(compose_cfg(SMALL_TRIPLE + ["model.align_momentum=1"]).model)
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_momentum=1"]).model)
     assert str(_user_error(err.value)) == "model.align_momentum=1 must be in [0, 1)"
     with pytest.raises(Exception) as err:  # nothing would use the aligned targets
-        instantiate(compose_cfg(SMALL_TRIPLE + ["model.align_distribution=true"]).model)
-    assert str(_user_error(err.value)).startswith("model.align_distribution=true changes the EMA copy's targets, but no term uses them")
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_distribution=true"]).model)
+    assert str(_user_error(err.value)).startswith(
+        "model.align_distribution=true changes the EMA copy's targets, but no term uses them"
+    )
 
 
 def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):
@@ -226,13 +295,15 @@ def test_ema_teacher_keeps_dropout_and_its_running_statistics(mnist):
         assert model.ema.training
         first, second = model.ema(x), model.ema(x)
     assert not torch.equal(first, second)  # dropout, as the student
-    assert all(torch.equal(a, b) for a, b in zip(stats, [b for b in model.ema.module.buffers() if b.is_floating_point()]))
+    assert all(
+        torch.equal(a, b) for a, b in zip(stats, [b for b in model.ema.module.buffers() if b.is_floating_point()])
+    )
     assert not model.ema.training  # the mode it had
     assert all(m.momentum == 0.1 for m in model.ema.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_ema_update_follows_the_decay_after_its_warm_up(mnist):
-    cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.9"])
+    cfg = compose_cfg([*SMALL_TRIPLE, "model.ema_decay=0.9"])
     model = instantiate(cfg.model)
     model.update_ema()  # first update copies
     for n in range(1, 120):  # update n uses decay min(0.9, (1 + n) / (10 + n)): 2/11 first, 0.9 from n = 80
@@ -249,7 +320,7 @@ def test_ema_update_follows_the_decay_after_its_warm_up(mnist):
 
 def test_ema_batch_norm_statistics_follow_the_network_early(mnist):
     """With BN, the EMA copy must not keep the initial running variance (1) for ~1/(1-decay) steps."""
-    cfg = compose_cfg(SMALL_TRIPLE + ["model.ema_decay=0.999"])
+    cfg = compose_cfg([*SMALL_TRIPLE, "model.ema_decay=0.999"])
     model = instantiate(cfg.model)
     bn = model.classifier.features[1]
     for _ in range(50):
@@ -260,10 +331,13 @@ def test_ema_batch_norm_statistics_follow_the_network_early(mnist):
 
 
 def test_bad_model_settings_are_config_errors():
-    for overrides, message in [(["model.alpha=1.5"], "alpha=1.5"), (["model.objective=mean"], "objective"),
-                               (["+model.weights.c_entrpy=1"], "unknown terms \\['c_entrpy'\\]"),
-                               (["model.generator_batch=25"], "multiple of the 10 classes"),
-                               (["model.ema_decay=1.0"], "ema_decay")]:
+    for overrides, message in [
+        (["model.alpha=1.5"], "alpha=1.5"),
+        (["model.objective=mean"], "objective"),
+        (["+model.weights.c_entrpy=1"], "unknown terms \\['c_entrpy'\\]"),
+        (["model.generator_batch=25"], "multiple of the 10 classes"),
+        (["model.ema_decay=1.0"], "ema_decay"),
+    ]:
         with pytest.raises(Exception) as err:
             instantiate(compose_cfg(overrides).model)
         assert any(isinstance(e, ConfigError) for e in (err.value, err.value.__cause__)), overrides
@@ -284,27 +358,39 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
     assert trainer.callback_metrics["val/acc_c"] > 0.5  # 10 % is chance
 
 
-@pytest.mark.parametrize("overrides", [
-    *([f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))),  # every preset, found on disk
-    *([f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))),
-    ["model=triple_gan", "nets=triple_gan_conv"], ["model=triple_gan", "data=fashion_mnist"], ["model=dcgan", "data=cifar10"],
-    ["model=cdcgan", "data=cifar10"], ["model=dcgan", "data=svhn"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        *(
+            [f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))
+        ),  # every preset, found on disk
+        *([f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))),
+        ["model=triple_gan", "nets=triple_gan_conv"],
+        ["model=triple_gan", "data=fashion_mnist"],
+        ["model=dcgan", "data=cifar10"],
+        ["model=cdcgan", "data=cifar10"],
+        ["model=dcgan", "data=svhn"],
+    ],
+)
 def test_every_preset_builds_its_model(overrides):
     cfg = compose_cfg(overrides)
     model = instantiate(cfg.model)
     assert cfg.trainer.max_epochs == cfg.model.epochs + (cfg.model.get("pretrain_epochs") or 0)
-    assert model.plan is not None and set(model.plan.game.streams) == set(type(model).STREAMS)  # every stream it reads has a size
+    assert model.plan is not None
+    assert set(model.plan.game.streams) == set(type(model).STREAMS)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_report_preset_is_the_simplified_game():
     cfg = compose_cfg(["experiment=triple_gan_report"])
     model = instantiate(cfg.model)
-    assert model.alpha == 0.3 and not model.hparams.d_unlabeled_real
-    assert model.generator.label.mode == "embedding" and model.discriminator.label.mode == "embedding"
+    assert model.alpha == 0.3
+    assert not model.hparams.d_unlabeled_real
+    assert model.generator.label.mode == "embedding"
+    assert model.discriminator.label.mode == "embedding"
     x = model.generator(torch.rand(4, 100), torch.arange(4))
-    assert x.min() >= 0 and x.max() <= 1  # sigmoid output, the game's data range
+    assert x.min() >= 0
+    assert x.max() <= 1
 
 
 def test_non_finite_loss_stops_with_the_network_and_step(mnist):
@@ -337,15 +423,33 @@ def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_e
     L.seed_everything(0)
     model = instantiate(cfg.model)
     shown = Shown()
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=6, log_every_n_steps=3, enable_checkpointing=False,
-                        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version=""), enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[shown], limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=6,
+        log_every_n_steps=3,
+        enable_checkpointing=False,
+        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version=""),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[shown],
+        limit_val_batches=0,
+    )
     trainer.fit(model, train_dataloaders=batches(mnist, model, 6))
     g = [bar["g_loss"] for bar in shown.bars]
     assert len(set(g)) == 6  # a fresh G loss on the bar after every step
-    assert [m.get("g_loss") for m in shown.logged] == [None, None, g[2], g[2], g[2], g[5]]  # handed to Lightning on steps 3 and 6
+    assert [m.get("g_loss") for m in shown.logged] == [
+        None,
+        None,
+        g[2],
+        g[2],
+        g[2],
+        g[5],
+    ]  # handed to Lightning on steps 3 and 6
     written = read_scalars(tmp_path)
-    assert [step for _, step, _ in written["train/d/loss"]] == [2, 5] == [step for _, step, _ in written["train/g/loss"]]
+    assert (
+        [step for _, step, _ in written["train/d/loss"]] == [2, 5] == [step for _, step, _ in written["train/g/loss"]]
+    )
     assert [v for _, _, v in written["train/g/loss"]] == pytest.approx([g[2], g[5]])  # the bar's value, logged
     assert "g_loss" not in written
 
@@ -353,14 +457,28 @@ def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_e
 def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_game(mnist):
     """The bar shows C's loss under one name in both phases; nothing is handed to Lightning before a logging step."""
     for pretrain_epochs in (1, 0):
-        cfg = compose_cfg(SMALL_TRIPLE + [f"model.pretrain_epochs={pretrain_epochs}", "model.pretrain_batch_sizes.c_unlabeled=30"])
+        cfg = compose_cfg(
+            [*SMALL_TRIPLE, f"model.pretrain_epochs={pretrain_epochs}", "model.pretrain_batch_sizes.c_unlabeled=30"]
+        )
         L.seed_everything(0)
         model = instantiate(cfg.model)
         shown = Shown()
-        trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=50,
-                            callbacks=[shown])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            limit_train_batches=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            log_every_n_steps=50,
+            callbacks=[shown],
+        )
         trainer.fit(model, train_dataloaders=batches(mnist, model, 2, pretraining=bool(pretrain_epochs)))
-        assert [set(bar) for bar in shown.bars] == [{"c_loss"}, {"c_loss"}]  # one name in both phases: never a stale pre-training value
+        assert [set(bar) for bar in shown.bars] == [
+            {"c_loss"},
+            {"c_loss"},
+        ]  # one name in both phases: never a stale pre-training value
         assert shown.logged == [{}, {}]
         assert not any(k.startswith(("train/", "pretrain/")) for k in trainer.callback_metrics)  # no logging step yet

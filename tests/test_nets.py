@@ -16,10 +16,17 @@ from gan_lightning.nets.triple_gan import ConcatLabelDiscriminator, ConcatLabelG
 @pytest.mark.parametrize("conditional", [0, 10])
 def test_generators_and_discriminators_shapes(shape, conditional):
     z, y = torch.randn(4, 16), torch.tensor([0, 3, 9, 1])
-    for g, d in [(MLPGenerator(16, shape, (32,), num_classes=conditional), MLPDiscriminator(shape, (32,), num_classes=conditional)),
-                 (DCGANGenerator(16, shape, 8, num_classes=conditional), DCGANDiscriminator(shape, 8, num_classes=conditional))]:
+    for g, d in [
+        (
+            MLPGenerator(16, shape, (32,), num_classes=conditional),
+            MLPDiscriminator(shape, (32,), num_classes=conditional),
+        ),
+        (DCGANGenerator(16, shape, 8, num_classes=conditional), DCGANDiscriminator(shape, 8, num_classes=conditional)),
+    ]:
         x = g(z, y if conditional else None)
-        assert x.shape == (4, *shape) and x.min() >= -1 and x.max() <= 1
+        assert x.shape == (4, *shape)
+        assert x.min() >= -1
+        assert x.max() <= 1
         assert d(x, y if conditional else None).shape == (4,)
     assert MaxoutDiscriminator(shape, (24,), pieces=3)(torch.rand(4, *shape)).shape == (4,)
 
@@ -46,12 +53,16 @@ def test_triple_gan_networks_follow_the_official_shapes():
     convs = [m for m in c.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(m.out_channels, m.kernel_size[0]) for m in convs] == [(32, 5), (64, 3), (64, 3), (128, 3), (128, 3)]
     assert all(m.bias is None for m in convs)
-    assert c(torch.rand(5, 1, 28, 28)).shape == (5, 10) and c.embed(torch.rand(2, 1, 28, 28)).shape == (2, 128)
+    assert c(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    assert c.embed(torch.rand(2, 1, 28, 28)).shape == (2, 128)
     g = ConcatLabelGenerator((1, 28, 28), 10, 100)
     x = g(torch.rand(6, 100), torch.arange(6))
-    assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1  # sigmoid output
+    assert x.shape == (6, 1, 28, 28)
+    assert x.min() >= 0
+    assert x.max() <= 1
     d = ConcatLabelDiscriminator((1, 28, 28), 10)  # official: y twice into the second layer (before and after noise)
-    assert [layer.in_features for layer in d.layers] == [794, 1020, 510, 260, 260] and d.out.in_features == 260
+    assert [layer.in_features for layer in d.layers] == [794, 1020, 510, 260, 260]
+    assert d.out.in_features == 260
     assert d(x, torch.arange(6)).shape == (6,)
     once = ConcatLabelDiscriminator((1, 28, 28), 10, label_twice_first=False)
     assert [layer.in_features for layer in once.layers] == [794, 1010, 510, 260, 260]
@@ -66,14 +77,21 @@ def test_official_discriminator_second_layer_sees_the_label_twice():
     d(x, torch.tensor([3, 7]))
     h = seen[0]
     assert h.shape == (2, 1020)
-    assert torch.equal(h[:, 1000:1010], h[:, 1010:]) and h[0, 1003] == 1 and h[1, 1017] == 1 and h[:, 1000:].sum() == 4
+    assert torch.equal(h[:, 1000:1010], h[:, 1010:])
+    assert h[0, 1003] == 1
+    assert h[1, 1017] == 1
+    assert h[:, 1000:].sum() == 4
 
 
 def test_random_numbers_are_the_same_in_any_memory_layout():
     from gan_lightning.nets.blocks import MaskDropout, random_like
 
     x = torch.randn(64, 8, 12, 12)
-    layouts = {"contiguous": x, "channels_last": x.to(memory_format=torch.channels_last), "strided": torch.randn(64, 8, 12, 24)[..., ::2]}
+    layouts = {
+        "contiguous": x,
+        "channels_last": x.to(memory_format=torch.channels_last),
+        "strided": torch.randn(64, 8, 12, 24)[..., ::2],
+    }
     for name, t in layouts.items():
         t.copy_(x)
         for draw in (torch.rand, torch.randn):
@@ -87,7 +105,8 @@ def test_random_numbers_are_the_same_in_any_memory_layout():
             if name == "channels_last":
                 assert out.is_contiguous(memory_format=torch.channels_last)  # the layout of the input stays
     u = random_like(x, torch.rand, torch.float32)
-    assert abs(u.mean().item() - 0.5) < 0.01 and abs(random_like(x).std().item() - 1) < 0.01
+    assert abs(u.mean().item() - 0.5) < 0.01
+    assert abs(random_like(x).std().item() - 1) < 0.01
 
 
 def test_discriminator_noise_only_in_training_mode():
@@ -102,7 +121,8 @@ def test_discriminator_noise_only_in_training_mode():
 def test_blocks():
     wn = WNLinear(5, 3, train_scale=False)
     w = wn.weight * (wn.scale / wn.weight.norm(dim=1)).unsqueeze(1)
-    assert torch.allclose(w.norm(dim=1), torch.ones(3)) and not wn.scale.requires_grad
+    assert torch.allclose(w.norm(dim=1), torch.ones(3))
+    assert not wn.scale.requires_grad
     x = torch.randn(2, 5)
     assert torch.allclose(wn(x), x @ w.T + wn.bias, atol=1e-6)
     m = Maxout(4, 2, 3)
@@ -123,7 +143,8 @@ def test_random_translate_moves_each_image_by_its_own_offset():
     assert torch.equal(out[:, 0], out[:, 1])
     rows, cols = out[:, 0].amax(2).argmax(1), out[:, 0].amax(1).argmax(1)
     dy, dx = rows - 6, cols - 4
-    assert dy.abs().max() == 2 and dx.abs().max() == 2  # every offset up to the bound occurs ...
+    assert dy.abs().max() == 2
+    assert dx.abs().max() == 2
     assert len(set(zip(dy.tolist(), dx.tolist()))) == 25  # ... in every combination, image by image
     shift.eval()
     assert shift(x) is x
@@ -139,18 +160,23 @@ def test_random_affine_moves_each_image_its_own_way_within_the_bounds():
     ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
     mass = shifted[:, 0].sum((1, 2))
     cy, cx = (shifted[:, 0] * ys).sum((1, 2)) / mass - 13.5, (shifted[:, 0] * xs).sum((1, 2)) / mass - 13.5
-    assert cy.abs().max() <= 3 + 1e-4 and cx.abs().max() <= 3 + 1e-4 and cy.abs().max() > 2.5  # up to the bound
+    assert cy.abs().max() <= 3 + 1e-4
+    assert cx.abs().max() <= 3 + 1e-4
+    assert cy.abs().max() > 2.5
     assert len(set(cx.round(decimals=2).tolist())) > 200  # one draw per image
     assert torch.allclose(mass, torch.full_like(mass, 4.0), atol=1e-4)  # a shift keeps the blob whole
     bar = torch.zeros(300, 1, 28, 28)
     bar[:, :, 4:24, 13:15] = 1.0  # a vertical bar: rotation tilts it, scaling changes its length
     out = RandomAffine(degrees=20, translate=0, scale=(0.8, 1.2))(bar)
     length = (out[:, 0].sum(2) > 0.5).sum(1).float()  # rows the bar still crosses
-    assert length.min() < 20 - 2 and length.max() > 20 + 2  # shrunk and grown
+    assert length.min() < 20 - 2
+    assert length.max() > 20 + 2
     top, bottom = out[:, 0, 6].argmax(1).float(), out[:, 0, 21].argmax(1).float()  # where the bar crosses two rows
     tilt = torch.rad2deg(torch.atan2(top - bottom, torch.tensor(15.0)))
-    assert tilt.abs().max() > 12 and tilt.abs().max() < 26  # tilted both ways up to about 20 degrees
-    assert (tilt > 5).any() and (tilt < -5).any()
+    assert tilt.abs().max() > 12
+    assert tilt.abs().max() < 26
+    assert (tilt > 5).any()
+    assert (tilt < -5).any()
     identity = RandomAffine(degrees=0, translate=0, scale=(1, 1))
     assert torch.allclose(identity(bar), bar, atol=1e-5)
     m = RandomAffine().eval()
@@ -166,12 +192,15 @@ def test_random_erase_blanks_one_square_per_image():
     erased = out[:, 0] == 0
     assert torch.equal(out[:, 0], out[:, 1])  # the same square in every channel
     rows, cols = erased.any(2), erased.any(1)
-    assert (rows.sum(1) <= 6).all() and (cols.sum(1) <= 6).all()  # at most 6 x 6 ...
+    assert (rows.sum(1) <= 6).all()
+    assert (cols.sum(1) <= 6).all()
     assert torch.equal(erased.sum((1, 2)), rows.sum(1) * cols.sum(1))  # ... and one rectangle: rows x columns
     inside = (rows.sum(1) == 6) & (cols.sum(1) == 6)
-    assert inside.float().mean() > 0.4 and (erased.sum((1, 2)) < 36).any()  # about half whole (23/33 squared), some cut by the border
+    assert inside.float().mean() > 0.4
+    assert (erased.sum((1, 2)) < 36).any()
     assert len({(int(r.float().argmax()), int(c.float().argmax())) for r, c in zip(rows[inside], cols[inside])}) > 100
-    assert RandomErase(size=6).eval()(x) is x and RandomErase(size=0)(x) is x
+    assert RandomErase(size=6).eval()(x) is x
+    assert RandomErase(size=0)(x) is x
     with pytest.raises(ConfigError, match="RandomErase: size=2.5 must be a whole number >= 0"):
         RandomErase(2.5)
 
@@ -205,7 +234,8 @@ def test_mask_dropout_has_torch_dropouts_distribution_and_gradient(p, bits):
     assert MaskDropout(0.5)(xl).is_contiguous(memory_format=torch.channels_last)  # keeps the layout of its input
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert MaskDropout(0.5)(xl.bfloat16()).dtype == torch.bfloat16
-    assert type(make_dropout(0.5, fast=False)) is torch.nn.Dropout and isinstance(make_dropout(0.5), MaskDropout)
+    assert type(make_dropout(0.5, fast=False)) is torch.nn.Dropout
+    assert isinstance(make_dropout(0.5), MaskDropout)
 
 
 def test_the_networks_take_the_dropout_they_are_given():

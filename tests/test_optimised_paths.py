@@ -20,12 +20,23 @@ class _Losses(L.Callback):
         self.keys, self.values = keys, []
 
     def on_train_batch_end(self, trainer, *args) -> None:
-        self.values.append([float(trainer.callback_metrics.get(k, float("nan"))) for k in self.keys])  # nan: not logged yet
+        self.values.append(
+            [float(trainer.callback_metrics.get(k, float("nan"))) for k in self.keys]
+        )  # nan: not logged yet
 
 
 def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
-    cfg = compose_cfg(["trainer=debug", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "logger=none",
-                       "callbacks=none", *overrides], output_dir=tmp_path)
+    cfg = compose_cfg(
+        [
+            "trainer=debug",
+            "trainer.max_epochs=1",
+            "trainer.log_every_n_steps=1",
+            "logger=none",
+            "callbacks=none",
+            *overrides,
+        ],
+        output_dir=tmp_path,
+    )
     datamodule, model, trainer = build(cfg)
     record = _Losses(keys)
     trainer.callbacks.append(record)
@@ -33,31 +44,55 @@ def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
     return torch.tensor(record.values)
 
 
-@pytest.mark.parametrize("model,keys", [
-    (["model=dcgan"], ["train/d/loss", "train/g/loss"]),
-    # dropout on (its masks are drawn in logical order: the same in NHWC and NCHW); no hard labels of the untrained C
-    # (integrated C pairs, no unlabeled real pairs): rounding can flip a near-tie argmax
-    (["model=triple_gan", "model.pretrain_epochs=0", "model.batch_sizes.d_unlabeled=40",
-      "model.objective=integrate", "model.d_unlabeled_real=false"],
-     ["train/d/loss", "train/g/loss", "train/c/loss"]),
-])
+@pytest.mark.parametrize(
+    "model,keys",
+    [
+        (["model=dcgan"], ["train/d/loss", "train/g/loss"]),
+        # dropout on (its masks are drawn in logical order: the same in NHWC and NCHW); no hard labels of the untrained C
+        # (integrated C pairs, no unlabeled real pairs): rounding can flip a near-tie argmax
+        (
+            [
+                "model=triple_gan",
+                "model.pretrain_epochs=0",
+                "model.batch_sizes.d_unlabeled=40",
+                "model.objective=integrate",
+                "model.d_unlabeled_real=false",
+            ],
+            ["train/d/loss", "train/g/loss", "train/c/loss"],
+        ),
+    ],
+)
 def test_channels_last_gives_the_losses_of_the_plain_layout(model, keys, tmp_path):
-    fast = _losses(model + ["model.channels_last=true"], keys, tmp_path / "a")
-    plain = _losses(model + ["model.channels_last=false"], keys, tmp_path / "b")
+    fast = _losses([*model, "model.channels_last=true"], keys, tmp_path / "a")
+    plain = _losses([*model, "model.channels_last=false"], keys, tmp_path / "b")
     assert fast.shape == (4, len(keys))
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("model,optimizers,keys", [
-    (["model=gan"], ["optimizer_g"], ["train/d/loss", "train/g/loss"]),  # optimizer_d follows optimizer_g
-    (["model=triple_gan", "model.pretrain_epochs=1", "model.epochs=1", "trainer.max_epochs=2", "model.batch_sizes.d_unlabeled=40",
-      "model.objective=integrate", "model.d_unlabeled_real=false"], ["optimizer_c", "optimizer_pretrain"],
-     ["pretrain/c/loss", "train/d/loss", "train/g/loss", "train/c/loss"]),
-])
+@pytest.mark.parametrize(
+    "model,optimizers,keys",
+    [
+        (["model=gan"], ["optimizer_g"], ["train/d/loss", "train/g/loss"]),  # optimizer_d follows optimizer_g
+        (
+            [
+                "model=triple_gan",
+                "model.pretrain_epochs=1",
+                "model.epochs=1",
+                "trainer.max_epochs=2",
+                "model.batch_sizes.d_unlabeled=40",
+                "model.objective=integrate",
+                "model.d_unlabeled_real=false",
+            ],
+            ["optimizer_c", "optimizer_pretrain"],
+            ["pretrain/c/loss", "train/d/loss", "train/g/loss", "train/c/loss"],
+        ),
+    ],
+)
 def test_fused_adam_gives_the_losses_of_the_for_loop_adam(model, optimizers, keys, tmp_path):
     fused = _losses([*model, *[f"model.{o}.fused=true" for o in optimizers]], keys, tmp_path / "a")
     loop = _losses([*model, *[f"model.{o}.fused=false" for o in optimizers]], keys, tmp_path / "b")
-    assert fused.shape[0] >= 2 and torch.isfinite(fused[-1]).all()  # the last step has every loss
+    assert fused.shape[0] >= 2
+    assert torch.isfinite(fused[-1]).all()
     torch.testing.assert_close(fused, loop, rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
@@ -78,8 +113,18 @@ def test_reused_generator_forward_gives_the_losses_of_a_fresh_one(model, tmp_pat
     keys = ["train/d/loss", "train/d/real", "train/d/fake", "train/g/loss"]
     runs = {}
     for reuse in (True, False):
-        cfg = compose_cfg(["trainer=debug", "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none",
-                           *model, f"model.reuse_g_forward={str(reuse).lower()}"], output_dir=tmp_path / str(reuse))
+        cfg = compose_cfg(
+            [
+                "trainer=debug",
+                "trainer.max_epochs=1",
+                "trainer.log_every_n_steps=1",
+                "logger=none",
+                "callbacks=none",
+                *model,
+                f"model.reuse_g_forward={str(reuse).lower()}",
+            ],
+            output_dir=tmp_path / str(reuse),
+        )
         datamodule, game, trainer = build(cfg)
         record = _Losses(keys)
         trainer.callbacks.append(record)
@@ -90,12 +135,16 @@ def test_reused_generator_forward_gives_the_losses_of_a_fresh_one(model, tmp_pat
     assert reused.shape == (4, len(keys))
     torch.testing.assert_close(reused, fresh, rtol=1e-5, atol=1e-6, equal_nan=True)
     if "model=dcgan" in model:  # G's batch-norm statistics: one update per batch instead of two
-        assert tracked_reused and all(r == 4 and f == 8 for r, f in zip(tracked_reused, tracked_fresh)), (tracked_reused, tracked_fresh)
+        assert tracked_reused and all(r == 4 and f == 8 for r, f in zip(tracked_reused, tracked_fresh)), (
+            tracked_reused,
+            tracked_fresh,
+        )
 
 
 def test_a_discriminator_with_batch_norm_keeps_two_forwards():
     model = instantiate(compose_cfg(["model=dcgan"]).model)
-    assert not model.joint_d and instantiate(compose_cfg(["model=gan"]).model).joint_d
+    assert not model.joint_d
+    assert instantiate(compose_cfg(["model=gan"]).model).joint_d
 
 
 def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):
@@ -108,8 +157,15 @@ def test_torch_compile_gives_the_losses_of_eager_mode(tmp_path, monkeypatch):
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
-TRIPLE = ["model=triple_gan", "model.generator_batch=20", "model.batch_sizes.c_labeled=20", "model.batch_sizes.c_unlabeled=20",
-          "model.batch_sizes.d_labeled=2", "model.batch_sizes.d_unlabeled=20", "model.pretrain_batch_sizes.c_unlabeled=40"]
+TRIPLE = [
+    "model=triple_gan",
+    "model.generator_batch=20",
+    "model.batch_sizes.c_labeled=20",
+    "model.batch_sizes.c_unlabeled=20",
+    "model.batch_sizes.d_labeled=2",
+    "model.batch_sizes.d_unlabeled=20",
+    "model.pretrain_batch_sizes.c_unlabeled=40",
+]
 GAME_KEYS = ["train/d/loss", "train/g/loss", "train/c/loss", "train/c/adv"]
 
 
@@ -129,20 +185,24 @@ def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4
     return torch.tensor(values)
 
 
-@pytest.mark.parametrize("overrides,keys", [
-    ([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"], [*GAME_KEYS, "train/c/pseudo"]),
-    (["model=dcgan"], ["train/d/loss", "train/d/D(x)", "train/d/D(G(z))", "train/g/loss"]),
-    (["model=cgan"], ["train/d/loss", "train/d/real", "train/g/loss"]),
-])
+@pytest.mark.parametrize(
+    "overrides,keys",
+    [
+        ([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"], [*GAME_KEYS, "train/c/pseudo"]),
+        (["model=dcgan"], ["train/d/loss", "train/d/D(x)", "train/d/D(G(z))", "train/g/loss"]),
+        (["model=cgan"], ["train/d/loss", "train/d/real", "train/g/loss"]),
+    ],
+)
 def test_graph_safe_iteration_without_lightning_gives_the_lightning_losses(tmp_path, overrides, keys):
     bare = _bare_losses(overrides, keys, tmp_path / "a")
     lightning = _losses(overrides, keys, tmp_path / "b")
-    assert bare.shape == (4, len(keys)) and bool(torch.isfinite(bare).all())
+    assert bare.shape == (4, len(keys))
+    assert bool(torch.isfinite(bare).all())
     torch.testing.assert_close(bare, lightning, rtol=1e-5, atol=1e-6)
 
 
 def test_graph_safe_ema_update_equals_the_averaged_model_update():
-    cfg = compose_cfg(TRIPLE + ["model.ema_decay=0.9"])
+    cfg = compose_cfg([*TRIPLE, "model.ema_decay=0.9"])
     models = [instantiate_model(cfg), instantiate_model(cfg)]
     models[1].load_state_dict(models[0].state_dict())
     models[1].bare_steps = True
@@ -174,7 +234,8 @@ def test_bf16_mixed_gives_the_fp32_losses_to_bf16_rounding(tmp_path):
     keys = ["train/c/supervised", "train/c/entropy", "train/c/balance", "train/c/pseudo", *GAME_KEYS]
     bf16 = _losses([*overrides, "trainer.precision=bf16-mixed"], keys, tmp_path / "a")
     fp32 = _losses([*overrides, "trainer.precision=32-true"], keys, tmp_path / "b")
-    assert not torch.equal(bf16, fp32) and bool(torch.isfinite(bf16).all())  # autocast ran, and trains
+    assert not torch.equal(bf16, fp32)
+    assert bool(torch.isfinite(bf16).all())
     torch.testing.assert_close(bf16[0, :4], fp32[0, :4], rtol=2e-2, atol=2e-3)
 
 
@@ -190,7 +251,8 @@ def test_lower_matmul_precision_keeps_the_losses_within_bf16_rounding(tmp_path, 
     finally:
         torch.set_float32_matmul_precision("highest")
     full = _losses(["model=gan"], keys, tmp_path / "b")
-    assert lower.shape == full.shape == (4, len(keys)) and bool(torch.isfinite(lower).all())
+    assert lower.shape == full.shape == (4, len(keys))
+    assert bool(torch.isfinite(lower).all())
     torch.testing.assert_close(lower, full, rtol=2e-2, atol=2e-3)
 
 
@@ -205,7 +267,9 @@ def test_replayed_cuda_graph_computes_the_eager_iteration(tmp_path):
     try:
         runs = []
         for graphed in (False, True):
-            cfg = compose_cfg([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1", "seed=5"], output_dir=tmp_path)
+            cfg = compose_cfg(
+                [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1", "seed=5"], output_dir=tmp_path
+            )
             datamodule, model, _ = build(cfg)
             model.cuda().train()
             model.setup("fit")
@@ -232,11 +296,21 @@ def test_cuda_graphs_train_through_pretraining_game_and_pseudo_labels(tmp_path):
     """Lightning run: pre-training, game and game with R_P each recorded once; Lightning's step counter and the
     logged losses follow eager mode (closely: the graph-safe Adam rounds its bias correction in float32, and
     C's hard labels can flip on such differences)."""
-    overrides = [*TRIPLE, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=7",
-                 "model.pretrain_epochs=1", "model.epochs=2", "trainer.max_epochs=3", "model.pseudo_label_epoch=2", "seed=3"]
+    overrides = [
+        *TRIPLE,
+        "trainer.accelerator=gpu",
+        "trainer.precision=32-true",
+        "trainer.limit_train_batches=7",
+        "model.pretrain_epochs=1",
+        "model.epochs=2",
+        "trainer.max_epochs=3",
+        "model.pseudo_label_epoch=2",
+        "seed=3",
+    ]
 
     model, trainer, graphed, eager = _graphed_and_eager(overrides, tmp_path)
-    assert model.iteration_graph.captures == 3 and trainer.global_step == 7 + 2 * 7 * 3
+    assert model.iteration_graph.captures == 3
+    assert trainer.global_step == 7 + 2 * 7 * 3
     assert len(graphed) == len(eager) == 21
     _assert_same_steps(graphed, eager)
 
@@ -246,8 +320,17 @@ def _graphed_and_eager(overrides: list[str], tmp_path):
     every step."""
     values = []
     for graphs in (True, False):
-        cfg = compose_cfg(["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none", *overrides,
-                           f"trainer.cuda_graphs={graphs}"], output_dir=tmp_path / str(graphs))
+        cfg = compose_cfg(
+            [
+                "trainer=debug",
+                "trainer.log_every_n_steps=1",
+                "logger=none",
+                "callbacks=none",
+                *overrides,
+                f"trainer.cuda_graphs={graphs}",
+            ],
+            output_dir=tmp_path / str(graphs),
+        )
         datamodule, model, trainer = build(cfg)
         record = _Steps()
         trainer.callbacks.append(record)
@@ -266,16 +349,30 @@ def _assert_same_steps(graphed: list[dict], eager: list[dict]) -> None:
 
 
 @needs_cuda
-@pytest.mark.parametrize("model,kinds,updates", [
-    (["model=dcgan"], 1, 2 * 12 * 2),  # D and G on every batch (batch norm in both networks): 2 epochs of 12 batches
-    (["model=cgan", "model.d_steps=2"], 2, 2 * 12 // 2 * 3),  # D-only and D-and-G batches alternate: two records, in turn
-])
+@pytest.mark.parametrize(
+    "model,kinds,updates",
+    [
+        (
+            ["model=dcgan"],
+            1,
+            2 * 12 * 2,
+        ),  # D and G on every batch (batch norm in both networks): 2 epochs of 12 batches
+        (
+            ["model=cgan", "model.d_steps=2"],
+            2,
+            2 * 12 // 2 * 3,
+        ),  # D-only and D-and-G batches alternate: two records, in turn
+    ],
+)
 def test_cuda_graphs_record_each_kind_of_gan_batch(model, kinds, updates, tmp_path):
     """A GAN's Lightning run with CUDA graphs: one record per kind of batch, Lightning's step counter and the
     logged losses as in eager mode (float noise apart)."""
-    game, trainer, graphed, eager = _graphed_and_eager([*model, "trainer.accelerator=gpu", "trainer.precision=32-true",
-                                                        "trainer.limit_train_batches=12", "seed=3"], tmp_path)
-    assert game.iteration_graph.captures == kinds and trainer.global_step == updates  # Lightning counts every optimizer step
+    game, trainer, graphed, eager = _graphed_and_eager(
+        [*model, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=12", "seed=3"],
+        tmp_path,
+    )
+    assert game.iteration_graph.captures == kinds
+    assert trainer.global_step == updates
     assert len(graphed) == len(eager) == 12 * trainer.max_epochs
     _assert_same_steps(graphed, eager)
 
@@ -287,7 +384,9 @@ class _Steps(L.Callback):
         self.values = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.values.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "pretrain/"))})
+        self.values.append(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "pretrain/"))}
+        )
 
 
 def test_checkpoints_keep_optimizers_in_their_plain_form():
@@ -299,8 +398,11 @@ def test_checkpoints_keep_optimizers_in_their_plain_form():
     checkpoint = {"optimizer_states": [opt.state_dict()]}
     model.on_save_checkpoint(checkpoint)
     group = checkpoint["optimizer_states"][0]["param_groups"][0]
-    assert group["lr"] == pytest.approx(2.5e-4) and isinstance(group["lr"], float) and group["capturable"] is False
-    assert opt.param_groups[0]["capturable"] is True and isinstance(opt.param_groups[0]["lr"], torch.Tensor)  # the live one is untouched
+    assert group["lr"] == pytest.approx(2.5e-4)
+    assert isinstance(group["lr"], float)
+    assert group["capturable"] is False
+    assert opt.param_groups[0]["capturable"] is True
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
     fresh = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
     fresh.load_state_dict(checkpoint["optimizer_states"][0])
     model.classifier(torch.rand(2, 1, 28, 28)).sum().backward()

@@ -22,13 +22,22 @@ def test_each_model_config_gives_a_size_to_every_stream_its_game_reads(name):
     assert all(spec["source"] == type(model).STREAMS[k] for k, spec in model.plan.game.streams.items())
 
 
-@pytest.mark.parametrize("override,message", [
-    ("+model.batch_sizes.images=64", r"model.batch_sizes.images: this game has no such stream; its streams are \['real'\]"),
-    ("model.batch_sizes.real=0", r"model.batch_sizes.real=0: expects a positive integer"),
-    ("~model.batch_sizes.real", r"model.batch_sizes has no batch size for \['real'\]"),
-    ("model.epoch_length=fakes", r"model.epoch_length='fakes': expects a positive number of iterations or a stream"),
-    ("model.n_labeled=0", r"model.n_labeled=0: expects a positive integer"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "+model.batch_sizes.images=64",
+            r"model.batch_sizes.images: this game has no such stream; its streams are \['real'\]",
+        ),
+        ("model.batch_sizes.real=0", r"model.batch_sizes.real=0: expects a positive integer"),
+        ("~model.batch_sizes.real", r"model.batch_sizes has no batch size for \['real'\]"),
+        (
+            "model.epoch_length=fakes",
+            r"model.epoch_length='fakes': expects a positive number of iterations or a stream",
+        ),
+        ("model.n_labeled=0", r"model.n_labeled=0: expects a positive integer"),
+    ],
+)
 def test_batch_sizes_that_do_not_fit_the_game_are_refused(override, message):
     with pytest.raises(InstantiationException, match=message) as err:  # Hydra wraps the game's ConfigError
         instantiate(compose_cfg(["model=gan", override]).model)
@@ -38,9 +47,15 @@ def test_batch_sizes_that_do_not_fit_the_game_are_refused(override, message):
 def test_triple_gan_declares_its_pretraining_phase_and_labels():
     model = instantiate(compose_cfg(["model=triple_gan", "model.pretrain_batch_sizes.c_unlabeled=50"]).model)
     assert model.plan.n_labeled == 100
-    assert {k: v["batch_size"] for k, v in model.plan.phase(pretraining=True).streams.items()} == {"c_labeled": 100, "c_unlabeled": 50}
-    assert model.plan.phase(pretraining=False) is model.plan.game and len(model.plan.game.streams) == 4
-    with pytest.raises(InstantiationException, match=r"model.pretrain_batch_sizes.d_unlabeled: this game has no such stream"):
+    assert {k: v["batch_size"] for k, v in model.plan.phase(pretraining=True).streams.items()} == {
+        "c_labeled": 100,
+        "c_unlabeled": 50,
+    }
+    assert model.plan.phase(pretraining=False) is model.plan.game
+    assert len(model.plan.game.streams) == 4
+    with pytest.raises(
+        InstantiationException, match=r"model.pretrain_batch_sizes.d_unlabeled: this game has no such stream"
+    ):
         instantiate(compose_cfg(["model=triple_gan", "+model.pretrain_batch_sizes.d_unlabeled=5"]).model)
 
 
@@ -50,15 +65,25 @@ def test_the_datamodule_serves_the_games_plan_per_phase():
     dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False)
     dm.serve(model)
     dm.setup()
-    assert dm.n_labeled == 100 and len(dm.labeled_set[0]) == 100
+    assert dm.n_labeled == 100
+    assert len(dm.labeled_set[0]) == 100
     batch = next(iter(dm.train_dataloader()))
-    assert {k: len(v[0]) for k, v in batch.items()} == {"c_labeled": 100, "c_unlabeled": 100, "d_labeled": 1, "d_unlabeled": 40}
+    assert {k: len(v[0]) for k, v in batch.items()} == {
+        "c_labeled": 100,
+        "c_unlabeled": 100,
+        "d_labeled": 1,
+        "d_unlabeled": 40,
+    }
     # 55,000 / 100 and / 500: the 5,000 validation images are in no training stream
-    assert dm.iterations_per_epoch() == 550 and dm.iterations_per_epoch(pretraining=True) == 110
-    assert len(dm.val_set[0]) == 5000 and dm.eval_sets == ("val", "test")
+    assert dm.iterations_per_epoch() == 550
+    assert dm.iterations_per_epoch(pretraining=True) == 110
+    assert len(dm.val_set[0]) == 5000
+    assert dm.eval_sets == ("val", "test")
     dm.serve(DataPlan(Phase({"x": {"source": "train", "batch_size": 10}}, 7)))  # another game: all labels, 7 iterations
     dm.setup()
-    assert dm.n_labeled is None and len(dm.labeled_set[0]) == 60000 and dm.iterations_per_epoch() == 7
+    assert dm.n_labeled is None
+    assert len(dm.labeled_set[0]) == 60000
+    assert dm.iterations_per_epoch() == 7
 
 
 @pytest.mark.slow
@@ -66,5 +91,7 @@ def test_the_datamodule_serves_the_games_plan_per_phase():
 def test_a_renamed_stream_on_the_command_line_is_one_line_before_training(tmp_path):
     proc = run_cli(["model=gan", "+model.batch_sizes.images=64", "trainer=debug"], tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip() == "error: model.batch_sizes.images: this game has no such stream; its streams are ['real']"
+    assert (
+        proc.stderr.strip() == "error: model.batch_sizes.images: this game has no such stream; its streams are ['real']"
+    )
     assert not (tmp_path / "run" / "checkpoints").exists()

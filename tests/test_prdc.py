@@ -11,9 +11,11 @@ from gan_lightning.evaluation.prdc import precision_recall_density_coverage
 
 def _by_hand(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """The papers' definitions, written out with full distance matrices and loops."""
+
     def radii(x):
         d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
         return np.sort(d, axis=1)[:, k]
+
     rr, fr = radii(real), radii(fake)
     d = np.sqrt(((real[:, None] - fake[None]) ** 2).sum(-1))
     precision = np.mean([any(d[i, j] <= rr[i] for i in range(len(real))) for j in range(len(fake))])
@@ -37,6 +39,7 @@ def test_separated_distributions_score_zero_and_identical_ones_high():
     far = precision_recall_density_coverage(real, real + 100.0)
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     same = precision_recall_density_coverage(real, real.clone())
-    assert same["precision"] == same["recall"] == same["coverage"] == 1.0 and same["density"] >= 1.0
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] >= 1.0
     with pytest.raises(ValueError, match="needs more than k"):
         precision_recall_density_coverage(real[:3], real[:3], k=3)

@@ -19,8 +19,14 @@ from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
 from gan_lightning.checkpoints import AtomicCheckpointIO
 
 pytestmark = [needs_mnist, pytest.mark.slow, pytest.mark.xdist_group("resume")]  # CLI runs sharing an uninterrupted run
-RUN = ["model=gan", "trainer=debug", "trainer.limit_train_batches=40", "trainer.max_epochs=3", "logger=none",
-       "callbacks.sample_grid=null"]
+RUN = [
+    "model=gan",
+    "trainer=debug",
+    "trainer.limit_train_batches=40",
+    "trainer.max_epochs=3",
+    "logger=none",
+    "callbacks.sample_grid=null",
+]
 
 
 def _last(run_dir: Path) -> dict:
@@ -29,8 +35,14 @@ def _last(run_dir: Path) -> dict:
 
 def _start(run_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(run_dir.parent / "none")}
-    return subprocess.Popen([sys.executable, "-m", "gan_lightning", *RUN, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gan_lightning", *RUN, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -59,12 +71,24 @@ def uninterrupted(uninterrupted_dir):
     return _last(uninterrupted_dir)
 
 
-@pytest.mark.parametrize("other,expected", [
-    (["model=dcgan"], "holds GAN (MLPGenerator, MLPDiscriminator) on MNISTDataModule (1x28x28 images, 10 classes); "
-                      "this run is GAN (DCGANGenerator, DCGANDiscriminator) on MNISTDataModule"),
-    (["data=fashion_mnist"], "this run is GAN (MLPGenerator, MLPDiscriminator) on FashionMNISTDataModule (1x28x28 images, 10 classes)"),
-    (["model.generator.hidden=[128,256,512]"], "with other networks (generator.net.0.bias is (256,) there and (128,) here)"),
-])
+@pytest.mark.parametrize(
+    "other,expected",
+    [
+        (
+            ["model=dcgan"],
+            "holds GAN (MLPGenerator, MLPDiscriminator) on MNISTDataModule (1x28x28 images, 10 classes); "
+            "this run is GAN (DCGANGenerator, DCGANDiscriminator) on MNISTDataModule",
+        ),
+        (
+            ["data=fashion_mnist"],
+            "this run is GAN (MLPGenerator, MLPDiscriminator) on FashionMNISTDataModule (1x28x28 images, 10 classes)",
+        ),
+        (
+            ["model.generator.hidden=[128,256,512]"],
+            "with other networks (generator.net.0.bias is (256,) there and (128,) here)",
+        ),
+    ],
+)
 def test_resuming_from_another_game_dataset_or_network_is_one_line(uninterrupted_dir, tmp_path, other, expected):
     ckpt = uninterrupted_dir / "checkpoints" / "last.ckpt"
     proc = run_cli([*RUN, *other, f"ckpt_path={ckpt}"], tmp_path / "run")
@@ -82,10 +106,11 @@ def test_sigkill_then_resume_with_ckpt_path_last_reaches_the_same_weights(uninte
     assert proc.returncode == -signal.SIGKILL
     saved = _last(run_dir)  # a kill never leaves a half-written checkpoint
     assert saved["global_step"] < uninterrupted["global_step"]
-    resumed = run_cli(RUN + ["ckpt_path=last"], run_dir)  # the same run directory: its own last.ckpt
+    resumed = run_cli([*RUN, "ckpt_path=last"], run_dir)  # the same run directory: its own last.ckpt
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = _last(run_dir)
-    assert final["global_step"] == uninterrupted["global_step"] and final["epoch"] == uninterrupted["epoch"]
+    assert final["global_step"] == uninterrupted["global_step"]
+    assert final["epoch"] == uninterrupted["epoch"]
     # same data order, random streams (restored RNG states), optimizer states: identical on CPU
     assert _max_diff(final["state_dict"], uninterrupted["state_dict"]) == 0.0
 
@@ -98,11 +123,12 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches(uninterrupted, tmp_
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
-    assert "SIGTERM: saved epoch" in err and "resume with ckpt_path=" in err
+    assert "SIGTERM: saved epoch" in err
+    assert "resume with ckpt_path=" in err
     saved = _last(run_dir)
     batches_per_epoch = uninterrupted["global_step"] // 3 // 2  # 2 optimizer steps per batch
     assert saved["global_step"] // 2 % batches_per_epoch != 0, "the stop was expected inside an epoch"
-    resumed = run_cli(RUN + [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    resumed = run_cli([*RUN, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = _last(tmp_path / "resumed")
     assert final["global_step"] == uninterrupted["global_step"]
@@ -113,16 +139,19 @@ def test_checkpoint_write_is_atomic(tmp_path):
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
-    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):  # fails while writing: the previous file survives
+    with pytest.raises(
+        (AttributeError, TypeError, pickle.PicklingError)
+    ):  # fails while writing: the previous file survives
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": lambda: None}, target)
     assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(tmp_path):
-    proc = run_cli(RUN + ["ckpt_path=last"], tmp_path / "fresh")
+    proc = run_cli([*RUN, "ckpt_path=last"], tmp_path / "fresh")
     assert proc.returncode == 2
-    assert "ckpt_path=last: there is no" in proc.stderr and "hydra.run.dir=<its directory>" in proc.stderr
+    assert "ckpt_path=last: there is no" in proc.stderr
+    assert "hydra.run.dir=<its directory>" in proc.stderr
     assert not (tmp_path / "fresh").exists()
 
 
@@ -131,14 +160,17 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     proc = run_cli(RUN, blocker / "run")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: hydra.run.dir={blocker / 'run'} cannot be written (Not a directory); choose another with hydra.run.dir=<dir>"
+    assert (
+        proc.stderr.strip()
+        == f"error: hydra.run.dir={blocker / 'run'} cannot be written (Not a directory); choose another with hydra.run.dir=<dir>"
+    )
     assert blocker.read_text() == "not a directory"
 
 
 def test_corrupt_checkpoint_for_resume_is_a_clear_error(tmp_path):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"PK\x03\x04 truncated")
-    proc = run_cli(RUN + [f"ckpt_path={broken}"], tmp_path / "run")
+    proc = run_cli([*RUN, f"ckpt_path={broken}"], tmp_path / "run")
     assert proc.returncode == 2
     assert f"ckpt_path={broken} is not a readable checkpoint" in proc.stderr
     assert not (tmp_path / "run").exists()
@@ -149,9 +181,21 @@ def test_a_killed_multirun_resumes_skipping_finished_jobs_and_continuing_the_int
     returned to the sweeper), job 2 continues from its last.ckpt and ends bit-identical to an uninterrupted run."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(tmp_path / "none")}
-    args = ["-m", *RUN, "seed=2,1", "optimized_metric=train/d/loss", f"hydra.sweep.dir={sweep}"]  # job 2: the default seed
-    proc = subprocess.Popen([sys.executable, "-m", "gan_lightning", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "-m",
+        *RUN,
+        "seed=2,1",
+        "optimized_metric=train/d/loss",
+        f"hydra.sweep.dir={sweep}",
+    ]  # job 2: the default seed
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gan_lightning", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(sweep / "1" / "checkpoints" / "last.ckpt", proc, timeout=240)  # job 2, after its first epoch
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -161,7 +205,8 @@ def test_a_killed_multirun_resumes_skipping_finished_jobs_and_continuing_the_int
     resumed = run_cli([*args, "resume=true"], tmp_path / "unused", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = resumed.stdout + resumed.stderr
-    assert f"resume=true: {sweep / '0'} finished before" in out and f"resume=true: continuing {sweep / '1'}" in out
+    assert f"resume=true: {sweep / '0'} finished before" in out
+    assert f"resume=true: continuing {sweep / '1'}" in out
     assert (sweep / "0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == job1_ckpt  # job 1 not trained again
     assert json.loads((sweep / "0" / "result.json").read_text()) == first
     final = _last(sweep / "1")  # job 2 is RUN with seed 1: the session's uninterrupted run
@@ -176,4 +221,6 @@ def test_resume_refuses_a_directory_holding_another_finished_run(uninterrupted_d
     shutil.copytree(uninterrupted_dir, run_dir)
     (run_dir / "result.json").write_text(json.dumps({"overrides": ["seed=7"], "value": None}))
     proc = run_cli([*RUN, "resume=true"], run_dir)
-    assert proc.returncode == 2 and "error: resume=true: " in proc.stderr and "holds a finished run of other overrides (seed=7)" in proc.stderr
+    assert proc.returncode == 2
+    assert "error: resume=true: " in proc.stderr
+    assert "holds a finished run of other overrides (seed=7)" in proc.stderr

@@ -19,7 +19,8 @@ from gan_lightning.tasks.train import build
 def test_claim_directory_gives_each_caller_its_own(tmp_path):
     base = tmp_path / "outputs" / "2026-01-01" / "12-00-00"
     got = [claim_directory(str(base)) for _ in range(3)]
-    assert got == [str(base), f"{base}-2", f"{base}-3"] and all(os.path.isdir(p) for p in got)
+    assert got == [str(base), f"{base}-2", f"{base}-3"]
+    assert all(os.path.isdir(p) for p in got)
 
 
 @pytest.mark.slow
@@ -36,7 +37,8 @@ def test_runs_resolving_the_same_directory_write_separate_ones(tmp_path):
     dirs = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert dirs == ["same", "same-2"]
     seeds = [(tmp_path / "outputs" / d / ".hydra" / "overrides.yaml").read_text() for d in dirs]
-    assert "seed=1" in seeds[0] and "seed=2" in seeds[1]  # each run's own config, none overwritten
+    assert "seed=1" in seeds[0]
+    assert "seed=2" in seeds[1]
 
 
 class NoLatentGAN(GAN):
@@ -55,7 +57,9 @@ def _gan(target: str = "gan_lightning.models.gan.GAN"):
 
 def test_a_game_without_a_member_its_features_need_stops_when_built():
     check_capabilities(_gan())  # a complete game passes
-    with pytest.raises(ConfigError, match=r"model: NoLatentGAN has generate but no latent_dim; image grids, FID/KID/IS"):
+    with pytest.raises(
+        ConfigError, match=r"model: NoLatentGAN has generate but no latent_dim; image grids, FID/KID/IS"
+    ):
         check_capabilities(_gan(f"{__name__}.NoLatentGAN"))
 
 

@@ -14,21 +14,32 @@ from gan_lightning.models.triple_gan import DEFAULT_WEIGHTS, TripleGAN
 from gan_lightning.schema import configurable_classes, defaults_of, schema_of
 
 CLASSES = configurable_classes()
-OPTIONS = [[f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))] + \
-          [["model=gan", f"data={p.stem}"] for p in sorted((CONF / "data").glob("*.yaml"))] + \
-          [["model=triple_gan", f"nets={p.stem}"] for p in sorted((CONF / "nets").glob("*.yaml"))] + \
-          [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
+OPTIONS = (
+    [[f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))]
+    + [["model=gan", f"data={p.stem}"] for p in sorted((CONF / "data").glob("*.yaml"))]
+    + [["model=triple_gan", f"nets={p.stem}"] for p in sorted((CONF / "nets").glob("*.yaml"))]
+    + [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
+)
 
 
 class Example(nn.Module):
-    def __init__(self, width: int, depth: int = 3, sizes: tuple[int, ...] = (1, 2), act: nn.Module = nn.ReLU(), name: str | None = None):
+    def __init__(
+        self,
+        width: int,
+        depth: int = 3,
+        sizes: tuple[int, ...] = (1, 2),
+        act: nn.Module = nn.ReLU(),
+        name: str | None = None,
+    ):
         super().__init__()
 
 
 def test_a_schema_has_each_argument_with_its_signature_default():
     node = schema_of(Example)
     assert node["_target_"] == f"{__name__}.Example"
-    assert node["depth"] == 3 and node["name"] is None and node["sizes"] == [1, 2]
+    assert node["depth"] == 3
+    assert node["name"] is None
+    assert node["sizes"] == [1, 2]
     assert "act" not in node  # a module object is no config value: left out
     config = OmegaConf.create(node)
     assert OmegaConf.is_missing(config, "width")  # no default: the config must give it
@@ -93,8 +104,11 @@ def _at(node, key):
 def test_no_file_repeats_a_default_of_the_class_it_configures(group):
     """The one-source rule: a value a group's YAML writes differs from the one it would get anyway (its class's
     signature default, or for a file that extends another of its group, e.g. cgan.yaml of gan.yaml, that file's)."""
-    overrides = {"model": lambda stem: [f"model={stem}"], "data": lambda stem: ["model=gan", f"data={stem}"],
-                 "nets": lambda stem: ["model=triple_gan", f"nets={stem}"]}[group]
+    overrides = {
+        "model": lambda stem: [f"model={stem}"],
+        "data": lambda stem: ["model=gan", f"data={stem}"],
+        "nets": lambda stem: ["model=triple_gan", f"nets={stem}"],
+    }[group]
     repeats = []
     for path in sorted((CONF / group).glob("*.yaml")):
         composed = OmegaConf.to_container(compose_cfg(overrides(path.stem)), resolve=False)
@@ -119,7 +133,9 @@ def test_no_file_repeats_a_default_of_the_class_it_configures(group):
 
 def test_a_setting_no_file_writes_is_overridable_and_typed_by_its_annotation(tmp_path):
     cfg = compose_cfg(["model=triple_gan", "model.grid_seed=7", "model.weights.c_entropy=0.5"])
-    assert cfg.model.grid_seed == 7 and cfg.model.weights.c_entropy == 0.5 and cfg.model.weights.c_adv == 1.0
+    assert cfg.model.grid_seed == 7
+    assert cfg.model.weights.c_entropy == 0.5
+    assert cfg.model.weights.c_adv == 1.0
     assert cfg.model.discriminator.label_twice_first is True  # ConcatLabelDiscriminator's default, from its signature
     with pytest.raises(Exception, match="weights.c_unknown"):
         compose_cfg(["model=triple_gan", "model.weights.c_unknown=1"])
@@ -127,6 +143,9 @@ def test_a_setting_no_file_writes_is_overridable_and_typed_by_its_annotation(tmp
 
 def test_a_preset_that_swaps_a_network_gets_that_networks_schema():
     maxout = compose_cfg(["model=maxout_gan"]).model.discriminator
-    assert maxout._target_.endswith("MaxoutDiscriminator") and maxout.pieces == 5 and "sigma_in" not in maxout
+    assert maxout._target_.endswith("MaxoutDiscriminator")
+    assert maxout.pieces == 5
+    assert "sigma_in" not in maxout
     mlp = compose_cfg(["experiment=classifier_mlp_mnist100"]).model.classifier
-    assert mlp._target_.endswith("MLPClassifier") and list(mlp.hidden) == [512, 256]
+    assert mlp._target_.endswith("MLPClassifier")
+    assert list(mlp.hidden) == [512, 256]

@@ -11,8 +11,11 @@ from gan_lightning.models.base import GameModule
 from gan_lightning.schema import configurable_classes
 from gan_lightning.selection import check_selection, choices
 
-CONFIGS = [[f"{group}={p.stem}"] for group in ("model", "experiment", "sweep", "task", "callbacks")
-           for p in sorted((CONF / group).glob("*.yaml"))]
+CONFIGS = [
+    [f"{group}={p.stem}"]
+    for group in ("model", "experiment", "sweep", "task", "callbacks")
+    for p in sorted((CONF / group).glob("*.yaml"))
+]
 
 
 @pytest.mark.parametrize("overrides", CONFIGS, ids=lambda o: o[0])
@@ -36,7 +39,9 @@ def test_every_game_monitors_a_validation_metric():
 def test_choices_are_found_at_any_depth_and_checked():
     cfg = {"monitor": "val/err_ema", "callbacks": {"early_stop": {"monitor": "test/err_ema"}}, "optimized_metric": None}
     assert dict(choices(cfg)) == {"monitor": "val/err_ema", "callbacks.early_stop.monitor": "test/err_ema"}
-    with pytest.raises(ConfigError, match=r"callbacks.early_stop.monitor=test/err_ema: nothing is chosen by the test set"):
+    with pytest.raises(
+        ConfigError, match=r"callbacks.early_stop.monitor=test/err_ema: nothing is chosen by the test set"
+    ):
         check_selection(cfg, has_validation=True)
     with pytest.raises(ConfigError, match=r"monitor=val/err_ema: this run has no validation set \(data.val_size=0\)"):
         check_selection({"monitor": "val/err_ema"}, has_validation=False)
@@ -45,11 +50,17 @@ def test_choices_are_found_at_any_depth_and_checked():
 
 @needs_mnist
 @pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
-    (["monitor=test/err_ema"], "error: monitor=test/err_ema: nothing is chosen by the test set"),
-    (["optimized_metric=test/err_ema"], "error: optimized_metric=test/err_ema: nothing is chosen by the test set"),
-    (["data.val_size=0", "optimized_metric=val/best_err_ema"], "error: optimized_metric=val/best_err_ema: this run has no validation set"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["monitor=test/err_ema"], "error: monitor=test/err_ema: nothing is chosen by the test set"),
+        (["optimized_metric=test/err_ema"], "error: optimized_metric=test/err_ema: nothing is chosen by the test set"),
+        (
+            ["data.val_size=0", "optimized_metric=val/best_err_ema"],
+            "error: optimized_metric=val/best_err_ema: this run has no validation set",
+        ),
+    ],
+)
 def test_a_run_choosing_by_the_test_set_stops_before_training(args, message, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(["model=classifier", "trainer=debug", "callbacks.progress_bar=null", *args], run_dir)

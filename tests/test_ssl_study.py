@@ -11,18 +11,34 @@ from bench import ssl_study
 
 
 def _row(run: str, n_labeled: int, seed: int, test: float, val: float, minutes: float = 60.0) -> dict:
-    curve = [{"minutes": 30.0, "epoch": 4, "val_err_ema": val + 0.01, "test_err_ema": test + 0.01},
-             {"minutes": 60.0, "epoch": 9, "val_err_ema": val, "test_err_ema": test}]
+    curve = [
+        {"minutes": 30.0, "epoch": 4, "val_err_ema": val + 0.01, "test_err_ema": test + 0.01},
+        {"minutes": 60.0, "epoch": 9, "val_err_ema": val, "test_err_ema": test},
+    ]
     game = run == "game"
-    return {"dataset": "mnist", "n_labeled": n_labeled, "label_seed": seed, "minutes": minutes, "run": run,
-            "final_test_err_ema": test, "final_val_err_ema": val, "g_cond_acc": 0.97 if game else None, "g_fid": 1.5 if game else None,
-            "epochs": 10, "cpu": {"cpu": "test CPU"}, "curve": curve, "preset": "abc1234"}
+    return {
+        "dataset": "mnist",
+        "n_labeled": n_labeled,
+        "label_seed": seed,
+        "minutes": minutes,
+        "run": run,
+        "final_test_err_ema": test,
+        "final_val_err_ema": val,
+        "g_cond_acc": 0.97 if game else None,
+        "g_fid": 1.5 if game else None,
+        "epochs": 10,
+        "cpu": {"cpu": "test CPU"},
+        "curve": curve,
+        "preset": "abc1234",
+    }
 
 
 def test_the_paired_difference_and_its_interval_are_computed_by_split():
     game = {1: 0.010, 2: 0.012, 3: 0.020}
     abl = {1: 0.011, 2: 0.012, 3: 0.023}
-    rows = [_row("game", 100, s, e, e) for s, e in game.items()] + [_row("ablation", 100, s, e, e) for s, e in abl.items()]
+    rows = [_row("game", 100, s, e, e) for s, e in game.items()] + [
+        _row("ablation", 100, s, e, e) for s, e in abl.items()
+    ]
     rows.append(_row("game", 100, 4, 0.5, 0.5))  # a split whose ablation has not run: left out of the pairing
     out = ssl_study.paired(rows, 100, "final_test_err_ema")
     assert out["splits"] == [1, 2, 3]
@@ -30,16 +46,21 @@ def test_the_paired_difference_and_its_interval_are_computed_by_split():
     assert out["diff"] == pytest.approx(diffs)
     # by hand: mean -0.001333, SD 0.001528, t(2) = 4.303: half-width 4.303 * 0.001528 / sqrt(3) = 0.003795
     lo, hi = out["diff_ci"]
-    assert lo == pytest.approx(-0.001333 - 0.003795, abs=2e-6) and hi == pytest.approx(-0.001333 + 0.003795, abs=2e-6)
+    assert lo == pytest.approx(-0.001333 - 0.003795, abs=2e-6)
+    assert hi == pytest.approx(-0.001333 + 0.003795, abs=2e-6)
     text = ssl_study.report(rows, ssl_study.RESULTS)
     assert "| mean ± SD (3 splits) | 1.40 ± 0.53 % | 1.53 ± 0.67 % | -0.13 [-0.51, +0.25] |" in text
-    assert f"{100 * statistics.mean(game.values()):.2f} ± {100 * statistics.stdev(game.values()):.2f} %" == "1.40 ± 0.53 %"
+    assert (
+        f"{100 * statistics.mean(game.values()):.2f} ± {100 * statistics.stdev(game.values()):.2f} %" == "1.40 ± 0.53 %"
+    )
 
 
 def test_the_queue_goes_on_where_it_stopped_and_appends_each_pair(tmp_path, monkeypatch):
     results = tmp_path / "rows.json"
-    ssl_study.append_rows(results, [_row("game", 100, 1, 0.01, 0.01), _row("ablation", 100, 1, 0.01, 0.01),
-                                    _row("game", 100, 2, 0.01, 0.01)])  # split 2's ablation missing: not done
+    ssl_study.append_rows(
+        results,
+        [_row("game", 100, 1, 0.01, 0.01), _row("ablation", 100, 1, 0.01, 0.01), _row("game", 100, 2, 0.01, 0.01)],
+    )  # split 2's ablation missing: not done
     ran = []
 
     def run_pair(pair, root, extra, game_extra):
@@ -51,16 +72,25 @@ def test_the_queue_goes_on_where_it_stopped_and_appends_each_pair(tmp_path, monk
     monkeypatch.setattr(ssl_study, "preset_version", lambda: "abc1234")
     ssl_study.main(["--results", str(results), "--max-pairs", "2", "--runs-dir", str(tmp_path / "runs")])
     assert ran == [(100, 2), (100, 3)]
-    ssl_study.main(["--results", str(results), "--max-pairs", "1", "--only", "20", "--runs-dir", str(tmp_path / "runs")])
+    ssl_study.main(
+        ["--results", str(results), "--max-pairs", "1", "--only", "20", "--runs-dir", str(tmp_path / "runs")]
+    )
     assert ran[-1] == (20, 1)
     rows = json.loads(results.read_text())["rows"]
-    assert len(rows) == 3 + 2 * 3 and {(r["n_labeled"], r["label_seed"], r["run"]) for r in rows} >= {(100, 3, "ablation"), (20, 1, "game")}
+    assert len(rows) == 3 + 2 * 3
+    assert {(r["n_labeled"], r["label_seed"], r["run"]) for r in rows} >= {
+        (100, 3, "ablation"),
+        (20, 1, "game"),
+    }
     # another run length, or another version of the preset, is another study: its queue starts from the beginning
-    ssl_study.main(["--results", str(results), "--max-pairs", "1", "--minutes", "15", "--runs-dir", str(tmp_path / "runs")])
+    ssl_study.main(
+        ["--results", str(results), "--max-pairs", "1", "--minutes", "15", "--runs-dir", str(tmp_path / "runs")]
+    )
     assert ran[-1] == (100, 1)
     monkeypatch.setattr(ssl_study, "preset_version", lambda: "def5678")
     ssl_study.main(["--results", str(results), "--max-pairs", "1", "--runs-dir", str(tmp_path / "runs")])
-    assert ran[-1] == (100, 1) and len(ran) == 5
+    assert ran[-1] == (100, 1)
+    assert len(ran) == 5
 
 
 def test_the_queue_starts_no_pair_that_would_end_after_stop_by(tmp_path, monkeypatch, capsys):
@@ -71,13 +101,18 @@ def test_the_queue_starts_no_pair_that_would_end_after_stop_by(tmp_path, monkeyp
 
 def test_report_writes_the_tables_and_one_plot_per_setting(tmp_path):
     results = tmp_path / "rows.json"
-    ssl_study.append_rows(results, [_row(run, n, s, 0.01 * s, 0.01 * s) for n in (100, 20) for s in (1, 2) for run in ("game", "ablation")])
+    ssl_study.append_rows(
+        results,
+        [_row(run, n, s, 0.01 * s, 0.01 * s) for n in (100, 20) for s in (1, 2) for run in ("game", "ablation")],
+    )
     ssl_study.main(["--results", str(results), "--report", "--plots", str(tmp_path / "plots")])
     text = (tmp_path / "rows.md").read_text()
-    assert "## 100 labels" in text and "## 20 labels" in text
+    assert "## 100 labels" in text
+    assert "## 20 labels" in text
     for n in (100, 20):
         png = (tmp_path / "plots" / f"ssl_study_{n}labels.png").read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(png) > 10_000
 
 
 def test_changed_runs_must_name_their_preset(tmp_path):

@@ -8,4 +8,13 @@ from gan_lightning.callbacks.pruning import OptunaPruning
 from gan_lightning.callbacks.schedule import RunProgressBar, ScheduleEstimate
 from gan_lightning.callbacks.summary import RunSummary
 
-__all__ = ["GeneratorEvaluation", "OptunaPruning", "SampleGrid", "RunProgressBar", "RunSummary", "SaveOnInterrupt", "ScheduleEstimate", "TensorBoardLayout"]
+__all__ = [
+    "GeneratorEvaluation",
+    "OptunaPruning",
+    "RunProgressBar",
+    "RunSummary",
+    "SampleGrid",
+    "SaveOnInterrupt",
+    "ScheduleEstimate",
+    "TensorBoardLayout",
+]

@@ -14,16 +14,20 @@ def layout(module: L.LightningModule, has_validation: bool = True) -> dict:
     charts: dict[str, dict] = {}
     if isinstance(module, HasClassifier):
         if has_validation:
-            charts["validation error"] = {"C and EMA C (validation error)": ["Multiline", [r"val/err_c$", r"val/err_ema$"]],
-                                          "best so far (validation)": ["Multiline", [r"val/best_err_.*"]]}
+            charts["validation error"] = {
+                "C and EMA C (validation error)": ["Multiline", [r"val/err_c$", r"val/err_ema$"]],
+                "best so far (validation)": ["Multiline", [r"val/best_err_.*"]],
+            }
         charts["test error"] = {"C and EMA C (test error)": ["Multiline", [r"test/err_c$", r"test/err_ema$"]]}
     if isinstance(module, CanGenerate):
-        charts["generator"] = {"FID (reference features)": ["Multiline", [r"gen/fid$"]],
-                               "conditional accuracy": ["Multiline", [r"gen/cond_acc$", r"gen/ema_c_acc$"]],
-                               "KID": ["Multiline", [r"gen/kid_mean$"]],  # KID ~1e-3, IS ~10: one scale each
-                               "IS": ["Multiline", [r"gen/is_mean$"]],
-                               "precision, recall (k = 3)": ["Multiline", [r"gen/precision$", r"gen/recall$"]],
-                               "density, coverage": ["Multiline", [r"gen/density$", r"gen/coverage$"]]}
+        charts["generator"] = {
+            "FID (reference features)": ["Multiline", [r"gen/fid$"]],
+            "conditional accuracy": ["Multiline", [r"gen/cond_acc$", r"gen/ema_c_acc$"]],
+            "KID": ["Multiline", [r"gen/kid_mean$"]],  # KID ~1e-3, IS ~10: one scale each
+            "IS": ["Multiline", [r"gen/is_mean$"]],
+            "precision, recall (k = 3)": ["Multiline", [r"gen/precision$", r"gen/recall$"]],
+            "density, coverage": ["Multiline", [r"gen/density$", r"gen/coverage$"]],
+        }
         charts["losses"] = {"D": ["Multiline", [r"train/d/.*"]], "G": ["Multiline", [r"train/g/.*"]]}
         if isinstance(module, HasClassifier):
             charts["losses"]["C"] = ["Multiline", [r"train/c/.*"]]

@@ -24,5 +24,8 @@ class SaveOnInterrupt(L.Callback):
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             what = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
-            print(f"{what}: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {path}; resume with ckpt_path={path}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{what}: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {path}; resume with ckpt_path={path}",
+                file=sys.stderr,
+                flush=True,
+            )

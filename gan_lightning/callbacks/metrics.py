@@ -25,14 +25,33 @@ class GeneratorEvaluation(L.Callback):
             images for precision, recall, density and coverage; 0: none).
     """
 
-    def __init__(self, reference_dir: str | None = None, reference: str | None = None, required: bool = False,
-                 every_n_epochs: int = 5, n_samples: int = 5000, n_real: int | None = None, kid_subset_size: int = 1000, per_class: bool = True,
-                 batch_size: int = 1000, prdc_samples: int = 5000) -> None:
+    def __init__(
+        self,
+        reference_dir: str | None = None,
+        reference: str | None = None,
+        required: bool = False,
+        every_n_epochs: int = 5,
+        n_samples: int = 5000,
+        n_real: int | None = None,
+        kid_subset_size: int = 1000,
+        per_class: bool = True,
+        batch_size: int = 1000,
+        prdc_samples: int = 5000,
+    ) -> None:
         if every_n_epochs <= 0:
             raise ConfigError(f"callbacks.generator_metrics.every_n_epochs={every_n_epochs} must be positive")
         self.reference_dir, self.reference, self.required = reference_dir, reference, bool(required)
-        self.every_n_epochs, self.n_samples, self.kid_subset_size = int(every_n_epochs), int(n_samples), int(kid_subset_size)
-        self.per_class, self.batch_size, self.n_real, self.prdc_samples = bool(per_class), int(batch_size), n_real, int(prdc_samples)
+        self.every_n_epochs, self.n_samples, self.kid_subset_size = (
+            int(every_n_epochs),
+            int(n_samples),
+            int(kid_subset_size),
+        )
+        self.per_class, self.batch_size, self.n_real, self.prdc_samples = (
+            bool(per_class),
+            int(batch_size),
+            n_real,
+            int(prdc_samples),
+        )
         self.metrics: GeneratorMetrics | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -50,13 +69,22 @@ class GeneratorEvaluation(L.Callback):
             rank_zero_info(f"generator metrics off: {err}")
             return
         n = len(dm.splits.test_y) if self.n_real is None else int(self.n_real)
-        self.metrics = GeneratorMetrics(ref, dm.splits.test_x[:n], dm.splits.test_y[:n], n_samples=self.n_samples,
-                                        kid_subset_size=self.kid_subset_size, per_class=self.per_class, batch_size=self.batch_size,
-                                        prdc_samples=self.prdc_samples)
+        self.metrics = GeneratorMetrics(
+            ref,
+            dm.splits.test_x[:n],
+            dm.splits.test_y[:n],
+            n_samples=self.n_samples,
+            kid_subset_size=self.kid_subset_size,
+            per_class=self.per_class,
+            batch_size=self.batch_size,
+            prdc_samples=self.prdc_samples,
+        )
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict | None:
         """The generator's metrics now, or None without a reference network or while G is untrained (pre-training)."""
-        if self.metrics is None or (isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch)):
+        if self.metrics is None or (
+            isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch)
+        ):
             return None
         self.last_step = trainer.global_step
         return self.metrics.to(pl_module.device).evaluate(pl_module)

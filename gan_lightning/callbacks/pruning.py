@@ -34,14 +34,23 @@ class OptunaPruning(L.Callback):
         trial: the job's trial number, given by the sweeper (``pruning.trial``).
     """
 
-    def __init__(self, monitor: str = "val/err_ema", pruner: str = "median", warmup_epochs: int = 3, storage: str | None = None,
-                 study_name: str | None = None, trial: int | None = None) -> None:
+    def __init__(
+        self,
+        monitor: str = "val/err_ema",
+        pruner: str = "median",
+        warmup_epochs: int = 3,
+        storage: str | None = None,
+        study_name: str | None = None,
+        trial: int | None = None,
+    ) -> None:
         check_metric("callbacks.optuna_pruning.monitor", monitor)
         if pruner not in PRUNERS:
             raise ConfigError(f"callbacks.optuna_pruning.pruner={pruner!r} is not one of {list(PRUNERS)}")
         if trial is not None and storage is None:
-            raise ConfigError("callbacks.optuna_pruning needs a study storage to report through: give "
-                              "hydra.sweeper.storage=sqlite:///<file>.db (or pruner=none)")
+            raise ConfigError(
+                "callbacks.optuna_pruning needs a study storage to report through: give "
+                "hydra.sweeper.storage=sqlite:///<file>.db (or pruner=none)"
+            )
         self.monitor, self.pruner, self.warmup_epochs = monitor, pruner, int(warmup_epochs)
         self.storage, self.study_name, self.trial_number = storage, study_name, trial
         self.pruned_at: int | None = None
@@ -53,7 +62,9 @@ class OptunaPruning(L.Callback):
         import optuna
 
         assert self.storage is not None  # __init__ refused a trial without one
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=make_pruner(self.pruner, self.warmup_epochs))
+        study = optuna.load_study(
+            study_name=self.study_name, storage=self.storage, pruner=make_pruner(self.pruner, self.warmup_epochs)
+        )
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
         self._trial = optuna.trial.Trial(study, trial_id)
 
@@ -66,5 +77,7 @@ class OptunaPruning(L.Callback):
             self.pruned_at = epoch
             self._trial.set_user_attr("pruned_at_epoch", epoch)
             trainer.should_stop = True
-            rank_zero_info(f"pruned by Optuna after epoch {epoch + 1} ({self.monitor}="
-                           f"{float(trainer.callback_metrics[self.monitor]):.4g}); the run ends here with its checkpoint")
+            rank_zero_info(
+                f"pruned by Optuna after epoch {epoch + 1} ({self.monitor}="
+                f"{float(trainer.callback_metrics[self.monitor]):.4g}); the run ends here with its checkpoint"
+            )

@@ -12,7 +12,7 @@ from gan_lightning.capabilities import HasPhases
 
 
 def _hms(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -25,7 +25,11 @@ class ScheduleEstimate(L.Callback):
 
     def _per_epoch(self, trainer: L.Trainer, pretraining: bool) -> int:
         dm = trainer.datamodule
-        n = dm.iterations_per_epoch(pretraining) if hasattr(dm, "iterations_per_epoch") else int(trainer.num_training_batches)
+        n = (
+            dm.iterations_per_epoch(pretraining)
+            if hasattr(dm, "iterations_per_epoch")
+            else int(trainer.num_training_batches)
+        )
         limit = trainer.limit_train_batches
         if isinstance(limit, int):
             return min(n, limit)
@@ -88,7 +92,9 @@ class ScheduleEstimate(L.Callback):
         rate = self.rate
         limit = self._limit(trainer)
         capped = f"; trainer.max_time stops it in {_hms(limit)}" if limit is not None and limit < estimate else ""
-        rank_zero_info(f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) would take {_hms(estimate)} at this speed{capped}")
+        rank_zero_info(
+            f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) would take {_hms(estimate)} at this speed{capped}"
+        )
 
 
 class RunProgressBar(RichProgressBar):

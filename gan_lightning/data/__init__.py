@@ -10,4 +10,13 @@ from gan_lightning.data.datamodule import (
     SVHNDataModule,
 )
 
-__all__ = ["StreamBatches", "balanced_split", "ImageDataModule", "MNISTDataModule", "FashionMNISTDataModule", "CIFAR10DataModule", "SVHNDataModule", "ImageFolderDataModule"]
+__all__ = [
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "SVHNDataModule",
+    "StreamBatches",
+    "balanced_split",
+]

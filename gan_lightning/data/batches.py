@@ -25,7 +25,9 @@ def first_per_class(order: torch.Tensor, labels: torch.Tensor, n_labeled: int, n
     for c in range(num_classes):
         of_class = order[labels[order] == c]
         if len(of_class) < per_class:
-            raise ConfigError(f"model.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}")
+            raise ConfigError(
+                f"model.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}"
+            )
         chosen.append(of_class[:per_class])
     return torch.cat(chosen).sort().values
 
@@ -98,7 +100,12 @@ class StreamBatches:
             yield batch
 
 
-def epoch_length(sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]], streams: Mapping[str, Mapping], by: str | int, world_size: int = 1) -> int:
+def epoch_length(
+    sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    streams: Mapping[str, Mapping],
+    by: str | int,
+    world_size: int = 1,
+) -> int:
     """Batches per epoch: an int, or one pass of the named stream over its source."""
     if isinstance(by, int):
         return by
@@ -108,7 +115,9 @@ def epoch_length(sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]], strea
     return max(1, n // int(streams[by]["batch_size"]))
 
 
-def held_out_per_class(labels: torch.Tensor, size: int, num_classes: int, seed: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def held_out_per_class(
+    labels: torch.Tensor, size: int, num_classes: int, seed: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """Indices of ``size`` examples with every class equally represented (the remainder one more each for the first
     classes of a seeded order), drawn by a seeded ``torch.randperm`` among the examples not in ``exclude`` (sorted)."""
     gen = torch.Generator().manual_seed(seed)
@@ -121,8 +130,10 @@ def held_out_per_class(labels: torch.Tensor, size: int, num_classes: int, seed: 
         want = size // num_classes + (c in extra)
         of_class = order[labels[order] == c]
         if len(of_class) < want:
-            raise ConfigError(f"data.val_size={size} asks {want} validation images of class {c}; {len(of_class)} are left "
-                              "after the labeled ones: give a smaller data.val_size")
+            raise ConfigError(
+                f"data.val_size={size} asks {want} validation images of class {c}; {len(of_class)} are left "
+                "after the labeled ones: give a smaller data.val_size"
+            )
         chosen.append(of_class[:want])
     return torch.cat(chosen).sort().values
 

@@ -61,8 +61,10 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if tuple(image_shape) != tuple(self.image_shape) or int(num_classes) != self.num_classes:
-            raise ConfigError(f"{self.name} has images {tuple(self.image_shape)} and {self.num_classes} classes; "
-                              f"the config says {tuple(image_shape)} and {num_classes}")
+            raise ConfigError(
+                f"{self.name} has images {tuple(self.image_shape)} and {self.num_classes} classes; "
+                f"the config says {tuple(image_shape)} and {num_classes}"
+            )
         self.data_dir = str(data_dir)
         self.plan: DataPlan | None = None  # the game's, from serve()
         self.label_seed, self.val_size, self.val_seed = int(label_seed), val_size, int(val_seed)
@@ -85,13 +87,17 @@ class ImageDataModule(L.LightningDataModule):
         and check it can be served, before ``setup``: one line naming what is missing otherwise."""
         plan = game if isinstance(game, DataPlan) else getattr(game, "plan", None)
         if not isinstance(plan, DataPlan):
-            raise ConfigError(f"model: {type(game).__name__} has no data plan: give model.batch_sizes, one per stream it "
-                              f"reads ({sorted(getattr(game, 'STREAMS', {}))})")
+            raise ConfigError(
+                f"model: {type(game).__name__} has no data plan: give model.batch_sizes, one per stream it "
+                f"reads ({sorted(getattr(game, 'STREAMS', {}))})"
+            )
         for phase in (plan.game, plan.pretrain):
             for name, spec in (phase.streams if phase else {}).items():
                 if spec["source"] not in SOURCES:
-                    raise ConfigError(f"{type(game).__name__} reads stream '{name}' from '{spec['source']}'; "
-                                      f"{self.name or type(self).__name__} serves {list(SOURCES)}")
+                    raise ConfigError(
+                        f"{type(game).__name__} reads stream '{name}' from '{spec['source']}'; "
+                        f"{self.name or type(self).__name__} serves {list(SOURCES)}"
+                    )
         if self.splits is not None and (plan.n_labeled, plan.validates) != (self.n_labeled, self.validates):
             self.splits = None  # set up for another labeled subset: the next setup() draws this one
         self.plan = plan
@@ -102,7 +108,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size={self.eval_batch_size} must be a positive integer")
         size = self.val_size
-        if isinstance(size, bool) or not (isinstance(size, int) and size >= 0 or isinstance(size, float) and 0.0 < size < 1.0):
+        if isinstance(size, bool) or not (
+            (isinstance(size, int) and size >= 0) or (isinstance(size, float) and 0.0 < size < 1.0)
+        ):
             raise ConfigError(f"data.val_size={size!r} must be a whole number of images >= 0 or a share in (0, 1)")
 
     # -- loading ---------------------------------------------------------------------------------------
@@ -119,17 +127,25 @@ class ImageDataModule(L.LightningDataModule):
         splits = self._load(download=False)
         assert splits is not None  # parse=True always returns the splits
         if tuple(splits.train_x.shape[1:]) != tuple(self.image_shape):
-            raise ConfigError(f"{self.name}: images are {tuple(splits.train_x.shape[1:])}, expected {tuple(self.image_shape)}")
+            raise ConfigError(
+                f"{self.name}: images are {tuple(splits.train_x.shape[1:])}, expected {tuple(self.image_shape)}"
+            )
         n_labeled = self.n_labeled
         if n_labeled is not None and n_labeled > len(splits.train_y):
             raise ConfigError(f"model.n_labeled={n_labeled} is larger than the training set ({len(splits.train_y)})")
         # the labeled subset is drawn from the whole training set (the official splits keep their images), then the
         # validation set from the images left; the game trains on everything but the validation set
-        labeled = None if n_labeled is None else LABEL_SPLITS[self.label_split](splits.train_y, n_labeled, self.num_classes, self.label_seed)
+        labeled = (
+            None
+            if n_labeled is None
+            else LABEL_SPLITS[self.label_split](splits.train_y, n_labeled, self.num_classes, self.label_seed)
+        )
         size = self.held_out_size(len(splits.train_y))
         if size:
             if size + (n_labeled or 0) >= len(splits.train_y):
-                raise ConfigError(f"data.val_size={self.val_size} leaves no training data ({len(splits.train_y)} images)")
+                raise ConfigError(
+                    f"data.val_size={self.val_size} leaves no training data ({len(splits.train_y)} images)"
+                )
             self.val_idx = held_out_per_class(splits.train_y, size, self.num_classes, self.val_seed, exclude=labeled)
             keep = torch.ones(len(splits.train_y), dtype=torch.bool)
             keep[self.val_idx] = False
@@ -172,15 +188,27 @@ class ImageDataModule(L.LightningDataModule):
         return ("val", "test") if self.val_set is not None else ("test",)
 
     def _write_index_file(self) -> None:
-        if not self.index_file or self.n_labeled is None or (self.trainer is not None and self.trainer.global_rank != 0):
+        if (
+            not self.index_file
+            or self.n_labeled is None
+            or (self.trainer is not None and self.trainer.global_rank != 0)
+        ):
             return
         path = Path(self.index_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        assert self.labeled_idx is not None and self.train_idx is not None
+        assert self.labeled_idx is not None
+        assert self.train_idx is not None
         # indices in the official training set's numbering
-        payload = {"dataset": self.name, "n_labeled": len(self.labeled_idx), "label_seed": self.label_seed, "label_split": self.label_split,
-                   "indices": self.train_idx[self.labeled_idx].tolist(), "val_size": 0 if self.val_idx is None else len(self.val_idx),
-                   "val_seed": self.val_seed, "val_indices": [] if self.val_idx is None else self.val_idx.tolist()}
+        payload = {
+            "dataset": self.name,
+            "n_labeled": len(self.labeled_idx),
+            "label_seed": self.label_seed,
+            "label_split": self.label_split,
+            "indices": self.train_idx[self.labeled_idx].tolist(),
+            "val_size": 0 if self.val_idx is None else len(self.val_idx),
+            "val_seed": self.val_seed,
+            "val_indices": [] if self.val_idx is None else self.val_idx.tolist(),
+        }
         path.write_text(json.dumps(payload))
 
     # -- loaders ---------------------------------------------------------------------------------------
@@ -215,7 +243,11 @@ class ImageDataModule(L.LightningDataModule):
         phase = self._phase(self.in_pretraining(epoch))
         sources = self.sources
         # resumed from a checkpoint saved mid-epoch (Ctrl+C, SIGTERM): the epoch continues where it stopped
-        skip = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None and trainer.fit_loop.restarting else 0
+        skip = (
+            trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            if trainer is not None and trainer.fit_loop.restarting
+            else 0
+        )
         length = epoch_length(sources, phase.streams, phase.epoch_length, world)
         return StreamBatches(sources, phase.streams, length, self.seed, epoch, rank, world, skip)
 
@@ -257,8 +289,6 @@ class CIFAR10DataModule(ImageDataModule):
         return load_cifar10(self.data_dir, download, self.verify, parse)
 
 
-
-
 class SVHNDataModule(ImageDataModule):
     """Street View House Numbers (Triple-GAN's second benchmark): 73,257 training and 26,032 test digits, 32x32 RGB;
     ``extra=true`` adds the 531,131 easier ``extra`` images to the training set."""
@@ -282,8 +312,17 @@ class ImageFolderDataModule(ImageDataModule):
         test set; split_seed: seed of that split; val_size: as for every datamodule, here a tenth by default.
     """
 
-    def __init__(self, data_dir: str, image_shape: tuple[int, int, int] | list[int], num_classes: int, folder: str | None = None,
-                 val_fraction: float = 0.2, split_seed: int = 0, val_size: int | float = 0.1, **kwargs) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        image_shape: tuple[int, int, int] | list[int],
+        num_classes: int,
+        folder: str | None = None,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        val_size: int | float = 0.1,
+        **kwargs,
+    ) -> None:
         if not folder:
             raise ConfigError("data.folder is required: a directory with one sub-directory of images per class")
         if not 0.0 < val_fraction < 1.0:
@@ -299,5 +338,7 @@ class ImageFolderDataModule(ImageDataModule):
     def _load(self, download: bool, parse: bool = True) -> Splits | None:
         if not parse:
             return None
-        splits, self.classes = load_image_folder(self.folder, self.image_shape, self.num_classes, self.val_fraction, self.split_seed)
+        splits, self.classes = load_image_folder(
+            self.folder, self.image_shape, self.num_classes, self.val_fraction, self.split_seed
+        )
         return splits

@@ -64,7 +64,9 @@ CIFAR10_MD5 = {
 REMEDY = "delete it to download it again (data.download=true), or replace it with the published file"
 
 
-USER_FILE_REMEDY = "replace it with a readable copy or remove it from the folder"  # a user's own image: nothing to download
+USER_FILE_REMEDY = (
+    "replace it with a readable copy or remove it from the folder"  # a user's own image: nothing to download
+)
 
 
 def _damaged(path: Path, what: str, remedy: str = REMEDY) -> ConfigError:
@@ -73,7 +75,9 @@ def _damaged(path: Path, what: str, remedy: str = REMEDY) -> ConfigError:
 
 def _check_md5(data: bytes, expected: str | None, path: Path) -> None:
     if expected is not None and hashlib.md5(data).hexdigest() != expected:
-        raise ConfigError(f"checksum mismatch for {path}: the file is corrupt, truncated or not the published one; {REMEDY}")
+        raise ConfigError(
+            f"checksum mismatch for {path}: the file is corrupt, truncated or not the published one; {REMEDY}"
+        )
 
 
 def _read_maybe_gz(raw: Path, stem: str) -> tuple[bytes, Path] | None:
@@ -105,8 +109,14 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles CIFAR-10's batches (dicts, lists, strings, numpy arrays) and refuses every other global: a
     pickle can name any callable, so a crafted file could otherwise run code when it is read."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -128,8 +138,11 @@ def _download_atomically(root: Path, make) -> None:
                 shutil.move(str(path), target)
 
 
-SVHN_MD5 = {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
-            "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"}
+SVHN_MD5 = {
+    "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+    "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7",
+}
 
 
 def _missing_message(root: Path, folder: Path, files: list[str]) -> str:
@@ -153,8 +166,10 @@ def load_idx(root: str | Path, name: str, download: bool, verify: bool = True, p
 
         try:
             _download_atomically(root, make)
-        except Exception as err:  # noqa: BLE001 - any network failure means "not available offline"
-            raise ConfigError(_missing_message(root, raw, list(IDX_FILES)) + f" (download failed: {type(err).__name__})") from err
+        except Exception as err:
+            raise ConfigError(
+                _missing_message(root, raw, list(IDX_FILES)) + f" (download failed: {type(err).__name__})"
+            ) from err
     if not parse:
         return None
     arrays = {}
@@ -184,8 +199,10 @@ def load_cifar10(root: str | Path, download: bool, verify: bool = True, parse: b
 
         try:
             _download_atomically(root, lambda tmp: torchvision.datasets.CIFAR10(tmp, train=True, download=True))
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(_missing_message(root, folder, names) + f" (download failed: {type(err).__name__})") from err
+        except Exception as err:
+            raise ConfigError(
+                _missing_message(root, folder, names) + f" (download failed: {type(err).__name__})"
+            ) from err
     if not parse:
         return None
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -228,7 +245,9 @@ def _read_svhn(path: Path, verify: bool) -> tuple[np.ndarray, np.ndarray]:
     return x, np.where(y == 10, 0, y)
 
 
-def load_svhn(root: str | Path, download: bool, verify: bool = True, parse: bool = True, extra: bool = False) -> Splits | None:
+def load_svhn(
+    root: str | Path, download: bool, verify: bool = True, parse: bool = True, extra: bool = False
+) -> Splits | None:
     """SVHN (torchvision's layout: ``<root>/train_32x32.mat``, ``test_32x32.mat``, optionally ``extra_32x32.mat`` added to
     the training set); labels 0-9 (the files' 10 is the digit 0)."""
     root = Path(root)
@@ -239,23 +258,34 @@ def load_svhn(root: str | Path, download: bool, verify: bool = True, parse: bool
 
         splits = {"train_32x32.mat": "train", "test_32x32.mat": "test", "extra_32x32.mat": "extra"}
         try:
-            _download_atomically(root, lambda tmp: [torchvision.datasets.SVHN(tmp, split=splits[n], download=True) for n in missing])
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(_missing_message(root, root, names).replace(" (each may be .gz)", "") + f" (download failed: {type(err).__name__})") from err
+            _download_atomically(
+                root, lambda tmp: [torchvision.datasets.SVHN(tmp, split=splits[n], download=True) for n in missing]
+            )
+        except Exception as err:
+            raise ConfigError(
+                _missing_message(root, root, names).replace(" (each may be .gz)", "")
+                + f" (download failed: {type(err).__name__})"
+            ) from err
     if not parse:
         return None
     if any(not (root / n).is_file() for n in names):
         raise ConfigError(_missing_message(root, root, names).replace(" (each may be .gz)", ""))
     train = [_read_svhn(root / n, verify) for n in names if n != "test_32x32.mat"]
     test_x, test_y = _read_svhn(root / "test_32x32.mat", verify)
-    return Splits(torch.from_numpy(np.concatenate([x for x, _ in train])), torch.from_numpy(np.concatenate([y for _, y in train])),
-                  torch.from_numpy(test_x), torch.from_numpy(test_y))
+    return Splits(
+        torch.from_numpy(np.concatenate([x for x, _ in train])),
+        torch.from_numpy(np.concatenate([y for _, y in train])),
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y),
+    )
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fraction: float, seed: int) -> tuple[Splits, list[str]]:
+def load_image_folder(
+    folder: str | Path, image_shape, num_classes: int, val_fraction: float, seed: int
+) -> tuple[Splits, list[str]]:
     """Images of a folder with one sub-folder per class (the 15-Scene and cats-vs-dogs layouts), each cropped to the
     aspect of ``image_shape`` and resized to it (grayscale for 1 channel, RGB for 3), into uint8 tensors. A seeded
     per-class share ``val_fraction`` becomes the test split. Returns the splits and the class names (sorted)."""
@@ -266,7 +296,9 @@ def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fra
         raise ConfigError(f"data.folder={folder} is not a directory (expected one sub-directory of images per class)")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) != num_classes:
-        raise ConfigError(f"data.folder={folder} has {len(classes)} class folders {classes[:10]}, data.num_classes={num_classes}")
+        raise ConfigError(
+            f"data.folder={folder} has {len(classes)} class folders {classes[:10]}, data.num_classes={num_classes}"
+        )
     c, h, w = (int(v) for v in image_shape)
     if c not in (1, 3):
         raise ConfigError(f"data.image_shape={list(image_shape)}: image folders give 1 (grayscale) or 3 (RGB) channels")
@@ -287,13 +319,15 @@ def load_image_folder(folder: str | Path, image_shape, num_classes: int, val_fra
                 raise _damaged(path, f"not a readable image: {type(err).__name__}", USER_FILE_REMEDY) from None
             images.append(array[None] if c == 1 else array.transpose(2, 0, 1))
         order = rng.permutation(len(images))
-        n_val = int(round(val_fraction * len(images)))
+        n_val = round(val_fraction * len(images))
         for i, idx in enumerate(order):
             target = test if i < n_val else train
             target[0].append(images[idx])
             target[1].append(label)
     if not train[0] or not test[0]:
-        raise ConfigError(f"data.val_fraction={val_fraction} leaves no {'training' if not train[0] else 'test'} images in {folder}")
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} leaves no {'training' if not train[0] else 'test'} images in {folder}"
+        )
 
     def stack(part):
         return torch.from_numpy(np.stack(part[0])), torch.tensor(part[1], dtype=torch.int64)

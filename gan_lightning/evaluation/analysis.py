@@ -30,7 +30,9 @@ def fgsm(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float) -
 @torch.no_grad()
 def predict(network: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted classes of images in [0, 1] (uint8 images are scaled batch by batch)."""
-    return torch.cat([network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) for xb in x.split(batch_size)])
+    return torch.cat(
+        [network(xb.float() / 255.0 if xb.dtype == torch.uint8 else xb).argmax(1) for xb in x.split(batch_size)]
+    )
 
 
 def accuracy(network: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
@@ -45,9 +47,17 @@ def top_confusions(pred: torch.Tensor, y: torch.Tensor, num_classes: int, k: int
     errors = confmat.clone().fill_diagonal_(0)
     total, per_class = int(errors.sum()), confmat.sum(1)
     counts, flat = errors.flatten().sort(descending=True, stable=True)
-    return [{"true": int(i) // num_classes, "predicted": int(i) % num_classes, "count": int(n),
-             "share_of_errors": int(n) / total, "share_of_class": int(n) / int(per_class[int(i) // num_classes])}
-            for n, i in zip(counts[:k], flat[:k]) if n > 0]
+    return [
+        {
+            "true": int(i) // num_classes,
+            "predicted": int(i) % num_classes,
+            "count": int(n),
+            "share_of_errors": int(n) / total,
+            "share_of_class": int(n) / int(per_class[int(i) // num_classes]),
+        }
+        for n, i in zip(counts[:k], flat[:k])
+        if n > 0
+    ]
 
 
 def fgsm_curve(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, batch_size: int = 500) -> list[dict]:
@@ -59,8 +69,15 @@ def fgsm_curve(network: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilons, b
     return rows
 
 
-def class_visualisation(network: nn.Module, image_shape, num_classes: int, steps: int = 200, lr: float = 0.05,
-                        l2: float = 1e-2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def class_visualisation(
+    network: nn.Module,
+    image_shape,
+    num_classes: int,
+    steps: int = 200,
+    lr: float = 0.05,
+    l2: float = 1e-2,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For each class k, the image that maximises ``score_k(x) - l2 * ||x||^2`` by gradient ascent from small
     noise, kept in [0, 1] (Simonyan et al. 2014). Returns the images ``(K, C, H, W)`` and p(k | image_k)."""
     gen = torch.Generator().manual_seed(seed)

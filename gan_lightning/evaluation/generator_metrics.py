@@ -65,14 +65,33 @@ class GeneratorMetrics:
         batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
     """
 
-    def __init__(self, reference: ReferenceNet, real_x: torch.Tensor, real_y: torch.Tensor, n_samples: int = 10000,
-                 kid_subset_size: int = 1000, is_splits: int = 10, per_class: bool = True, batch_size: int = 1000, seed: int = 0,
-                 prdc_samples: int = 5000, prdc_k: int = 3, inception_weights: str | None = None) -> None:
+    def __init__(
+        self,
+        reference: ReferenceNet,
+        real_x: torch.Tensor,
+        real_y: torch.Tensor,
+        n_samples: int = 10000,
+        kid_subset_size: int = 1000,
+        is_splits: int = 10,
+        per_class: bool = True,
+        batch_size: int = 1000,
+        seed: int = 0,
+        prdc_samples: int = 5000,
+        prdc_k: int = 3,
+        inception_weights: str | None = None,
+    ) -> None:
         if n_samples < 2 * reference.num_classes:
-            raise ConfigError(f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed")
+            raise ConfigError(
+                f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed"
+            )
         if batch_size <= 0:
             raise ConfigError(f"batch_size={batch_size} must be positive")
-        self.reference, self.n_samples, self.batch_size, self.seed = reference, int(n_samples), int(batch_size), int(seed)
+        self.reference, self.n_samples, self.batch_size, self.seed = (
+            reference,
+            int(n_samples),
+            int(batch_size),
+            int(seed),
+        )
         self.num_classes, self.per_class = reference.num_classes, bool(per_class)
         self.real_x, self.real_y = real_x, real_y
         self.shared = _SharedPass(reference)
@@ -82,7 +101,9 @@ class GeneratorMetrics:
         self.fid = FrechetInceptionDistance(feature=feats, reset_real_features=False, **local)
         self.kid = KernelInceptionDistance(feature=feats, subset_size=subset, reset_real_features=False, **local)
         self.inception = InceptionScore(feature=logits, splits=is_splits, **local)
-        self.class_fid = nn.ModuleList(FrechetInceptionDistance(feature=feats, reset_real_features=False, **local) for _ in range(self.num_classes))
+        self.class_fid = nn.ModuleList(
+            FrechetInceptionDistance(feature=feats, reset_real_features=False, **local) for _ in range(self.num_classes)
+        )
         self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro", **local)
         if prdc_samples < 0 or prdc_k < 1:
             raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")
@@ -95,15 +116,26 @@ class GeneratorMetrics:
 
     def to(self, device) -> GeneratorMetrics:
         self.device = torch.device(device)
-        for m in (self.reference, self.fid, self.kid, self.inception, self.class_fid, self.cond_acc, self.inception_net):
+        for m in (
+            self.reference,
+            self.fid,
+            self.kid,
+            self.inception,
+            self.class_fid,
+            self.cond_acc,
+            self.inception_net,
+        ):
             if m is not None:
                 m.to(self.device)
         return self
 
     def _batches(self, x: torch.Tensor, y: torch.Tensor):
         for i in range(0, len(x), self.batch_size):
-            xb = x[i:i + self.batch_size].to(self.device)
-            yield (xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()), y[i:i + self.batch_size].to(self.device)
+            xb = x[i : i + self.batch_size].to(self.device)
+            yield (
+                (xb.float() / 255.0 if xb.dtype == torch.uint8 else xb.float()),
+                y[i : i + self.batch_size].to(self.device),
+            )
 
     def _add_real(self) -> None:
         kept = 0
@@ -111,7 +143,9 @@ class GeneratorMetrics:
             self.fid.update(xb, real=True)
             self.kid.update(xb, real=True)
             if kept < self.prdc_samples:
-                self.real_features.append(self.shared(xb)[0][: self.prdc_samples - kept].cpu())  # the pass FID just made
+                self.real_features.append(
+                    self.shared(xb)[0][: self.prdc_samples - kept].cpu()
+                )  # the pass FID just made
                 kept += len(self.real_features[-1])
             if self.per_class:
                 for k in range(self.num_classes):
@@ -152,8 +186,13 @@ class GeneratorMetrics:
                             self.class_fid[k].update(xb[yb == k], real=False)
         kid_mean, kid_std = self.kid.compute()
         is_mean, is_std = self.inception.compute()
-        out = {"fid": float(self.fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-               "is_mean": float(is_mean), "is_std": float(is_std)}
+        out = {
+            "fid": float(self.fid.compute()),
+            "kid_mean": float(kid_mean),
+            "kid_std": float(kid_std),
+            "is_mean": float(is_mean),
+            "is_std": float(is_std),
+        }
         if self.inception_net is not None:
             if not self.inception_net.real_done:
                 self.inception_net.add_real(xb for xb, _ in self._batches(self.real_x, self.real_y))
@@ -174,18 +213,31 @@ class GeneratorMetrics:
         """Metrics of a game's generator (``model.generate``), on the same latent codes every time."""
         z, y = self.codes(model.latent_dim, model.sample_z)
         conditional = model.is_conditional
-        images = torch.cat([model.generate(zb.to(model.device), yb.to(model.device) if conditional else None).cpu()
-                            for zb, yb in zip(z.split(self.batch_size), y.split(self.batch_size))])
+        images = torch.cat(
+            [
+                model.generate(zb.to(model.device), yb.to(model.device) if conditional else None).cpu()
+                for zb, yb in zip(z.split(self.batch_size), y.split(self.batch_size))
+            ]
+        )
         return self.evaluate_images(images, y if conditional else None)
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     """``{name: metrics}`` as a Markdown table (FID, KID, IS, precision, recall, density, coverage, conditional accuracy,
     mean per-class FID)."""
-    cols = [("FID", "fid", "{:.2f}"), ("KID x 1e3", "kid_mean", "{:.2f}"), ("IS", "is_mean", "{:.2f}"),
-            ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("density", "density", "{:.3f}"),
-            ("coverage", "coverage", "{:.3f}"), ("Inception FID", "inception_fid", "{:.2f}"), ("Inception IS", "inception_is", "{:.2f}"),
-            ("cond. acc", "cond_acc", "{:.2%}"), ("mean class FID", "fid_class_mean", "{:.2f}")]
+    cols = [
+        ("FID", "fid", "{:.2f}"),
+        ("KID x 1e3", "kid_mean", "{:.2f}"),
+        ("IS", "is_mean", "{:.2f}"),
+        ("precision", "precision", "{:.3f}"),
+        ("recall", "recall", "{:.3f}"),
+        ("density", "density", "{:.3f}"),
+        ("coverage", "coverage", "{:.3f}"),
+        ("Inception FID", "inception_fid", "{:.2f}"),
+        ("Inception IS", "inception_is", "{:.2f}"),
+        ("cond. acc", "cond_acc", "{:.2%}"),
+        ("mean class FID", "fid_class_mean", "{:.2f}"),
+    ]
     cols = [c for c in cols if any(c[1] in m for m in rows.values())]  # e.g. the Inception columns only when computed
     lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m in rows.items():

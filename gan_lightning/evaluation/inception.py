@@ -31,7 +31,9 @@ def check_weights(path: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)  # refuses anything but tensors and containers
+            state = torch.load(
+                path, map_location="cpu", weights_only=True
+            )  # refuses anything but tensors and containers
     except Exception as err:  # noqa: BLE001 - any failure to read means the same to the user
         raise ConfigError(f"task.inception_weights={path} is not a plain weights file ({type(err).__name__})") from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
@@ -47,7 +49,9 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[output], feature_extractor_weights_path=weights)
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=[output], feature_extractor_weights_path=weights
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8:
@@ -68,7 +72,9 @@ class InceptionMetrics(nn.Module):
         pool, logits = InceptionFeatures(path, "2048"), InceptionFeatures(path, "logits_unbiased")
         local = {"sync_on_compute": False}
         self.fid = FrechetInceptionDistance(feature=pool, reset_real_features=False, **local)
-        self.kid = KernelInceptionDistance(feature=pool, subset_size=kid_subset_size, reset_real_features=False, **local)
+        self.kid = KernelInceptionDistance(
+            feature=pool, subset_size=kid_subset_size, reset_real_features=False, **local
+        )
         self.inception = InceptionScore(feature=logits, **local)
         self.real_done = False
 
@@ -89,4 +95,8 @@ class InceptionMetrics(nn.Module):
             self.inception.update(x)
         kid_mean, _ = self.kid.compute()
         is_mean, _ = self.inception.compute()
-        return {"inception_fid": float(self.fid.compute()), "inception_kid_mean": float(kid_mean), "inception_is": float(is_mean)}
+        return {
+            "inception_fid": float(self.fid.compute()),
+            "inception_kid_mean": float(kid_mean),
+            "inception_is": float(is_mean),
+        }

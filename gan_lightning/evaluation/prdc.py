@@ -28,7 +28,9 @@ def kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Te
 
 
 @torch.no_grad()
-def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 2048) -> dict[str, float]:
+def precision_recall_density_coverage(
+    real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 2048
+) -> dict[str, float]:
     if k < 1 or len(real) <= k or len(fake) <= k:
         raise ValueError(f"k={k} needs more than k real and generated samples ({len(real)}, {len(fake)})")
     real, fake = real.float(), fake.float()
@@ -42,5 +44,9 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, k:
         in_real_balls += inside.sum(0).float().cpu()
         real_covered[i : i + chunk] = inside.any(1).cpu()
         real_recalled[i : i + chunk] = (d <= fake_r[None, :]).any(1).cpu()
-    return {"precision": float((in_real_balls > 0).float().mean()), "recall": float(real_recalled.float().mean()),
-            "density": float(in_real_balls.sum() / (k * len(fake))), "coverage": float(real_covered.float().mean())}
+    return {
+        "precision": float((in_real_balls > 0).float().mean()),
+        "recall": float(real_recalled.float().mean()),
+        "density": float(in_real_balls.sum() / (k * len(fake))),
+        "coverage": float(real_covered.float().mean()),
+    }

@@ -48,12 +48,20 @@ class ReferenceNet(nn.Module):
         return f, self.network.head(f)
 
 
-def save_reference(path: str | Path, network_cfg: dict, network: nn.Module, dataset: str, test_acc: float, image_shape) -> Path:
+def save_reference(
+    path: str | Path, network_cfg: dict, network: nn.Module, dataset: str, test_acc: float, image_shape
+) -> Path:
     """Write the network's config, weights and test accuracy (atomically: a partial file never replaces a good one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "dataset": dataset, "test_acc": float(test_acc), "image_shape": list(image_shape),
-               "network": network_cfg, "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()}}
+    payload = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "test_acc": float(test_acc),
+        "image_shape": list(image_shape),
+        "network": network_cfg,
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -64,7 +72,11 @@ def load_reference(path: str | Path, dataset: str | None = None) -> ReferenceNet
     """Load a reference network; one-line ConfigError when it is missing, unreadable or made for another dataset."""
     path = Path(path)
     if not path.is_file():
-        hint = f" (make it: python -m gan_lightning task=reference data={dataset.lower().replace('fashionmnist', 'fashion_mnist')})" if dataset else ""
+        hint = (
+            f" (make it: python -m gan_lightning task=reference data={dataset.lower().replace('fashionmnist', 'fashion_mnist')})"
+            if dataset
+            else ""
+        )
         raise ConfigError(f"no reference network at {path}{hint}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -45,16 +45,34 @@ class GameModule(L.LightningModule):
     MONITOR: ClassVar[str | None] = None
     VALIDATES: ClassVar[bool] = False  # evaluates a classifier: the datamodule holds out data.val_size training images
 
-    def __init__(self, data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True,
-                 batch_sizes: Mapping[str, int] | None = None, epoch_length: int | str | None = None,
-                 n_labeled: int | None = None, epochs: int = 100) -> None:
+    def __init__(
+        self,
+        data_range: str = "tanh",
+        latent_dist: str = "normal",
+        channels_last: bool = True,
+        batch_sizes: Mapping[str, int] | None = None,
+        epoch_length: int | str | None = None,
+        n_labeled: int | None = None,
+        epochs: int = 100,
+    ) -> None:
         super().__init__()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(f"model.epochs={epochs!r}: expects an integer >= 0")
         # what the game draws from the data (None when built without batch sizes: it can evaluate, not train)
-        self.plan: DataPlan | None = None if batch_sizes is None else DataPlan(
-            declare(self.STREAMS, batch_sizes, self.EPOCH_LENGTH if epoch_length is None else epoch_length, "model.batch_sizes"),
-            n_labeled=check_n_labeled(n_labeled), validates=self.VALIDATES)
+        self.plan: DataPlan | None = (
+            None
+            if batch_sizes is None
+            else DataPlan(
+                declare(
+                    self.STREAMS,
+                    batch_sizes,
+                    self.EPOCH_LENGTH if epoch_length is None else epoch_length,
+                    "model.batch_sizes",
+                ),
+                n_labeled=check_n_labeled(n_labeled),
+                validates=self.VALIDATES,
+            )
+        )
         if data_range not in RANGES:
             raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
         if latent_dist not in ("normal", "uniform"):
@@ -162,14 +180,18 @@ class GameModule(L.LightningModule):
     def check_finite(self, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training if a loss ``{network name: loss}`` is not finite; it reads the losses back from the
         device, so on accelerators only every ``log_every_n_steps`` steps."""
-        every = 1 if self._trainer is None or self.device.type == "cpu" else max(1, self.trainer.log_every_n_steps)  # 0: no logging
+        every = (
+            1 if self._trainer is None or self.device.type == "cpu" else max(1, self.trainer.log_every_n_steps)
+        )  # 0: no logging
         if self.global_step % every:
             return
         values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
         for (net, _), value in zip(losses.items(), values):
             if not np.isfinite(value):
-                raise TrainingError(f"the {net} loss is {value} at global step {self.global_step} (epoch {self.current_epoch}); "
-                                    "training stopped, the last good checkpoint is kept (try a lower learning rate)")
+                raise TrainingError(
+                    f"the {net} loss is {value} at global step {self.global_step} (epoch {self.current_epoch}); "
+                    "training stopped, the last good checkpoint is kept (try a lower learning rate)"
+                )
 
     @staticmethod
     @contextmanager
@@ -206,4 +228,3 @@ class GameModule(L.LightningModule):
         """A resumed run continues with the random streams (latent codes, dropout, noise) of the saved one."""
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
-

@@ -15,18 +15,27 @@ from gan_lightning.models.evaluation import ClassifierEvaluation
 
 class Classifier(ClassifierEvaluation, GameModule):
     """Args:
-        classifier: the network (logits); optimizer: its optimizer factory.
-        l2_weight: weight of the L2 penalty on the classifier's last layer (``classifier.head``).
-        ema_decay: decay of the evaluated EMA copy.
-        batch_sizes ({labeled: N}), epoch_length, n_labeled, epochs: what it draws from the data (``GameModule``).
+    classifier: the network (logits); optimizer: its optimizer factory.
+    l2_weight: weight of the L2 penalty on the classifier's last layer (``classifier.head``).
+    ema_decay: decay of the evaluated EMA copy.
+    batch_sizes ({labeled: N}), epoch_length, n_labeled, epochs: what it draws from the data (``GameModule``).
     """
 
     STREAMS = {"labeled": "labeled"}
     EPOCH_LENGTH = "labeled"  # one pass over the labeled images
     MONITOR = "val/err_ema"
 
-    def __init__(self, classifier: nn.Module, optimizer: Callable, num_classes: int = 10, l2_weight: float = 1e-4,
-                 ema_decay: float = 0.99, data_range: str = "unit", channels_last: bool = True, **plan: Any) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module,
+        optimizer: Callable,
+        num_classes: int = 10,
+        l2_weight: float = 1e-4,
+        ema_decay: float = 0.99,
+        data_range: str = "unit",
+        channels_last: bool = True,
+        **plan: Any,
+    ) -> None:
         super().__init__(data_range=data_range, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "optimizer"])

@@ -74,8 +74,12 @@ class ClassifierEvaluation:
         self.num_classes = num_classes
         self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
-        self.eval_acc = nn.ModuleDict({s: nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
-                                       for s in EVAL_SETS})
+        self.eval_acc = nn.ModuleDict(
+            {
+                s: nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
+                for s in EVAL_SETS
+            }
+        )
         self.best_err = nn.ModuleDict({k: MinMetric() for k in ("c", "ema")})  # on the validation set only
         self.confmat = nn.ModuleDict({s: MulticlassConfusionMatrix(num_classes) for s in EVAL_SETS})
         self.eval_names: list[str] = list(EVAL_SETS)  # the passes of this run, in the order of its loaders

@@ -21,32 +21,47 @@ from gan_lightning.nets.blocks import batch_stat_layers
 
 class GAN(GraphedIterations, GeneratorGrid, GameModule):
     """Args:
-        generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
-        optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
-        loss: ``non_saturating`` (-log D(G(z))) or ``minimax`` (log(1 - D(G(z)))) for G.
-        d_steps, g_steps: D and G updates per cycle of ``max(d_steps, g_steps)`` batches, D before G within a batch:
-            1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
-        conditional: pass labels to both networks; fakes get labels drawn uniformly.
-        grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
-        joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
-            same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
-        reuse_g_forward: on a batch with both a D and a G step, G's samples are generated once, with their graph: D's
-            step scores them detached and G's step trains through them (as PyTorch's DCGAN example). The losses are
-            those of a fresh G forward in G's step (same z, G unchanged in between); G's batch-norm running
-            statistics move once per batch instead of twice. false: G runs again in its step.
-        batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
+    generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
+    optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
+    loss: ``non_saturating`` (-log D(G(z))) or ``minimax`` (log(1 - D(G(z)))) for G.
+    d_steps, g_steps: D and G updates per cycle of ``max(d_steps, g_steps)`` batches, D before G within a batch:
+        1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
+    conditional: pass labels to both networks; fakes get labels drawn uniformly.
+    grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
+    joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
+        same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
+    reuse_g_forward: on a batch with both a D and a G step, G's samples are generated once, with their graph: D's
+        step scores them detached and G's step trains through them (as PyTorch's DCGAN example). The losses are
+        those of a fresh G forward in G's step (same z, G unchanged in between); G's batch-norm running
+        statistics move once per batch instead of twice. false: G runs again in its step.
+    batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
     """
 
     STREAMS = {"real": "train"}  # one batch of real images (with their labels for conditional games) per iteration
     EPOCH_LENGTH = "real"  # one pass over the training set
     GRAPH_KINDS = 3  # recorded: batches with D and G steps, D only (d_steps > g_steps), G only (g_steps > d_steps)
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, optimizer_g: Callable, optimizer_d: Callable,
-                 latent_dim: int = 100, num_classes: int = 10, loss: str = "non_saturating", d_steps: int = 1,
-                 g_steps: int = 1, conditional: bool = False, grid_size: int = 64, grid_seed: int = 0,
-                 data_range: str = "tanh", latent_dist: str = "normal", channels_last: bool = True, joint_d_forward: bool = True,
-                 reuse_g_forward: bool = True,
-                 **plan: Any) -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_g: Callable,
+        optimizer_d: Callable,
+        latent_dim: int = 100,
+        num_classes: int = 10,
+        loss: str = "non_saturating",
+        d_steps: int = 1,
+        g_steps: int = 1,
+        conditional: bool = False,
+        grid_size: int = 64,
+        grid_seed: int = 0,
+        data_range: str = "tanh",
+        latent_dist: str = "normal",
+        channels_last: bool = True,
+        joint_d_forward: bool = True,
+        reuse_g_forward: bool = True,
+        **plan: Any,
+    ) -> None:
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
@@ -54,11 +69,17 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
         if loss not in ("non_saturating", "minimax"):
             raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")
         if latent_dim < 1 or grid_size < 1 or num_classes < 1:
-            raise ConfigError(f"model.latent_dim={latent_dim}, model.grid_size={grid_size}, model.num_classes={num_classes} must be >= 1")
+            raise ConfigError(
+                f"model.latent_dim={latent_dim}, model.grid_size={grid_size}, model.num_classes={num_classes} must be >= 1"
+            )
         if d_steps < 1 or g_steps < 1:
             raise ConfigError(f"model.d_steps={d_steps} and model.g_steps={g_steps} must both be >= 1")
-        if conditional != (getattr(generator, "label", None) is not None) or conditional != (getattr(discriminator, "label", None) is not None):
-            raise ConfigError("model.conditional must match the networks: give both num_classes > 0 (conditional) or neither")
+        if conditional != (getattr(generator, "label", None) is not None) or conditional != (
+            getattr(discriminator, "label", None) is not None
+        ):
+            raise ConfigError(
+                "model.conditional must match the networks: give both num_classes > 0 (conditional) or neither"
+            )
         self.generator, self.discriminator = generator, discriminator
         self.joint_d = bool(joint_d_forward) and not batch_stat_layers(discriminator)
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
@@ -71,7 +92,7 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
         else:
             self.register_buffer("fixed_z", self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu"))
             self.register_buffer("fixed_y", torch.zeros(grid_size, dtype=torch.long))
-            self.grid_nrow = int(round(grid_size**0.5))
+            self.grid_nrow = round(grid_size**0.5)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.generator(z, y) if self.conditional else self.generator(z)
@@ -80,8 +101,10 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
         return self.discriminator(x, y) if self.conditional else self.discriminator(x)
 
     def configure_optimizers(self):
-        return [self.build_optimizer("optimizer_g", self.generator),
-                self.build_optimizer("optimizer_d", self.discriminator)]
+        return [
+            self.build_optimizer("optimizer_g", self.generator),
+            self.build_optimizer("optimizer_d", self.discriminator),
+        ]
 
     LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss"}
 
@@ -130,7 +153,9 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
                 else:
                     fake = fake_g.detach()
                 if self.joint_d:  # one forward over both batches (D has no batch statistics)
-                    logits = self._d(torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y_fake]) if self.conditional else None)
+                    logits = self._d(
+                        torch.cat([x, fake.to(x.dtype)]), torch.cat([y, y_fake]) if self.conditional else None
+                    )
                     real_logits, fake_logits = logits[:n], logits[n:]
                 else:
                     real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
@@ -138,9 +163,15 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
                 loss_d = loss_real + loss_fake
                 self.step(opt_d, loss_d, "discriminator")
             if d_scalars:
-                scalars.update({"train/d/loss": loss_d.detach(), "train/d/real": loss_real.detach(), "train/d/fake": loss_fake.detach(),
-                                "train/d/D(x)": torch.sigmoid(real_logits.detach()).mean(),
-                                "train/d/D(G(z))": torch.sigmoid(fake_logits.detach()).mean()})
+                scalars.update(
+                    {
+                        "train/d/loss": loss_d.detach(),
+                        "train/d/real": loss_real.detach(),
+                        "train/d/fake": loss_fake.detach(),
+                        "train/d/D(x)": torch.sigmoid(real_logits.detach()).mean(),
+                        "train/d/D(G(z))": torch.sigmoid(fake_logits.detach()).mean(),
+                    }
+                )
         if g_step:  # --- G step, on the D just updated
             with self.training_only(opt_g, (opt_g, opt_d)):
                 fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)

@@ -42,12 +42,19 @@ class GraphedIterations:
         """On a CUDA device, record each kind of iteration as one CUDA graph after ``warmup`` eager iterations and
         replay it from then on (``trainer.cuda_graphs=true``). ``guarded`` (``auto``): a failed recording, or a first
         replay that differs from the eager step, turns recording off for the run with one line."""
-        self.iteration_graph = IterationGraph(warmup, keep=self.GRAPH_KINDS, guard=self.iteration_state if guarded else None)
+        self.iteration_graph = IterationGraph(
+            warmup, keep=self.GRAPH_KINDS, guard=self.iteration_state if guarded else None
+        )
 
     def iteration_state(self) -> list[torch.Tensor]:
         """Every tensor an iteration changes: the game's parameters and buffers and its optimizers' states."""
-        states = [t for o in self.optimizers() for per_param in o.optimizer.state.values() for t in per_param.values()
-                  if isinstance(t, torch.Tensor)]
+        states = [
+            t
+            for o in self.optimizers()
+            for per_param in o.optimizer.state.values()
+            for t in per_param.values()
+            if isinstance(t, torch.Tensor)
+        ]
         return [*self.parameters(), *self.buffers(), *states]
 
     def stepped_optimizers(self) -> Sequence[int]:

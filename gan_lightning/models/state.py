@@ -11,8 +11,11 @@ import torch
 def rng_states() -> dict:
     """torch (CPU, CUDA), numpy and python random states, as tensors and plain values (``weights_only``-loadable)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-              "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states

@@ -39,17 +39,26 @@ from gan_lightning.nets.blocks import batch_stat_layers
 from gan_lightning.plan import declare
 
 # every loss term of the game and its weight (0 switches a term off); model.weights.<term>=... changes one
-DEFAULT_WEIGHTS = MappingProxyType({
-    "d_real": 1.0, "d_fake_g": 1.0, "d_fake_c": 1.0,  # D: real pairs, G's pairs, C's pairs
-    "g_adv": 1.0, "c_adv": 1.0,                        # G's and C's adversarial terms
-    "c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 1e-3, "c_l2": 1e-4,  # C: CE on labels, entropy, class balance, L2
-    "c_pseudo": 0.1,                                   # alpha_P of R_P (C's CE on G's samples)
-    "c_consistency": 0.0,  # C vs. its EMA copy (mean teacher) on two draws of model.augment of x_u, with dropout
-    "c_confident": 0.0,    # CE of C on x_u against the EMA copy's hard label where it is confident (FixMatch)
-})
+DEFAULT_WEIGHTS = MappingProxyType(
+    {
+        "d_real": 1.0,
+        "d_fake_g": 1.0,
+        "d_fake_c": 1.0,  # D: real pairs, G's pairs, C's pairs
+        "g_adv": 1.0,
+        "c_adv": 1.0,  # G's and C's adversarial terms
+        "c_supervised": 1.0,
+        "c_entropy": 0.3,
+        "c_balance": 1e-3,
+        "c_l2": 1e-4,  # C: CE on labels, entropy, class balance, L2
+        "c_pseudo": 0.1,  # alpha_P of R_P (C's CE on G's samples)
+        "c_consistency": 0.0,  # C vs. its EMA copy (mean teacher) on two draws of model.augment of x_u, with dropout
+        "c_confident": 0.0,  # CE of C on x_u against the EMA copy's hard label where it is confident (FixMatch)
+    }
+)
 # C's loss during its pre-training
-PRETRAIN_WEIGHTS = MappingProxyType({"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4,
-                                     "c_consistency": 0.0, "c_confident": 0.0})
+PRETRAIN_WEIGHTS = MappingProxyType(
+    {"c_supervised": 1.0, "c_entropy": 0.3, "c_balance": 0.3, "c_l2": 1e-4, "c_consistency": 0.0, "c_confident": 0.0}
+)
 
 
 class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModule):
@@ -106,46 +115,103 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
     MONITOR = "val/err_ema"
     CUDA_GRAPHS_AUTO = True  # pre-training, the game and the game with R_P: one kind at a time (GRAPH_KINDS = 1)
 
-    def __init__(self, classifier: nn.Module, generator: nn.Module, discriminator: nn.Module,
-                 optimizer_c: Callable, optimizer_g: Callable, optimizer_d: Callable, optimizer_pretrain: Callable,
-                 num_classes: int = 10, latent_dim: int = 100, alpha: float = 0.5, objective: str = "argmax",
-                 weights: Mapping[str, float] = DEFAULT_WEIGHTS, pretrain_weights: Mapping[str, float] = PRETRAIN_WEIGHTS,
-                 pretrain_epochs: int = 30, d_unlabeled_real: bool = True, pseudo_label_epoch: int = 300,
-                 adv_warmup_epochs: int = 0, lr_anneal_epoch: int = 300, lr_anneal_factor: float = 0.995,
-                 generator_batch: int = 200, ema_decay: float = 0.99, grid_columns: int = 10, grid_seed: int = 0,
-                 data_range: str = "unit", latent_dist: str = "uniform", channels_last: bool = True,
-                 augment: nn.Module | None = None, confidence_threshold: float = 0.95,
-                 teacher_augment: nn.Module | None = None, align_distribution: bool = False,
-                 align_momentum: float = 0.999, reuse_forwards: bool = False, prob_clip: float = 1e-6,
-                 restart_c_optimizer: bool = True, c_bn_update: str = "all", pretrain_time_share: float | None = None,
-                 pseudo_label_trigger: float | None = None, trigger_samples: int = 1000, adv_warmup_time_share: float | None = None,
-                 pretrain_batch_sizes: Mapping[str, int] | None = None, **plan: Any) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_c: Callable,
+        optimizer_g: Callable,
+        optimizer_d: Callable,
+        optimizer_pretrain: Callable,
+        num_classes: int = 10,
+        latent_dim: int = 100,
+        alpha: float = 0.5,
+        objective: str = "argmax",
+        weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+        pretrain_weights: Mapping[str, float] = PRETRAIN_WEIGHTS,
+        pretrain_epochs: int = 30,
+        d_unlabeled_real: bool = True,
+        pseudo_label_epoch: int = 300,
+        adv_warmup_epochs: int = 0,
+        lr_anneal_epoch: int = 300,
+        lr_anneal_factor: float = 0.995,
+        generator_batch: int = 200,
+        ema_decay: float = 0.99,
+        grid_columns: int = 10,
+        grid_seed: int = 0,
+        data_range: str = "unit",
+        latent_dist: str = "uniform",
+        channels_last: bool = True,
+        augment: nn.Module | None = None,
+        confidence_threshold: float = 0.95,
+        teacher_augment: nn.Module | None = None,
+        align_distribution: bool = False,
+        align_momentum: float = 0.999,
+        reuse_forwards: bool = False,
+        prob_clip: float = 1e-6,
+        restart_c_optimizer: bool = True,
+        c_bn_update: str = "all",
+        pretrain_time_share: float | None = None,
+        pseudo_label_trigger: float | None = None,
+        trigger_samples: int = 1000,
+        adv_warmup_time_share: float | None = None,
+        pretrain_batch_sizes: Mapping[str, int] | None = None,
+        **plan: Any,
+    ) -> None:
         weights, pretrain_weights = dict(weights or {}), dict(pretrain_weights or {})  # plain dicts in the hparams
         super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
         if self.plan is not None and pretrain_batch_sizes is not None:
-            self.plan = replace(self.plan, pretrain=declare(self.PRETRAIN_STREAMS, pretrain_batch_sizes, self.EPOCH_LENGTH, "model.pretrain_batch_sizes"))
+            self.plan = replace(
+                self.plan,
+                pretrain=declare(
+                    self.PRETRAIN_STREAMS, pretrain_batch_sizes, self.EPOCH_LENGTH, "model.pretrain_batch_sizes"
+                ),
+            )
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
-        self.save_hyperparameters(ignore=["classifier", "generator", "discriminator", "optimizer_c", "optimizer_g", "optimizer_d", "optimizer_pretrain", "augment", "teacher_augment"])
-        self.set_optimizer_factories(optimizer_c=optimizer_c, optimizer_g=optimizer_g, optimizer_d=optimizer_d,
-                                     optimizer_pretrain=optimizer_pretrain)
+        self.save_hyperparameters(
+            ignore=[
+                "classifier",
+                "generator",
+                "discriminator",
+                "optimizer_c",
+                "optimizer_g",
+                "optimizer_d",
+                "optimizer_pretrain",
+                "augment",
+                "teacher_augment",
+            ]
+        )
+        self.set_optimizer_factories(
+            optimizer_c=optimizer_c,
+            optimizer_g=optimizer_g,
+            optimizer_d=optimizer_d,
+            optimizer_pretrain=optimizer_pretrain,
+        )
         self.weights = self._check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = self._check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
         if latent_dim < 1 or grid_columns < 1 or num_classes < 2:
-            raise ConfigError(f"model.latent_dim={latent_dim} and model.grid_columns={grid_columns} must be >= 1, model.num_classes={num_classes} >= 2")
+            raise ConfigError(
+                f"model.latent_dim={latent_dim} and model.grid_columns={grid_columns} must be >= 1, model.num_classes={num_classes} >= 2"
+            )
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"model.alpha={alpha} must be in [0, 1]")
         if objective not in ("argmax", "integrate"):
             raise ConfigError(f"model.objective={objective!r} is not one of ['argmax', 'integrate']")
         if generator_batch <= 0 or generator_batch % num_classes:
-            raise ConfigError(f"model.generator_batch={generator_batch} must be a positive multiple of the {num_classes} classes")
+            raise ConfigError(
+                f"model.generator_batch={generator_batch} must be a positive multiple of the {num_classes} classes"
+            )
         if not 0.0 <= confidence_threshold <= 1.0:
             raise ConfigError(f"model.confidence_threshold={confidence_threshold} must be in [0, 1]")
         if not 0.0 <= align_momentum < 1.0:
             raise ConfigError(f"model.align_momentum={align_momentum} must be in [0, 1)")
         teacher_terms = ("c_consistency", "c_confident")
         if align_distribution and not any(w[t] for w in (self.weights, self.pretrain_weights) for t in teacher_terms):
-            raise ConfigError("model.align_distribution=true changes the EMA copy's targets, but no term uses them: "
-                              "set model.weights or model.pretrain_weights c_consistency or c_confident above 0")
+            raise ConfigError(
+                "model.align_distribution=true changes the EMA copy's targets, but no term uses them: "
+                "set model.weights or model.pretrain_weights c_consistency or c_confident above 0"
+            )
         if pretrain_epochs < 0 or adv_warmup_epochs < 0:
             raise ConfigError("model.pretrain_epochs and model.adv_warmup_epochs must be >= 0")
         if not 0.0 <= prob_clip < 0.5:
@@ -159,22 +225,30 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         if pseudo_label_trigger is not None and not 0.0 < pseudo_label_trigger <= 1.0:
             raise ConfigError(f"model.pseudo_label_trigger={pseudo_label_trigger} must be in (0, 1] or null")
         if trigger_samples <= 0 or trigger_samples % num_classes:
-            raise ConfigError(f"model.trigger_samples={trigger_samples} must be a positive multiple of the {num_classes} classes")
+            raise ConfigError(
+                f"model.trigger_samples={trigger_samples} must be a positive multiple of the {num_classes} classes"
+            )
         with_stats = batch_stat_layers(discriminator)
         if with_stats:
-            raise ConfigError(f"model.discriminator: {type(discriminator).__name__} has batch norm ({with_stats[0]}), whose batch "
-                              "statistics would change D's verdicts between D's, G's and C's steps; use one without it "
-                              "(e.g. DCGANDiscriminator norm=spectral or norm=none)")
+            raise ConfigError(
+                f"model.discriminator: {type(discriminator).__name__} has batch norm ({with_stats[0]}), whose batch "
+                "statistics would change D's verdicts between D's, G's and C's steps; use one without it "
+                "(e.g. DCGANDiscriminator norm=spectral or norm=none)"
+            )
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
         self.augment = augment if augment is not None else nn.Identity()
         self.teacher_augment = teacher_augment if teacher_augment is not None else self.augment
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
         gen = torch.Generator().manual_seed(grid_seed)
-        self.register_buffer("fixed_z", self.sample_z(grid_columns, self.latent_dim, generator=gen, device="cpu").repeat(num_classes, 1))
+        self.register_buffer(
+            "fixed_z", self.sample_z(grid_columns, self.latent_dim, generator=gen, device="cpu").repeat(num_classes, 1)
+        )
         self.register_buffer("fixed_y", torch.arange(num_classes).repeat_interleave(grid_columns))
         self.grid_nrow = grid_columns  # one row per class, the same z down each column
-        self.register_buffer("g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False)
+        self.register_buffer(
+            "g_labels", torch.arange(num_classes).repeat_interleave(generator_batch // num_classes), persistent=False
+        )
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # adv_ramp() of the current step
         # running mean of the EMA copy's class probabilities on unlabeled data (distribution alignment)
         self.register_buffer("teacher_marginal", torch.full((num_classes,), 1.0 / num_classes))
@@ -221,7 +295,9 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         if n == 0:
             return 1.0
         steps_per_epoch = max(1, self.trainer.num_training_batches) if self._trainer is not None else 1
-        progress = (self.game_epoch - 1) + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / steps_per_epoch
+        progress = (
+            self.game_epoch - 1
+        ) + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / steps_per_epoch
         return float(min(1.0, max(0.0, progress / n)))
 
     def configure_optimizers(self):
@@ -229,8 +305,14 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         opt_g = self.build_optimizer("optimizer_g", self.generator)
         opt_c = self.build_optimizer("optimizer_c", self.classifier)
         opt_pre = self.build_optimizer("optimizer_pretrain", self.classifier)
-        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "epoch", "name": f"lr/{net}"}
-                  for o, net in ((opt_d, "d"), (opt_g, "g"), (opt_c, "c"))]
+        scheds = [
+            {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor),
+                "interval": "epoch",
+                "name": f"lr/{net}",
+            }
+            for o, net in ((opt_d, "d"), (opt_g, "g"), (opt_c, "c"))
+        ]
         return [opt_d, opt_g, opt_c, opt_pre], scheds
 
     def setup(self, stage: str) -> None:
@@ -240,7 +322,11 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
                 raise ConfigError(f"model.{key} needs trainer.max_time (the share is of that time)")
 
     def _timer(self) -> Timer | None:
-        return next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None) if self._trainer is not None else None
+        return (
+            next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+            if self._trainer is not None
+            else None
+        )
 
     def time_share(self) -> float:
         """Share of ``trainer.max_time`` spent so far (this process's clock; rank 0's decides under DDP)."""
@@ -258,14 +344,18 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         if self.in_pretraining(self.current_epoch):
             if share is not None and self.trainer.strategy.broadcast(self.time_share() >= share, src=0):
                 self.pretrain_end = self.current_epoch + 1
-                rank_zero_info(f"pre-training ends after epoch {self.current_epoch + 1} ({share:.0%} of the time); the game starts")
+                rank_zero_info(
+                    f"pre-training ends after epoch {self.current_epoch + 1} ({share:.0%} of the time); the game starts"
+                )
             return
         acc = self.trainer.strategy.broadcast(self.ema_conditional_accuracy(), src=0)
         self.log("gen/ema_c_acc", acc, rank_zero_only=True)
         trigger = self.hparams.pseudo_label_trigger
         if trigger is not None and self.pseudo_start is None and acc >= trigger:
             self.pseudo_start = self.game_epoch + 1
-            rank_zero_info(f"R_P starts at game epoch {self.pseudo_start}: the EMA classifier labels {acc:.1%} of G's samples as their class")
+            rank_zero_info(
+                f"R_P starts at game epoch {self.pseudo_start}: the EMA classifier labels {acc:.1%} of G's samples as their class"
+            )
 
     @torch.no_grad()
     def ema_conditional_accuracy(self) -> float:
@@ -273,12 +363,17 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         classifier (eval mode) labels as the class they were drawn for."""
         K, n = self.hparams.num_classes, self.hparams.trigger_samples
         y = torch.arange(K, device=self.device).repeat_interleave(n // K)
-        z = self.sample_z(n, self.latent_dim, generator=torch.Generator().manual_seed(2017), device="cpu").to(self.device)
+        z = self.sample_z(n, self.latent_dim, generator=torch.Generator().manual_seed(2017), device="cpu").to(
+            self.device
+        )
         modes = self.generator.training, self.ema.training
         self.generator.eval()
         self.ema.eval()
         try:
-            hits = sum(int((self.ema(self.generator(zb, yb)).argmax(1) == yb).sum()) for zb, yb in zip(z.split(500), y.split(500)))
+            hits = sum(
+                int((self.ema(self.generator(zb, yb)).argmax(1) == yb).sum())
+                for zb, yb in zip(z.split(500), y.split(500))
+            )
         finally:
             self.generator.train(modes[0])
             self.ema.train(modes[1])
@@ -286,9 +381,12 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["triple_gan_schedule"] = {"pretrain_end": self.pretrain_end, "pseudo_start": self.pseudo_start,
-                                             "c_optimizer_restarted": self.c_optimizer_restarted,
-                                             "game_start_share": self.game_start_share}
+        checkpoint["triple_gan_schedule"] = {
+            "pretrain_end": self.pretrain_end,
+            "pseudo_start": self.pseudo_start,
+            "c_optimizer_restarted": self.c_optimizer_restarted,
+            "game_start_share": self.game_start_share,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -300,7 +398,9 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Checkpoints written before distribution alignment existed load with a uniform running marginal."""
-        state_dict.setdefault(prefix + "teacher_marginal", torch.full_like(self.teacher_marginal, 1.0 / self.hparams.num_classes))
+        state_dict.setdefault(
+            prefix + "teacher_marginal", torch.full_like(self.teacher_marginal, 1.0 / self.hparams.num_classes)
+        )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- C's regularised classification loss (shared by pre-training and the game) ---------------------
@@ -334,7 +434,9 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
     def pseudo_label_on(self) -> bool:
         if not self.weights["c_pseudo"]:
             return False
-        return self.game_epoch >= min(self.hparams.pseudo_label_epoch, self.pseudo_start or self.hparams.pseudo_label_epoch)
+        return self.game_epoch >= min(
+            self.hparams.pseudo_label_epoch, self.pseudo_start or self.hparams.pseudo_label_epoch
+        )
 
     def c_stats_frozen(self):
         """For C's forwards other than on its unlabeled batch: with ``c_bn_update=unlabeled`` they leave C's BN
@@ -348,8 +450,12 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
         logs = self.run_iteration(batch)
         self.log_step_scalars(logs, "train/c/loss" if "train/c/loss" in logs else "pretrain/c/loss", bar="c_loss")
 
-    LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss", "classifier": "train/c/loss",
-                  "classifier (pre-training)": "pretrain/c/loss"}
+    LOSS_NAMES = {
+        "discriminator": "train/d/loss",
+        "generator": "train/g/loss",
+        "classifier": "train/c/loss",
+        "classifier (pre-training)": "pretrain/c/loss",
+    }
 
     def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
         """One training iteration (pre-training step or game step, then the EMA update) with the given
@@ -375,7 +481,10 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
 
     @staticmethod
     def _named(prefix: str, terms: Mapping[str, torch.Tensor], total: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {**{f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()}, f"{prefix}/loss": total.detach()}
+        return {
+            **{f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()},
+            f"{prefix}/loss": total.detach(),
+        }
 
     def pretrain_step(self, batch, optimizers) -> dict[str, torch.Tensor]:
         """C alone: CE on labeled data + entropy and balance on unlabeled data + L2 (official pre-training)."""
@@ -417,8 +526,13 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
             real_y = torch.cat([y_dl, y_du]) if self.hparams.d_unlabeled_real else y_dl
             logits = self.discriminator(torch.cat([real_x, x_g.detach(), x_c]), torch.cat([real_y, y_g, y_c]))
             l_real, l_g, l_c = logits.split([len(real_x), len(x_g), len(x_c)])
-            d_terms = {"d_real": losses.d_real(l_real), "d_fake_g": losses.d_fake_g(l_g),
-                       "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u) if self.objective == "integrate" else losses.d_fake_c(l_c)}
+            d_terms = {
+                "d_real": losses.d_real(l_real),
+                "d_fake_g": losses.d_fake_g(l_g),
+                "d_fake_c": losses.d_fake_c(l_c.view(-1, K), probs_u)
+                if self.objective == "integrate"
+                else losses.d_fake_c(l_c),
+            }
             d_scale = {"d_real": 1.0, "d_fake_g": 1.0 - a, "d_fake_c": a}
             loss_d = sum(w[k] * d_scale[k] * v for k, v in d_terms.items())
             self.step(opt_d, loss_d, "discriminator")
@@ -438,7 +552,11 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
                 logits_u = self.classifier(self.augment(x_u))
                 x_c, y_c, probs_u = self.c_pairs(x_u, logits_u)
             d_c = self.discriminator(x_c, y_c)
-            c_terms = {"c_adv": losses.c_adversarial(d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective)}
+            c_terms = {
+                "c_adv": losses.c_adversarial(
+                    d_c.view(-1, K) if self.objective == "integrate" else d_c, probs_u, self.objective
+                )
+            }
             c_terms.update(self.classifier_terms(x_l, y_l, x_u, logits_u, w))
             scale = {"c_adv": a * self.ramp, "c_pseudo": self.ramp}
             if self.pseudo_label_on:
@@ -448,8 +566,11 @@ class TripleGAN(GraphedIterations, GeneratorGrid, ClassifierEvaluation, GameModu
                     c_terms["c_pseudo"] = losses.pseudo_label(self.classifier(x_p), y_g, self.hparams.prob_clip)
             loss_c = sum(w[k] * scale.get(k, 1.0) * v for k, v in c_terms.items())
             self.step(opt_c, loss_c, "classifier")
-        return {**self._named("train/d", d_terms, loss_d), **self._named("train/g", {"g_adv": g_adv}, loss_g),
-                **self._named("train/c", c_terms, loss_c)}
+        return {
+            **self._named("train/d", d_terms, loss_d),
+            **self._named("train/g", {"g_adv": g_adv}, loss_g),
+            **self._named("train/c", c_terms, loss_c),
+        }
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.generator(z, y)

@@ -21,20 +21,26 @@ def _torchvision_backbone(name: str, weights: str | None) -> nn.Module:
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
-        raise ConfigError(f"model.classifier.backbone={name!r} is not a torchvision classification model (e.g. vgg16, resnet18)")
+        raise ConfigError(
+            f"model.classifier.backbone={name!r} is not a torchvision classification model (e.g. vgg16, resnet18)"
+        )
     if weights is None or Path(str(weights)).suffix in (".pt", ".pth"):
         return torchvision.models.get_model(name, weights=None)
     try:
         enum = torchvision.models.get_model_weights(name)[weights]
     except KeyError:
         names = [w.name for w in torchvision.models.get_model_weights(name)]
-        raise ConfigError(f"model.classifier.weights={weights!r} is not a weight set of {name} ({', '.join(names)}) "
-                          "nor a local .pt/.pth state-dict file") from None
+        raise ConfigError(
+            f"model.classifier.weights={weights!r} is not a weight set of {name} ({', '.join(names)}) "
+            "nor a local .pt/.pth state-dict file"
+        ) from None
     try:
         return torchvision.models.get_model(name, weights=enum)
     except Exception as err:  # noqa: BLE001 - offline, or the download failed
-        raise ConfigError(f"model.classifier.weights={weights}: the download failed ({type(err).__name__}); without internet give "
-                          "a local state-dict file (.pt/.pth) of the same network") from None
+        raise ConfigError(
+            f"model.classifier.weights={weights}: the download failed ({type(err).__name__}); without internet give "
+            "a local state-dict file (.pt/.pth) of the same network"
+        ) from None
 
 
 def _load_state(network: nn.Module, path: str) -> None:
@@ -49,7 +55,9 @@ def _load_state(network: nn.Module, path: str) -> None:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)[:160]
         raise ConfigError(f"model.classifier.weights={path} does not fit the backbone ({first})") from None
     except Exception as err:  # noqa: BLE001 - unpickling failed
-        raise ConfigError(f"model.classifier.weights={path} is not a readable state dict ({type(err).__name__})") from None
+        raise ConfigError(
+            f"model.classifier.weights={path} is not a readable state dict ({type(err).__name__})"
+        ) from None
 
 
 class FinetuneNet(nn.Module):
@@ -68,12 +76,25 @@ class FinetuneNet(nn.Module):
         dropout: dropout on the features before the head.
     """
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int, backbone: str = "resnet18", weights: str | None = None,
-                 input_size: int | None = 224, trainable_layers: int = 0, backbone_lr: float = 1e-4, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        num_classes: int,
+        backbone: str = "resnet18",
+        weights: str | None = None,
+        input_size: int | None = 224,
+        trainable_layers: int = 0,
+        backbone_lr: float = 1e-4,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.image_shape = check_image_shape("FinetuneNet", image_shape, "(1 or 3, H, W)", tuple(image_shape)[0] in (1, 3))
+        self.image_shape = check_image_shape(
+            "FinetuneNet", image_shape, "(1 or 3, H, W)", next(iter(image_shape)) in (1, 3)
+        )
         if trainable_layers < 0 or not backbone_lr > 0:
-            raise ConfigError(f"model.classifier.trainable_layers={trainable_layers} must be >= 0 and backbone_lr={backbone_lr} positive")
+            raise ConfigError(
+                f"model.classifier.trainable_layers={trainable_layers} must be >= 0 and backbone_lr={backbone_lr} positive"
+            )
         self.backbone_name, self.backbone_lr = backbone, float(backbone_lr)
         if backbone == "reference":
             from gan_lightning.nets.triple_gan import ConvClassifier
@@ -102,7 +123,7 @@ class FinetuneNet(nn.Module):
         self.frozen = trainable_layers == 0
         self.features.requires_grad_(False)
         layers = [m for m in self.features.modules() if any(True for _ in m.parameters(recurse=False))]
-        for module in layers[len(layers) - trainable_layers:] if trainable_layers else []:
+        for module in layers[len(layers) - trainable_layers :] if trainable_layers else []:
             module.requires_grad_(True)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

@@ -128,9 +128,11 @@ class LabelCode(nn.Module):
         super().__init__()
         if mode not in ("onehot", "embedding"):
             raise ConfigError(f"label mode {mode!r} is not one of ['onehot', 'embedding']")
-        if num_classes < 1 or dim is not None and dim < 1:
-            raise ConfigError(f"label code of num_classes={num_classes}, dim={dim}: expects num_classes >= 1 (0 in a "
-                              "network's settings: no label) and a dim of null or >= 1")
+        if num_classes < 1 or (dim is not None and dim < 1):
+            raise ConfigError(
+                f"label code of num_classes={num_classes}, dim={dim}: expects num_classes >= 1 (0 in a "
+                "network's settings: no label) and a dim of null or >= 1"
+            )
         self.num_classes, self.mode = num_classes, mode
         self.dim = num_classes if mode == "onehot" else int(dim or num_classes)
         self.embed = nn.Embedding(num_classes, self.dim) if mode == "embedding" else None

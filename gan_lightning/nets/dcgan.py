@@ -44,8 +44,15 @@ def _init_dcgan(module: nn.Module) -> None:
 class DCGANGenerator(nn.Module):
     """z -> linear to (base_channels * 2^(n-1), s, s) -> n x [ConvT stride 2, BN, ReLU] -> Tanh image."""
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], base_channels: int = 64, num_classes: int = 0,
-                 label_mode: str = "onehot", label_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: Sequence[int],
+        base_channels: int = 64,
+        num_classes: int = 0,
+        label_mode: str = "onehot",
+        label_dim: int | None = None,
+    ) -> None:
         super().__init__()
         check_sizes("DCGANGenerator", latent_dim=latent_dim, base_channels=base_channels)
         self.image_shape, n, self.side = _n_upsamplings(image_shape, "DCGANGenerator")
@@ -53,7 +60,9 @@ class DCGANGenerator(nn.Module):
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
         self.ch = base_channels * 2 ** (n - 1)
         in_dim = self.latent_dim + (self.label.dim if self.label else 0)
-        self.project = nn.Sequential(nn.Linear(in_dim, self.ch * self.side**2, bias=False), nn.BatchNorm1d(self.ch * self.side**2), nn.ReLU(True))
+        self.project = nn.Sequential(
+            nn.Linear(in_dim, self.ch * self.side**2, bias=False), nn.BatchNorm1d(self.ch * self.side**2), nn.ReLU(True)
+        )
         layers: list[nn.Module] = []
         ch = self.ch
         for i in range(n):
@@ -81,15 +90,24 @@ class DCGANDiscriminator(nn.Module):
     the linear layer, Miyato et al. 2018). The last two treat each example on its own (no batch statistics), as a
     game that scores real and fake pairs in separate forwards (Triple-GAN) needs."""
 
-    def __init__(self, image_shape: Sequence[int], base_channels: int = 64, num_classes: int = 0,
-                 label_mode: str = "onehot", label_dim: int | None = None, norm: str = "batch") -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        base_channels: int = 64,
+        num_classes: int = 0,
+        label_mode: str = "onehot",
+        label_dim: int | None = None,
+        norm: str = "batch",
+    ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ConfigError(f"DCGANDiscriminator norm={norm!r} is not one of {list(NORMS)}")
         check_sizes("DCGANDiscriminator", base_channels=base_channels)
         self.image_shape, n, side = _n_upsamplings(image_shape, "DCGANDiscriminator")
         c, h, w = self.image_shape
-        self.label = LabelCode(num_classes, label_mode, h * w if label_mode == "embedding" else None) if num_classes else None
+        self.label = (
+            LabelCode(num_classes, label_mode, h * w if label_mode == "embedding" else None) if num_classes else None
+        )
         label_planes = 0 if self.label is None else (num_classes if label_mode == "onehot" else 1)
         layers: list[nn.Module] = []
         ch_in, ch = c + label_planes, base_channels
@@ -108,6 +126,8 @@ class DCGANDiscriminator(nn.Module):
         if self.label is not None:
             code = self.label(y, x.dtype)
             _, _, h, w = x.shape
-            planes = code[:, :, None, None].expand(-1, -1, h, w) if self.label.mode == "onehot" else code.view(-1, 1, h, w)
+            planes = (
+                code[:, :, None, None].expand(-1, -1, h, w) if self.label.mode == "onehot" else code.view(-1, 1, h, w)
+            )
             x = torch.cat([x, planes], dim=1)
         return self.net(x).squeeze(1)

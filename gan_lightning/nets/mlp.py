@@ -9,15 +9,31 @@ import torch
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, LabelCode, Maxout, check_image_shape, check_probabilities, check_sizes, make_dropout
+from gan_lightning.nets.blocks import (
+    GaussianNoise,
+    LabelCode,
+    Maxout,
+    check_image_shape,
+    check_probabilities,
+    check_sizes,
+    make_dropout,
+)
 
 
 class MLPGenerator(nn.Module):
     """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (``output='tanh'``) or [0, 1] (``'sigmoid'``)."""
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], hidden: Sequence[int] = (256, 512, 1024),
-                 num_classes: int = 0, label_mode: str = "onehot", label_dim: int | None = None, batch_norm: bool = False,
-                 output: str = "tanh") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: Sequence[int],
+        hidden: Sequence[int] = (256, 512, 1024),
+        num_classes: int = 0,
+        label_mode: str = "onehot",
+        label_dim: int | None = None,
+        batch_norm: bool = False,
+        output: str = "tanh",
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPGenerator", image_shape, "any (C, H, W)", True)
         check_sizes("MLPGenerator", latent_dim=latent_dim, hidden=hidden)
@@ -43,21 +59,37 @@ class MLPDiscriminator(nn.Module):
     """image (and optionally y) -> hidden LeakyReLU layers with dropout -> one logit; optional Gaussian
     instance noise on the input (``sigma_in``) and after each hidden layer (``sigma_hidden``)."""
 
-    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (1024, 512, 256), num_classes: int = 0,
-                 label_mode: str = "onehot", label_dim: int | None = None, dropout: float = 0.3,
-                 sigma_in: float = 0.0, sigma_hidden: float = 0.0, fast_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        hidden: Sequence[int] = (1024, 512, 256),
+        num_classes: int = 0,
+        label_mode: str = "onehot",
+        label_dim: int | None = None,
+        dropout: float = 0.3,
+        sigma_in: float = 0.0,
+        sigma_hidden: float = 0.0,
+        fast_dropout: bool = True,
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPDiscriminator", image_shape, "any (C, H, W)", True)
         check_sizes("MLPDiscriminator", hidden=hidden)
         check_probabilities("MLPDiscriminator", dropout=dropout)
         if sigma_in < 0 or sigma_hidden < 0:
-            raise ConfigError(f"MLPDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0")
+            raise ConfigError(
+                f"MLPDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0"
+            )
         self.label = LabelCode(num_classes, label_mode, label_dim) if num_classes else None
         self.noise_in = GaussianNoise(sigma_in)
         layers: list[nn.Module] = []
         width = math.prod(self.image_shape) + (self.label.dim if self.label else 0)
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), GaussianNoise(sigma_hidden), make_dropout(dropout, fast_dropout)]
+            layers += [
+                nn.Linear(width, h),
+                nn.LeakyReLU(0.2),
+                GaussianNoise(sigma_hidden),
+                make_dropout(dropout, fast_dropout),
+            ]
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -72,9 +104,17 @@ class MLPDiscriminator(nn.Module):
 class MaxoutDiscriminator(nn.Module):
     """Goodfellow et al. 2014's MNIST discriminator: dropout on the input, maxout hidden layers, one logit."""
 
-    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (240, 240), pieces: int = 5,
-                 input_dropout: float = 0.2, dropout: float = 0.5, num_classes: int = 0, label_mode: str = "onehot",
-                 fast_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        hidden: Sequence[int] = (240, 240),
+        pieces: int = 5,
+        input_dropout: float = 0.2,
+        dropout: float = 0.5,
+        num_classes: int = 0,
+        label_mode: str = "onehot",
+        fast_dropout: bool = True,
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MaxoutDiscriminator", image_shape, "any (C, H, W)", True)
         check_sizes("MaxoutDiscriminator", hidden=hidden, pieces=pieces)
@@ -98,8 +138,14 @@ class MaxoutDiscriminator(nn.Module):
 class MLPClassifier(nn.Module):
     """image -> hidden ReLU layers with dropout -> class logits (the reports' fully-connected baseline)."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (512, 256), dropout: float = 0.5,
-                 fast_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        num_classes: int = 10,
+        hidden: Sequence[int] = (512, 256),
+        dropout: float = 0.5,
+        fast_dropout: bool = True,
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("MLPClassifier", image_shape, "any (C, H, W)", True)
         if not hidden or any(int(h) <= 0 for h in hidden):

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_lightning.errors import ConfigError
-from gan_lightning.nets.blocks import GaussianNoise, WNLinear, check_image_shape, check_probabilities, check_sizes, make_dropout, one_hot
+from gan_lightning.nets.blocks import (
+    GaussianNoise,
+    WNLinear,
+    check_image_shape,
+    check_probabilities,
+    check_sizes,
+    make_dropout,
+    one_hot,
+)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int, padding: str) -> list[nn.Module]:
@@ -23,16 +31,27 @@ class ConvClassifier(nn.Module):
     Weights ~ N(0, 0.05), last layer ~ N(0, 0.01), as in the official script. ``fast_dropout``: ``MaskDropout``
     (false: torch's ``nn.Dropout``, the same distribution from another random stream)."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, dropout: float = 0.5, fast_dropout: bool = True) -> None:
+    def __init__(
+        self, image_shape: Sequence[int], num_classes: int = 10, dropout: float = 0.5, fast_dropout: bool = True
+    ) -> None:
         super().__init__()
-        shape = check_image_shape("ConvClassifier", image_shape, "images of side >= 20", min(tuple(image_shape)[1:]) >= 20)
+        shape = check_image_shape(
+            "ConvClassifier", image_shape, "images of side >= 20", min(tuple(image_shape)[1:]) >= 20
+        )
         check_probabilities("ConvClassifier", dropout=dropout)
         c = shape[0]
         self.features = nn.Sequential(
-            *_conv_bn_relu(c, 32, 5, "valid"), nn.MaxPool2d(2), make_dropout(dropout, fast_dropout),
-            *_conv_bn_relu(32, 64, 3, "same"), *_conv_bn_relu(64, 64, 3, "valid"), nn.MaxPool2d(2), make_dropout(dropout, fast_dropout),
-            *_conv_bn_relu(64, 128, 3, "same"), *_conv_bn_relu(128, 128, 3, "same"),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *_conv_bn_relu(c, 32, 5, "valid"),
+            nn.MaxPool2d(2),
+            make_dropout(dropout, fast_dropout),
+            *_conv_bn_relu(32, 64, 3, "same"),
+            *_conv_bn_relu(64, 64, 3, "valid"),
+            nn.MaxPool2d(2),
+            make_dropout(dropout, fast_dropout),
+            *_conv_bn_relu(64, 128, 3, "same"),
+            *_conv_bn_relu(128, 128, 3, "same"),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(128, num_classes)
         for m in self.features.modules():
@@ -53,7 +72,13 @@ class ConcatLabelGenerator(nn.Module):
     """G: z ~ U(0,1)^latent_dim; one-hot y concatenated before every dense layer;
     [dense, BN, softplus] per hidden layer; weight-normalised dense output with sigmoid (images in [0, 1])."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, latent_dim: int = 100, hidden: Sequence[int] = (500, 500)) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        num_classes: int = 10,
+        latent_dim: int = 100,
+        hidden: Sequence[int] = (500, 500),
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("ConcatLabelGenerator", image_shape, "any (C, H, W)", True)
         check_sizes("ConcatLabelGenerator", latent_dim=latent_dim, hidden=hidden)
@@ -61,7 +86,9 @@ class ConcatLabelGenerator(nn.Module):
         self.hidden = nn.ModuleList()
         width = self.latent_dim
         for h in hidden:
-            self.hidden.append(nn.ModuleDict({"fc": nn.Linear(width + num_classes, h, bias=False), "bn": nn.BatchNorm1d(h)}))
+            self.hidden.append(
+                nn.ModuleDict({"fc": nn.Linear(width + num_classes, h, bias=False), "bn": nn.BatchNorm1d(h)})
+            )
             width = h
         self.out = WNLinear(width + num_classes, math.prod(self.image_shape), train_scale=True)
 
@@ -80,18 +107,29 @@ class ConcatLabelDiscriminator(nn.Module):
     ``label_twice_first``: as the official script, the first hidden layer's output gets y concatenated before its
     noise and once more after it (the second layer then sees y twice); false: once, like every other layer."""
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (1000, 500, 250, 250, 250),
-                 sigma_in: float = 0.3, sigma_hidden: float = 0.5, label_twice_first: bool = True) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        num_classes: int = 10,
+        hidden: Sequence[int] = (1000, 500, 250, 250, 250),
+        sigma_in: float = 0.3,
+        sigma_hidden: float = 0.5,
+        label_twice_first: bool = True,
+    ) -> None:
         super().__init__()
         self.image_shape = check_image_shape("ConcatLabelDiscriminator", image_shape, "any (C, H, W)", True)
         check_sizes("ConcatLabelDiscriminator", hidden=hidden)
         if sigma_in < 0 or sigma_hidden < 0:
-            raise ConfigError(f"ConcatLabelDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0")
+            raise ConfigError(
+                f"ConcatLabelDiscriminator sigma_in={sigma_in}, sigma_hidden={sigma_hidden}: noise levels must be >= 0"
+            )
         self.num_classes, self.label_twice_first = num_classes, bool(label_twice_first) and len(hidden) > 0
         self.noise_in, self.noise = GaussianNoise(sigma_in), GaussianNoise(sigma_hidden)
         widths = [math.prod(self.image_shape), *hidden]
         extra = [num_classes * (2 if i == 1 and self.label_twice_first else 1) for i in range(len(widths))]
-        self.layers = nn.ModuleList(WNLinear(a + e, b, train_scale=False, init_std=0.1) for a, b, e in zip(widths, widths[1:], extra))
+        self.layers = nn.ModuleList(
+            WNLinear(a + e, b, train_scale=False, init_std=0.1) for a, b, e in zip(widths, widths[1:], extra)
+        )
         self.out = WNLinear(widths[-1] + extra[-1], 1, train_scale=False, init_std=0.1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

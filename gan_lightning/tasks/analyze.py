@@ -16,14 +16,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-from gan_lightning.capabilities import HasClassifier  # noqa: E402
-from gan_lightning.checkpoints import build_datamodule, load_game  # noqa: E402
-from gan_lightning.errors import ConfigError  # noqa: E402
-from gan_lightning.evaluation import analysis, load_reference  # noqa: E402
+from gan_lightning.capabilities import HasClassifier
+from gan_lightning.checkpoints import build_datamodule, load_game
+from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation import analysis, load_reference
 
 
 def _classifier(cfg: DictConfig, network: str, reference: str | None):
@@ -34,11 +34,15 @@ def _classifier(cfg: DictConfig, network: str, reference: str | None):
     else:
         model, run_config = load_game(cfg.ckpt_path)
         if not isinstance(model, HasClassifier):
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no classifier to analyse")
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no classifier to analyse"
+            )
         if network not in ("ema", "c"):
             raise ConfigError(f"task.network={network!r} is not one of ['ema', 'c']")
         if model.data_range != "unit":
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: its classifier takes {model.data_range} images; analysis needs [0, 1] inputs")
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path}: its classifier takes {model.data_range} images; analysis needs [0, 1] inputs"
+            )
         net = model.ema.module if network == "ema" else model.classifier
         name = f"{type(model).__name__} {'EMA C' if network == 'ema' else 'C'}"
         datamodule = build_datamodule(run_config["data"], cfg.paths.data_dir)
@@ -51,9 +55,20 @@ def _image(ax, img: torch.Tensor, title: str, cmap: str = "gray") -> None:
     ax.axis("off")
 
 
-def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None, n_saliency: int = 10, n_eval: int = 2000,
-            epsilons=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3), viz_steps: int = 200, viz_lr: float = 0.05, viz_l2: float = 1e-2,
-            n_confusions: int = 5, seed: int = 0, out_dir: str | None = None) -> dict:
+def analyze(
+    cfg: DictConfig,
+    network: str = "ema",
+    reference: str | None = None,
+    n_saliency: int = 10,
+    n_eval: int = 2000,
+    epsilons=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    viz_steps: int = 200,
+    viz_lr: float = 0.05,
+    viz_l2: float = 1e-2,
+    n_confusions: int = 5,
+    seed: int = 0,
+    out_dir: str | None = None,
+) -> dict:
     """Write the analysis of one classifier; returns its numbers."""
     if n_saliency <= 0 or n_eval <= 0 or viz_steps < 0 or n_confusions <= 0:
         raise ConfigError("task.n_saliency, task.n_eval and task.n_confusions must be positive, task.viz_steps >= 0")
@@ -102,7 +117,9 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     plt.close(fig)
 
     # class visualisation
-    images, probs = analysis.class_visualisation(net, tuple(x.shape[1:]), K, steps=viz_steps, lr=viz_lr, l2=viz_l2, seed=seed)
+    images, probs = analysis.class_visualisation(
+        net, tuple(x.shape[1:]), K, steps=viz_steps, lr=viz_lr, l2=viz_l2, seed=seed
+    )
     fig, axes = plt.subplots(1, K, figsize=(1.2 * K, 1.6), squeeze=False)
     for k in range(K):
         _image(axes[0, k], images[k].cpu(), f"{k}: p={float(probs[k]):.2f}")
@@ -126,14 +143,31 @@ def analyze(cfg: DictConfig, network: str = "ema", reference: str | None = None,
     fig.savefig(out / "confusions.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    result = {"classifier": name, "dataset": dm.name, "n_eval": len(y), "accuracy": int((test_pred[idx] == y).sum()) / len(y),
-              "fgsm": curve, "class_visualisation_prob": [float(p) for p in probs],
-              "test_error": float((test_pred != test_y).float().mean()), "top_confusions": confusions}
+    result = {
+        "classifier": name,
+        "dataset": dm.name,
+        "n_eval": len(y),
+        "accuracy": int((test_pred[idx] == y).sum()) / len(y),
+        "fgsm": curve,
+        "class_visualisation_prob": [float(p) for p in probs],
+        "test_error": float((test_pred != test_y).float().mean()),
+        "top_confusions": confusions,
+    }
     (out / "analysis.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("classifier", "accuracy", "fgsm", "test_error")}))
     for c in confusions:
-        print(f"true {c['true']} predicted {c['predicted']}: {c['count']} images ({c['share_of_errors']:.0%} of the errors, "
-              f"{c['share_of_class']:.1%} of class {c['true']})")
-    for name in ("saliency.png", "fgsm.csv", "fgsm.png", "fgsm_examples.png", "class_visualisation.png", "confusions.png", "analysis.json"):
+        print(
+            f"true {c['true']} predicted {c['predicted']}: {c['count']} images ({c['share_of_errors']:.0%} of the errors, "
+            f"{c['share_of_class']:.1%} of class {c['true']})"
+        )
+    for name in (
+        "saliency.png",
+        "fgsm.csv",
+        "fgsm.png",
+        "fgsm_examples.png",
+        "class_visualisation.png",
+        "confusions.png",
+        "analysis.json",
+    ):
         print(out / name)
     return result

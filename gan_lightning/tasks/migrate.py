@@ -35,7 +35,7 @@ def _layout(serialized: bytes) -> bytes:
     for category in layout.category:
         keep = []
         for chart in category.chart:
-            tags = [t for t in chart.multiline.tag]
+            tags = list(chart.multiline.tag)
             if any(t.startswith("val/best_") for t in tags):
                 continue
             del chart.multiline.tag[:]
@@ -95,10 +95,12 @@ def needs_migration(run_dir: Path) -> bool:
     return any(t.startswith("val/") for t in tags) and not any(t.startswith("test/") for t in tags)
 
 
-def migrate(cfg: DictConfig, dir: str | None = None) -> list[Path]:  # noqa: A002 - the CLI's name
+def migrate(cfg: DictConfig, dir: str | None = None) -> list[Path]:
     """Migrate every run under ``dir`` (a run directory or any folder above runs); returns the runs migrated."""
     if not dir or not Path(dir).is_dir():
-        raise ConfigError(f"task.dir={dir} is not a directory; give a run directory or a folder of runs, e.g. task.dir=outputs")
+        raise ConfigError(
+            f"task.dir={dir} is not a directory; give a run directory or a folder of runs, e.g. task.dir=outputs"
+        )
     runs = sorted({p.parent.parent for p in Path(dir).rglob(".hydra/config.yaml")})
     done = []
     for run in runs:

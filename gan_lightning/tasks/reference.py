@@ -15,8 +15,14 @@ def reference(cfg: DictConfig, reference_dir: str) -> float:
     datamodule, model, _ = fit(cfg)
     network = model.ema.module.cpu()
     acc = analysis.accuracy(network.eval(), datamodule.splits.test_x, datamodule.splits.test_y)
-    _save(reference_path(reference_dir, datamodule.name), model.run_config["model"]["classifier"], network,
-          datamodule.name, acc, datamodule.image_shape)
+    _save(
+        reference_path(reference_dir, datamodule.name),
+        model.run_config["model"]["classifier"],
+        network,
+        datamodule.name,
+        acc,
+        datamodule.image_shape,
+    )
     return acc
 
 

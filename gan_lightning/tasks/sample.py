@@ -25,10 +25,24 @@ def _save(images: torch.Tensor, path: Path, nrow: int) -> Path:
     return path
 
 
-def sample(cfg: DictConfig, n: int = 64, columns: int = 10, interpolation_steps: int = 10, interpolation_rows: int = 10,
-           npz: int = 0, seed: int = 0, device: str = "cpu", out_dir: str | None = None) -> list[Path]:
+def sample(
+    cfg: DictConfig,
+    n: int = 64,
+    columns: int = 10,
+    interpolation_steps: int = 10,
+    interpolation_rows: int = 10,
+    npz: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    out_dir: str | None = None,
+) -> list[Path]:
     """Write the sample images of ``cfg.ckpt_path``; returns the written paths."""
-    for name, value in (("n", n), ("columns", columns), ("interpolation_steps", interpolation_steps), ("interpolation_rows", interpolation_rows)):
+    for name, value in (
+        ("n", n),
+        ("columns", columns),
+        ("interpolation_steps", interpolation_steps),
+        ("interpolation_rows", interpolation_rows),
+    ):
         if value <= 0:
             raise ConfigError(f"task.{name}={value} must be positive")
     if npz < 0:
@@ -37,7 +51,9 @@ def sample(cfg: DictConfig, n: int = 64, columns: int = 10, interpolation_steps:
         raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
     model, _ = load_game(cfg.ckpt_path)
     if not isinstance(model, CanGenerate):
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no generator to sample from")
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no generator to sample from"
+        )
     model = model.to(device)
     out = Path(out_dir or cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +70,13 @@ def sample(cfg: DictConfig, n: int = 64, columns: int = 10, interpolation_steps:
     y = torch.randint(K, (n,), generator=gen) if cond else None
     written.append(_save(render(z_(n), y), out / "random.png", math.ceil(math.sqrt(n))))
     if cond:  # one row per class, the same z down each column
-        written.append(_save(render(z_(columns).repeat(K, 1), torch.arange(K).repeat_interleave(columns)), out / "classes.png", columns))
+        written.append(
+            _save(
+                render(z_(columns).repeat(K, 1), torch.arange(K).repeat_interleave(columns)),
+                out / "classes.png",
+                columns,
+            )
+        )
     t = torch.linspace(0, 1, interpolation_steps)[None, :, None]
     ends = z_(2 * interpolation_rows).view(interpolation_rows, 2, 1, dim)
     z = (ends[:, 0] * (1 - t) + ends[:, 1] * t).reshape(-1, dim)
@@ -68,7 +90,9 @@ def sample(cfg: DictConfig, n: int = 64, columns: int = 10, interpolation_steps:
         written.append(_save(render(z, soft), out / "interpolation_class.png", interpolation_steps))
     if npz:
         labels = torch.arange(K).repeat(npz // K + 1)[:npz] if cond else torch.full((npz,), -1)
-        images = torch.cat([render(zb, yb if cond else None) for zb, yb in zip(z_(npz).split(1000), labels.split(1000))])
+        images = torch.cat(
+            [render(zb, yb if cond else None) for zb, yb in zip(z_(npz).split(1000), labels.split(1000))]
+        )
         uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         np.savez_compressed(out / "samples.npz", images=uint8, labels=labels.numpy())
         written.append(out / "samples.npz")

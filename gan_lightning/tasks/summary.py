@@ -51,8 +51,11 @@ def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
     table = []
     for key, members in groups.items():
         pruned = [m["pruned"] + 1 for m in members if m.get("pruned") is not None]
-        entry = {"overrides": " ".join(key) or "(defaults)", "runs": len(members),
-                 "pruned": ", ".join(f"epoch {e}" for e in pruned) or "–"}
+        entry = {
+            "overrides": " ".join(key) or "(defaults)",
+            "runs": len(members),
+            "pruned": ", ".join(f"epoch {e}" for e in pruned) or "–",
+        }
         for m in metrics:
             values = [r[m] for r in members if m in r]
             entry[m] = statistics.fmean(values) if values else float("nan")
@@ -61,9 +64,11 @@ def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
     return sorted(table, key=lambda e: e[metrics[0]] if e[metrics[0]] == e[metrics[0]] else float("inf"))
 
 
-def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None = None) -> None:  # noqa: A002 - CLI name
+def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None = None) -> None:
     if not dir or not Path(dir).is_dir():
-        raise ConfigError(f"task.dir={dir} is not a directory; give a multirun directory, e.g. task.dir=outputs/multirun/<date>/<time>")
+        raise ConfigError(
+            f"task.dir={dir} is not a directory; give a multirun directory, e.g. task.dir=outputs/multirun/<date>/<time>"
+        )
     sweep_dir = Path(dir)
     metrics = list(metrics or ["val/best_err_ema", "val/err_ema", "test/err_ema"])
     check_metric("task.metrics[0] (the ranking)", metrics[0])
@@ -75,7 +80,10 @@ def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None =
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    lines = ["| overrides | runs | " + " | ".join(metrics) + " | pruned after |", "|---|---|" + "---|" * len(metrics) + "---|"]
+    lines = [
+        "| overrides | runs | " + " | ".join(metrics) + " | pruned after |",
+        "|---|---|" + "---|" * len(metrics) + "---|",
+    ]
     for e in table:
         cells = [f"{e[m]:.4f} ± {e[m + ' std']:.4f}" for m in metrics]
         lines.append(f"| {e['overrides']} | {e['runs']} | " + " | ".join(cells) + f" | {e['pruned']} |")

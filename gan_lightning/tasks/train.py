@@ -36,7 +36,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def build(cfg: DictConfig):
     """Instantiate (datamodule, model, trainer) and load the data, so every input error surfaces before training."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    check_config(OmegaConf.to_container(cfg, resolve=True))  # unknown keys, wrong types: one line before anything is built
+    check_config(
+        OmegaConf.to_container(cfg, resolve=True)
+    )  # unknown keys, wrong types: one line before anything is built
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
     check_capabilities(model)  # a half-implemented capability is one line here, not a feature silently off
@@ -76,13 +78,18 @@ def check_trainer_counts(trainer_cfg: dict) -> None:
         return
     parts = max_time.split(":") if isinstance(max_time, str) else None
     if isinstance(max_time, dict):
-        ok = set(max_time) <= set(MAX_TIME_UNITS) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                                                          for v in max_time.values()) and any(max_time.values())
+        ok = (
+            set(max_time) <= set(MAX_TIME_UNITS)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in max_time.values())
+            and any(max_time.values())
+        )
     else:
         ok = parts is not None and len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) for p in parts)
     if not ok:
-        raise ConfigError(f"trainer.max_time={max_time!r} must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for "
-                          f"an hour), a mapping of {', '.join(MAX_TIME_UNITS)}, or null")
+        raise ConfigError(
+            f"trainer.max_time={max_time!r} must be a positive duration DD:HH:MM:SS (e.g. 00:01:00:00 for "
+            f"an hour), a mapping of {', '.join(MAX_TIME_UNITS)}, or null"
+        )
 
 
 def fit(cfg: DictConfig):
@@ -91,8 +98,10 @@ def fit(cfg: DictConfig):
     if ckpt_path == "last":  # the run directory's own last.ckpt: resume a run by giving its directory
         ckpt_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
         if not Path(ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path=last: there is no {ckpt_path}; resume a run with hydra.run.dir=<its directory> "
-                              "ckpt_path=last, or give ckpt_path=<file>")
+            raise ConfigError(
+                f"ckpt_path=last: there is no {ckpt_path}; resume a run with hydra.run.dir=<its directory> "
+                "ckpt_path=last, or give ckpt_path=<file>"
+            )
     ckpt = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:  # another game, dataset or image shape: one line before anything is built
         check_resumable(ckpt, OmegaConf.to_container(cfg, resolve=True), what=f"ckpt_path={ckpt_path}")
@@ -102,7 +111,9 @@ def fit(cfg: DictConfig):
     _say(f"run directory: {cfg.paths.output_dir}")
     start = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    final = {f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))}
+    final = {
+        f"hparam/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))
+    }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):  # the HParams view pairs the config with the final metrics
             logger.log_hyperparams(_flatten(model.run_config), final or None)
@@ -111,11 +122,17 @@ def fit(cfg: DictConfig):
             if final:
                 logger.log_metrics(final, step=trainer.global_step)
             logger.save()
-    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
-                      if k.startswith(("val/err", "test/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc")) and "/best" not in k
-                      and "fid_class/" not in k)  # per-class FIDs stay in TensorBoard; their mean is shown
+    shown = ", ".join(
+        f"{k}={float(v):.4g}"
+        for k, v in sorted(trainer.callback_metrics.items())
+        if k.startswith(("val/err", "test/err", "gen/fid", "gen/cond_acc", "gen/ema_c_acc"))
+        and "/best" not in k
+        and "fid_class/" not in k
+    )  # per-class FIDs stay in TensorBoard; their mean is shown
     _say(f"done in {(time.time() - start) / 60:.1f} min, {trainer.current_epoch} epochs{': ' + shown if shown else ''}")
-    _say(f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})")
+    _say(
+        f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})"
+    )
     return datamodule, model, trainer
 
 
@@ -138,7 +155,7 @@ def _job_overrides() -> list[str]:
     return [o for o in given if not o.lstrip("+").startswith(("resume=", "hydra.", "ckpt_path=", "pruning."))]
 
 
-def _resume_point(cfg: DictConfig) -> float | None | bool:
+def _resume_point(cfg: DictConfig) -> float | bool | None:
     """With ``resume=true``: the stored value of a run that finished in this directory (it is not trained again), or
     False after pointing ``ckpt_path`` at the directory's ``last.ckpt`` (an interrupted run), or False (never begun)."""
     out = Path(cfg.paths.output_dir)
@@ -146,8 +163,10 @@ def _resume_point(cfg: DictConfig) -> float | None | bool:
     if result.is_file():
         stored = json.loads(result.read_text())
         if stored.get("overrides") != _job_overrides():
-            raise ConfigError(f"resume=true: {out} holds a finished run of other overrides ({' '.join(stored.get('overrides') or [])}); "
-                              "resume a sweep with its own command and hydra.sweep.dir")
+            raise ConfigError(
+                f"resume=true: {out} holds a finished run of other overrides ({' '.join(stored.get('overrides') or [])}); "
+                "resume a sweep with its own command and hydra.sweep.dir"
+            )
         _say(f"resume=true: {out} finished before ({stored.get('metric')}={stored.get('value')}); not trained again")
         return stored.get("value")
     last = out / "checkpoints" / "last.ckpt"
@@ -169,10 +188,19 @@ def train(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     value = float(trainer.callback_metrics[metric]) if metric and metric in trainer.callback_metrics else None
     if not trainer.interrupted and trainer.is_global_zero:
-        pruned = next((c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning) and c.pruned_at is not None), None)
-        result = {"metric": metric, "value": value, "overrides": _job_overrides(), "global_step": trainer.global_step,
-                  "pruned_at_epoch": pruned,
-                  "final": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))}}
+        pruned = next(
+            (c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning) and c.pruned_at is not None), None
+        )
+        result = {
+            "metric": metric,
+            "value": value,
+            "overrides": _job_overrides(),
+            "global_step": trainer.global_step,
+            "pruned_at_epoch": pruned,
+            "final": {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/", "gen/"))
+            },
+        }
         path = Path(cfg.paths.output_dir) / RESULT_FILE
         path.with_name(f".{RESULT_FILE}.tmp").write_text(json.dumps(result, indent=1))
         path.with_name(f".{RESULT_FILE}.tmp").replace(path)
