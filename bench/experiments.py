@@ -1,10 +1,10 @@
 """The source reports' experiments, each setting run for a stated wall time on one core, two seeds, side by side two
 at a time, and tabulated (mean ± SD over the seeds of the last evaluation) for docs/experiments.md.
 
-    python -m bench.experiments --list                           # the studies and their settings
-    python -m bench.experiments --studies dcgan_lr gan_loss      # 5 minutes per run (--minutes), seeds 1 2 (--seeds)
-    python -m bench.experiments --studies baselines --dry-run    # print the commands only
-    python -m bench.experiments --retable dcgan_lr               # rebuild a study's table and images from its saved runs
+    python -m bench.experiments --list                          # the studies and their settings
+    python -m bench.experiments --studies dcgan_lr gan_loss     # 5 minutes per run (--minutes), seeds 1 2 (--seeds)
+    python -m bench.experiments --studies baselines --dry-run   # print the commands only
+    python -m bench.experiments --retable dcgan_lr              # rebuild a study's table and images from its saved runs
 
 Each run is a real CLI run (`python -m gan_lightning ...`) pinned to one core; its TensorBoard events are read back.
 Writes bench/results/experiments_<study>.{json,md} and the last sample grid of each setting's first seed to
@@ -146,7 +146,8 @@ def run_all(runs: list[tuple[str, int, Path, list[str]]], cores: list[int]) -> l
             if proc.poll() is not None:
                 if proc.returncode:
                     raise SystemExit(
-                        f"error: {' '.join(runs[i][3][1:])} failed with exit code {proc.returncode} (log: {runs[i][2]}.log)"
+                        f"error: {' '.join(runs[i][3][1:])} failed with exit code {proc.returncode} "
+                        f"(log: {runs[i][2]}.log)"
                     )
                 walls[i] = time.time() - start
                 del active[core]

@@ -3,8 +3,8 @@
     python -m gan_lightning task=reference data=mnist     # once: the reference feature network
     python -m bench.generators                            # trains each model, then one task=evaluate table
 
-Budget: 469 batches with one D and one G update each (one MNIST epoch at batch 128); Triple-GAN's classifier is pre-trained
-first (``--triple-pretrain`` epochs, C only), as its game needs. Writes bench/results/generators.{json,md}.
+Budget: 469 batches with one D and one G update each (one MNIST epoch at batch 128); Triple-GAN's classifier is
+pre-trained first (``--triple-pretrain`` epochs, C only), as its game needs. Writes bench/results/generators.{json,md}.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What sets the official labeled splits of MNIST apart, measured on the labeled images and the validation set only.
 
-    python -m bench.label_splits                 # splits 1-5, 100 labels: bench/results/label_splits.md, docs/label_splits.png
+    python -m bench.label_splits   # splits 1-5, 100 labels: bench/results/label_splits.md, docs/label_splits.png
 
 For each split's 100 labeled images (``data.label_split=official``), and nothing of the test set:
 - **atypical labels**: the labeled images the shipped reference network (trained on all 60,000 labels) reads as
@@ -93,9 +93,9 @@ def table(out: dict) -> str:
         "",
         "Measured on the labeled images and the validation set (held-out training images) only.",
         "",
-        "| split | atypical labeled images (reference net: other class or < 90 % sure) | labels beyond the 95th percentile "
-        "of their class | 1-NN error, pixels | 1-NN error, reference features | worst classes, pixels (error) | "
-        "top confusions, pixels (true→pred: count) |",
+        "| split | atypical labeled images (reference net: other class or < 90 % sure) "
+        "| labels beyond the 95th percentile of their class | 1-NN error, pixels | 1-NN error, reference features "
+        "| worst classes, pixels (error) | top confusions, pixels (true→pred: count) |",
         "|---|---|---|---|---|---|---|",
     ]
     for split, r in out["splits"].items():
@@ -109,7 +109,8 @@ def table(out: dict) -> str:
         worst_s = ", ".join(f"{c} ({100 * r['nn_err_per_class_pixels'][c]:.0f} %)" for c in worst)
         conf = ", ".join(f"{t}→{p}: {n}" for t, p, n in r["nn_confusions_pixels"])
         lines.append(
-            f"| {split} | {atyp} | {r['far_labels']} | {100 * r['nn_err_pixels']:.1f} % | {100 * r['nn_err_reference']:.2f} % "
+            f"| {split} | {atyp} | {r['far_labels']} | {100 * r['nn_err_pixels']:.1f} % "
+            f"| {100 * r['nn_err_reference']:.2f} % "
             f"| {worst_s} | {conf} |"
         )
     return "\n".join(lines)
@@ -144,7 +145,8 @@ def figure(out: dict, data_root: str, path: Path) -> None:
         ax.set_title(f"split {split}: 1-NN {100 * r['nn_err_pixels']:.1f} %", fontsize=8)
         ax.axis("off")
     fig.suptitle(
-        "Official labeled splits of MNIST, one row per class; red: the reference net reads another class or is < 90 % sure",
+        "Official labeled splits of MNIST, one row per class; "
+        "red: the reference net reads another class or is < 90 % sure",
         fontsize=8,
     )
     fig.tight_layout()

@@ -152,8 +152,8 @@ def cpu_flags() -> dict:
 def summary_table(results: list[dict]) -> str:
     """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
     lines = [
-        "| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C | EMA C at its best val. epoch "
-        "| G: EMA C acc. | G: cond. acc. | G: FID |",
+        "| run | labeled split | wall time (min) | epochs | final test error C | final test error EMA C "
+        "| EMA C at its best val. epoch | G: EMA C acc. | G: cond. acc. | G: FID |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"
@@ -161,7 +161,8 @@ def summary_table(results: list[dict]) -> str:
     for r in results:
         last = r["curve"][-1] if r["curve"] else {}
         lines.append(
-            f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} | {pct(r['final_err_c'])} "
+            f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} "
+            f"| {pct(r['final_err_c'])} "
             f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
             f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |"
         )

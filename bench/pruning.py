@@ -113,11 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     lines = [
-        f"# Optuna pruning on a small Triple-GAN search (`python -m bench.pruning`, {args.trials} trials, one core each)",
+        f"# Optuna pruning on a small Triple-GAN search (`python -m bench.pruning`, {args.trials} trials, "
+        "one core each)",
         "",
         json.dumps(meta),
         "",
-        "| pruner | wall time | trials pruned | epochs reported to the study | best val/best_err_ema (finished trials) |",
+        "| pruner | wall time | trials pruned | epochs reported to the study "
+        "| best val/best_err_ema (finished trials) |",
         "|---|---|---|---|---|",
     ]
     for p, r in results.items():

@@ -3,10 +3,11 @@ same networks and batch sizes, for each model. Also FLOPs per iteration and the 
 machine's measured matmul peak. Also the framework's own iteration in a bare loop (no Lightning): the
 difference to the Lightning run is Lightning's overhead.
 
-    python -m bench.speed                          # all models on the CPU
-    python -m bench.speed --device cuda --cuda-graphs            # every game's iterations recorded as CUDA graphs
+    python -m bench.speed                                           # all models on the CPU
+    python -m bench.speed --device cuda --cuda-graphs               # every game's iterations recorded as CUDA graphs
     python -m bench.speed --scaling --models gan dcgan triple_gan   # framework it/s against batch size and threads
-    python -m bench.speed --sharing 1 2 --models triple_gan        # several runs at once on one machine (GPU: --sharing 1 5)
+    python -m bench.speed --sharing 1 2 --models triple_gan         # several runs at once on one machine
+                                                                    # (GPU: --sharing 1 5)
 
 Writes bench/results/speed_<device>.{json,md}. Median and spread (min-max) over --repeats, warm-up excluded.
 One iteration = one update of every network (GANs: a D step and a G step; Triple-GAN: D, G and C steps).
@@ -260,14 +261,16 @@ def scaling(args) -> None:
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["threads"] == 1 and b["batch_factor"] == 1.0)
         lines.append(
-            f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} | {r['images_s']:.0f} "
+            f"| {r['model']} | {r['threads']} | x{r['batch_factor']:g} | {r['images_per_iter']} | {r['it_s']:.2f} "
+            f"| {r['images_s']:.0f} "
             f"| {r['images_s'] / base['images_s']:.2f}x |"
         )
     write_table(args, "scaling", f"Training speed against batch size and threads ({args.device})", meta, rows, lines)
 
 
 def write_table(args, kind: str, title: str, meta: dict, rows: list[dict], lines: list[str]) -> None:
-    """``<out>/speed_<kind>_<device>[_<tag>].{json,md}``: the rows with their metadata, and the Markdown table; printed too."""
+    """``<out>/speed_<kind>_<device>[_<tag>].{json,md}``: the rows with their metadata, and the Markdown table; printed
+    too."""
     Path(args.out).mkdir(parents=True, exist_ok=True)
     stem = Path(args.out) / f"speed_{kind}_{args.device}{'_' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -366,7 +369,8 @@ def sharing(args) -> None:
             totals, per_run, overlaps = [], [], []
             for _ in range(args.repeats):
                 results = run_together(name, runs, threads, args)
-                # the machine's throughput: every run's iterations over the wall time from the common start to the last end
+                # the machine's throughput: every run's iterations over the wall time from the common start to the last
+                # end
                 span = max(r["end"] for r in results) - min(r["start"] for r in results)
                 totals.append(runs * args.iters / span)
                 per_run += [r["it_s"] for r in results]
@@ -389,14 +393,16 @@ def sharing(args) -> None:
             )
     meta = run_meta(args, warmup=args.warmup, reuse_cpu_memory=reuse_memory)
     lines = [
-        "| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all | in all vs one run |",
+        "| model | runs at once | threads per run | it/s per run (min-max) | it/s in all (min-max) | images/s in all "
+        "| in all vs one run |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = next(b for b in rows if b["model"] == r["model"] and b["runs"] == min(args.sharing))
         p, t = r["per_run_it_s"], r["total_it_s"]
         lines.append(
-            f"| {r['model']} | {r['runs']} | {r['threads_per_run']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
+            f"| {r['model']} | {r['runs']} | {r['threads_per_run']} "
+            f"| {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
             f"| {t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f}) | {t['median'] * r['images_per_iter']:.0f} "
             f"| {t['median'] / base['total_it_s']['median']:.2f}x |"
         )
@@ -517,7 +523,8 @@ def main() -> None:
         )
         extra = f", its step without Lightning {b['median']:.2f} it/s" if b else ""
         print(
-            f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, x{f['median'] / p['median']:.2f}{extra}",
+            f"{name}: plain {p['median']:.2f} it/s, framework {f['median']:.2f} it/s, "
+            f"x{f['median'] / p['median']:.2f}{extra}",
             flush=True,
         )
     meta = run_meta(
@@ -533,8 +540,9 @@ def main() -> None:
     )
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
-        "| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain | framework images/s "
-        "| framework step without Lightning it/s (Lightning overhead) | GFLOP/iter | plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
+        "| model | images/iter | plain it/s (min-max) | framework it/s (min-max) | framework / plain "
+        "| framework images/s | framework step without Lightning it/s (Lightning overhead) | GFLOP/iter "
+        "| plain GFLOP/s (% of peak) | framework GFLOP/s (% of peak) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -542,16 +550,19 @@ def main() -> None:
         bare_cell = f"{b['median']:.2f} ({100 * r['lightning_overhead']:.1f} %)" if b else "-"
         fw_flop_s = r["flops_per_iter_plain"] * f["median"]
         lines.append(
-            f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
-            f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {bare_cell} | {r['flops_per_iter_plain'] / 1e9:.2f} "
-            f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / r['peak_flop_s']:.0f} %) | {fw_flop_s / 1e9:.1f} ({100 * fw_flop_s / r['peak_flop_s']:.0f} %) |"
+            f"| {r['model']} | {r['images_per_iter']} | {p['median']:.2f} ({p['min']:.2f}-{p['max']:.2f}) "
+            f"| {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
+            f"| {r['speedup']:.2f}x | {f['median'] * r['images_per_iter']:.0f} | {bare_cell} "
+            f"| {r['flops_per_iter_plain'] / 1e9:.2f} "
+            f"| {r['plain_flop_s'] / 1e9:.1f} ({100 * r['plain_flop_s'] / r['peak_flop_s']:.0f} %) "
+            f"| {fw_flop_s / 1e9:.1f} ({100 * fw_flop_s / r['peak_flop_s']:.0f} %) |"
         )
     table = "\n".join(lines)
     row_peaks = ", ".join(f"{r['model']} {r['peak_flop_s'] / 1e9:.0f}" for r in rows)
     stem.with_suffix(".md").write_text(
         f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
-        f"matmul peak: {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the median of the peaks measured before each "
-        f"repeat of the model: {row_peaks}); {meta['iters']} timed iterations after {warmup} warm-up, "
+        f"matmul peak: {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the median of the peaks measured "
+        f"before each repeat of the model: {row_peaks}); {meta['iters']} timed iterations after {warmup} warm-up, "
         f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
         f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
         f"; CPU memory reuse (plain loop too): {'on' if reuse_memory else 'off'}"

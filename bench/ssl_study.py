@@ -1,10 +1,10 @@
 """Where the game pays: Triple-GAN's fast preset against its ablation, paired on the same labeled splits, in the hour.
 
-    python -m bench.ssl_study                         # run the queue's next pairs, appending each pair's rows
-    python -m bench.ssl_study --stop-by 23:40 --commit   # start a pair only if it ends by 23:40; commit each pair's rows
-    python -m bench.ssl_study --report                # tables and plots from the results file, no runs
-    python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json --game-extra model.adv_warmup_epochs=2
-                                                      # a short proxy study, to choose a setting by validation error
+    python -m bench.ssl_study                           # run the queue's next pairs, appending each pair's rows
+    python -m bench.ssl_study --stop-by 23:40 --commit  # start a pair only if it ends by 23:40; commit each pair's rows
+    python -m bench.ssl_study --report                  # tables and plots from the results file, no runs
+    python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json \\
+        --game-extra model.adv_warmup_epochs=2          # a short proxy study, to choose a setting by validation error
 
 A pair is the game (``experiment=triple_gan_mnist100_fast``) and its ablation (the same classifier training for the
 whole time, no game), started together, each pinned to one core with one thread, each for ``--minutes`` of
@@ -206,7 +206,8 @@ def commit(path: Path, pair: dict) -> None:
 
 # -- report ------------------------------------------------------------------------------------------------------------
 def paired(rows: list[dict], n_labeled: int, key: str) -> dict[str, Any]:
-    """Per split: the game's and the ablation's ``key``; their mean ± SD and the paired difference with its 95 % interval."""
+    """Per split: the game's and the ablation's ``key``; their mean ± SD and the paired difference with its 95 %
+    interval."""
     by = {(r["label_seed"], r["run"]): r[key] for r in rows if r["n_labeled"] == n_labeled and r.get(key) is not None}
     splits = sorted({s for s, run in by if run == "game"} & {s for s, run in by if run == "ablation"})
     game, abl = [by[(s, "game")] for s in splits], [by[(s, "ablation")] for s in splits]
@@ -240,8 +241,8 @@ def report(rows: list[dict], results: Path) -> str:
         lines += [
             f"## {n_labeled} labels ({', '.join(f'{m:g}' for m in minutes)} min a run; CPU: {', '.join(cpus)})",
             "",
-            "| labeled split | game: test EMA C | ablation: test EMA C | difference | game: val EMA C | ablation: val EMA C "
-            "| G: cond. acc. | G: FID | epochs (game / ablation) |",
+            "| labeled split | game: test EMA C | ablation: test EMA C | difference | game: val EMA C "
+            "| ablation: val EMA C | G: cond. acc. | G: FID | epochs (game / ablation) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in test["splits"]:
@@ -263,7 +264,8 @@ def report(rows: list[dict], results: Path) -> str:
         )
         lines.append(
             f"| mean ± SD ({len(test['splits'])} splits) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
-            f"| {_ms(val['game'])} | {_ms(val['ablation'])} | {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
+            f"| {_ms(val['game'])} | {_ms(val['ablation'])} "
+            f"| {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
             f"| {_ms([r['g_fid'] for r in games if r['g_fid'] is not None], 1.0, '')} | |"
         )
         lines += [
@@ -363,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
             limit = time.mktime((*time.localtime()[:3], hour, minute, 0, 0, 0, -1))
             if ends > limit:
                 print(
-                    f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, after {args.stop_by}"
+                    f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, "
+                    f"after {args.stop_by}"
                 )
                 return
         print(
@@ -375,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         append_rows(args.results, rows)
         for r in rows:
             print(
-                f"  {r['run']}: test EMA C {100 * r['final_test_err_ema']:.2f} %, val EMA C {100 * r['final_val_err_ema']:.2f} %, "
+                f"  {r['run']}: test EMA C {100 * r['final_test_err_ema']:.2f} %, "
+                f"val EMA C {100 * r['final_val_err_ema']:.2f} %, "
                 f"{r['epochs']} epochs",
                 flush=True,
             )
