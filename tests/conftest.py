@@ -27,7 +27,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
 
     torch.set_num_threads(1)
 
-reuse_cpu_memory()  # as every training run does (trainer.reuse_cpu_memory): the in-process trainings and forked CLI runs
+# as every training run does (trainer.reuse_cpu_memory): the in-process trainings and forked CLI runs
+reuse_cpu_memory()
 
 
 def _data_root() -> Path | None:

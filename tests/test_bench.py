@@ -195,7 +195,8 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
     last = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cGAN.png")
     assert last.getpixel((0, 0)) == 200  # the last epoch's grid of the first seed
     over = Image.open(tmp_path / "images" / "cgan_vs_cdcgan_cDCGAN_over_training.png")
-    # four of the five epochs (0, 1, 3, 4) in one row, 8 white pixels around each: the last grid starts at x = 8 + 3 * 28
+    # four of the five epochs (0, 1, 3, 4) in one row, 8 white pixels around each: the last grid starts at
+    # x = 8 + 3 * 28
     assert over.size == (4 * 20 + 5 * 8, 20 + 2 * 8)
     assert over.getpixel((0, 0)) == (255, 255, 255)
     assert [over.getpixel((8 + i * 28, 8)) for i in range(4)] == [(v, v, v) for v in (0, 50, 150, 200)]

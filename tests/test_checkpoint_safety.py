@@ -1,4 +1,5 @@
-"""A checkpoint (or reference network) is data: opening one never imports, calls or writes what its stored config names."""
+"""A checkpoint (or reference network) is data: opening one never imports, calls or writes what its stored config
+names."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from gan_lightning.evaluation import load_reference
 from gan_lightning.evaluation.reference import FORMAT
 from gan_lightning.safe_build import allowed_targets, check_stored_config
 
-HUBCONF = "from pathlib import Path\nPath(__file__).with_name('RAN').write_text('hubconf ran')\ndef model(**kw):\n    return None\n"
+HUBCONF = (
+    "from pathlib import Path\nPath(__file__).with_name('RAN').write_text('hubconf ran')\n"
+    "def model(**kw):\n    return None\n"
+)
 
 
 def _hub_dir(tmp_path: Path) -> Path:
@@ -90,7 +94,7 @@ def test_foreign_target_at_top_level_is_refused_before_it_runs(tmp_path):
     ckpt = _crafted(
         tmp_path, {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}
     )
-    with pytest.raises(ConfigError, match="asks for 'torch.hub.load'.*refused"):
+    with pytest.raises(ConfigError, match=r"asks for 'torch\.hub\.load'.*refused"):
         load_game(ckpt)
     assert not (hub / "RAN").exists()
 
@@ -125,7 +129,7 @@ def test_partial_and_args_forms_are_refused(tmp_path):
 
 def test_data_config_of_a_checkpoint_is_checked_too(tmp_path):
     hub = _hub_dir(tmp_path)
-    with pytest.raises(ConfigError, match="asks for 'torch.hub.load'"):
+    with pytest.raises(ConfigError, match=r"asks for 'torch\.hub\.load'"):
         build_datamodule(
             {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"},
             str(tmp_path),
@@ -148,7 +152,7 @@ def test_crafted_reference_network_is_refused(tmp_path):
         },
         path,
     )
-    with pytest.raises(ConfigError, match="asks for 'torch.hub.load'"):
+    with pytest.raises(ConfigError, match=r"asks for 'torch\.hub\.load'"):
         load_reference(path, "MNIST")
     assert not (hub / "RAN").exists()
 

@@ -271,11 +271,17 @@ def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
         ),
         (
             ["model=gan"],
-            "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false",
+            (
+                "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; "
+                "without one add trainer.cuda_graphs=false"
+            ),
         ),
         (
             ["model=triple_gan", "trainer.accelerator=cpu"],
-            "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false",
+            (
+                "error: trainer.cuda_graphs=true needs a CUDA GPU (trainer=gpu) and none is visible; "
+                "without one add trainer.cuda_graphs=false"
+            ),
         ),
     ],
 )
@@ -341,7 +347,8 @@ def test_a_run_prints_no_python_warning(tmp_path, model):
 
 @needs_mnist
 def test_default_trainer_sizes_itself_to_this_machine(tmp_path):
-    """The default trainer: bf16-mixed exactly where the CPU multiplies bf16 natively; the schedule and the ETA printed."""
+    """The default trainer: bf16-mixed exactly where the CPU multiplies bf16 natively; the schedule and the ETA
+    printed."""
     from gan_lightning.hardware import cpu_has_native_bf16
 
     proc = run_cli(
@@ -387,5 +394,6 @@ def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path, model, graphed):
 )
 def test_a_bad_trainer_count_is_one_line_before_training(tmp_path, override, expected):
     proc = run_cli(["model=gan", override, *FAST], tmp_path / "run")
-    assert proc.returncode == 2 and proc.stderr.strip() == expected, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == expected, proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()

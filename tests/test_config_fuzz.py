@@ -1,5 +1,6 @@
 """Fuzz the configuration: every numeric setting of every model and data config (what its YAML writes and the
-defaults its classes' signatures add) set to 0, to a negative value and to a string, built as the CLI builds a run (without training). Each case either builds or stops with one line
+defaults its classes' signatures add) set to 0, to a negative value and to a string, built as the CLI builds a run
+(without training). Each case either builds or stops with one line
 (``ConfigError``, exit status 2); a traceback fails the test. The number of cases is printed and asserted."""
 
 from __future__ import annotations
@@ -72,13 +73,16 @@ def test_every_bad_value_builds_or_is_one_line(option, key, value, tmp_path):
     overrides = [option] if option.startswith("model=") else ["model=gan", option]
     if option == "data=cifar10":
         pytest.skip("CIFAR-10 files are not on this machine; its settings are the same keys as MNIST's")
+    err: Exception | None = None
     try:
         cfg = compose_cfg(
             [*overrides, f"{key}={value}", "trainer=debug", "logger=none", "callbacks=none"], output_dir=tmp_path
         )
         OmegaConf.resolve(cfg)
         build(cfg)
-    except Exception as err:  # noqa: BLE001 - classified below
+    except Exception as caught:  # noqa: BLE001 - classified below
+        err = caught
+    if err is not None:
         found = _user_error(err)
         assert isinstance(found, ConfigError), f"{key}={value}: {type(err).__name__}: {err}"
         assert "\n" not in str(found), str(found)

@@ -82,7 +82,7 @@ def test_cifar10_reads_torchvision_format(tmp_path):
 
 def test_cifar10_checksum_mismatch_is_a_clear_error(tmp_path):
     _write_fake_cifar(tmp_path)
-    with pytest.raises(ConfigError, match="checksum mismatch .*data_batch_1"):
+    with pytest.raises(ConfigError, match=r"checksum mismatch .*data_batch_1"):
         make_dm(CIFAR10DataModule, tmp_path).setup()
 
 
@@ -102,7 +102,7 @@ def test_corrupt_file_fails_the_checksum(tmp_path, data_root):
     labels[100] = (labels[100] + 1) % 10
     (raw / "t10k-labels-idx1-ubyte.gz").unlink()
     (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))  # uncompressed files are read too
-    with pytest.raises(ConfigError, match="checksum mismatch .*t10k-labels-idx1-ubyte"):
+    with pytest.raises(ConfigError, match=r"checksum mismatch .*t10k-labels-idx1-ubyte"):
         make_dm(MNISTDataModule, tmp_path).setup()
 
 
@@ -160,10 +160,10 @@ def test_stream_batches_cycle_small_sources_and_shard_by_rank():
 def test_a_plan_the_datamodule_cannot_serve_is_one_line(data_root):
     with pytest.raises(ConfigError, match=r"reads stream 'real' from 'nowhere'; MNIST serves \['train', 'labeled'\]"):
         make_dm(MNISTDataModule, data_root, streams={"real": {"source": "nowhere", "batch_size": 4}})
-    with pytest.raises(ConfigError, match="model.n_labeled=70000 is larger than the training set"):
+    with pytest.raises(ConfigError, match=r"model\.n_labeled=70000 is larger than the training set"):
         make_dm(MNISTDataModule, data_root, n_labeled=70000).setup()
     dm = make_dm(MNISTDataModule, data_root)
-    with pytest.raises(ConfigError, match="has no data plan: give model.batch_sizes"):
+    with pytest.raises(ConfigError, match=r"has no data plan: give model\.batch_sizes"):
         dm.serve(object())
 
 
@@ -251,13 +251,13 @@ def test_svhn_reads_mat_files_maps_label_10_to_0_and_adds_extra(tmp_path):
     with_extra = make_dm(SVHNDataModule, tmp_path, verify_checksums=False, extra=True)
     with_extra.setup()
     assert len(with_extra.splits.train_y) == 40
-    with pytest.raises(ConfigError, match="checksum mismatch for .*train_32x32.mat"):
+    with pytest.raises(ConfigError, match=r"checksum mismatch for .*train_32x32\.mat"):
         make_dm(SVHNDataModule, tmp_path).setup()
     (tmp_path / "test_32x32.mat").write_bytes((tmp_path / "test_32x32.mat").read_bytes()[:500])
     with pytest.raises(ConfigError, match=r"test_32x32.mat is damaged \(not an SVHN .mat file"):
         make_dm(SVHNDataModule, tmp_path, verify_checksums=False).setup()
     (tmp_path / "test_32x32.mat").unlink()
-    with pytest.raises(ConfigError, match="dataset not found .*test_32x32.mat"):
+    with pytest.raises(ConfigError, match=r"dataset not found .*test_32x32\.mat"):
         make_dm(SVHNDataModule, tmp_path).setup()
 
 
@@ -303,7 +303,10 @@ def test_image_folder_resizes_splits_per_class_and_keeps_labels(tmp_path):
         ("classes", r"has 2 class folders \['cats', 'dogs'\], data.num_classes=3"),
         (
             "broken",
-            r"dogs/3.png is damaged \(not a readable image: UnidentifiedImageError\); replace it with a readable copy or remove it from the folder$",
+            (
+                r"dogs/3.png is damaged \(not a readable image: UnidentifiedImageError\); "
+                r"replace it with a readable copy or remove it from the folder$"
+            ),
         ),
     ],
 )

@@ -321,7 +321,8 @@ def test_reference_of_another_dataset_is_refused(reference_run):
 
 
 def _inception_weights(path, monkeypatch):
-    """An FID Inception-v3 weights file of the right layout (random weights: no download), as the user's file would be."""
+    """An FID Inception-v3 weights file of the right layout (random weights: no download), as the user's file would
+    be."""
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     monkeypatch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
@@ -348,7 +349,7 @@ def test_inception_metrics_from_a_given_weights_file(tmp_path, monkeypatch):
     other = metrics.evaluate([torch.rand(8, 1, 28, 28, generator=gen) * 0.2])
     assert set(same) == {"inception_fid", "inception_kid_mean", "inception_is"}
     assert abs(same["inception_fid"]) < 1e-2 < other["inception_fid"]  # the real images against themselves: ~0
-    with pytest.raises(ConfigError, match="does not exist; get https://github.com/toshas/torch-fidelity"):
+    with pytest.raises(ConfigError, match=r"does not exist; get https://github\.com/toshas/torch-fidelity"):
         check_weights(tmp_path / "missing.pth")
     (tmp_path / "other.pth").write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="is not a plain weights file"):

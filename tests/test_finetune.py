@@ -1,4 +1,5 @@
-"""Transfer learning: frozen backbones stay frozen, the head learns, local weights load, an offline download is one line."""
+"""Transfer learning: frozen backbones stay frozen, the head learns, local weights load, an offline download is one
+line."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def test_bad_backbones_and_weights_are_one_line(kwargs, message, monkeypatch, tm
 @pytest.mark.slow
 def test_finetuned_checkpoint_is_analysed_without_reading_the_backbone_file(tmp_path, data_root):
     weights = tmp_path / "MNIST.pt"
-    weights.write_bytes(open(REFERENCE, "rb").read())
+    with open(REFERENCE, "rb") as f:
+        weights.write_bytes(f.read())
     run_dir = tmp_path / "run"
     proc = run_cli(
         [

@@ -1,4 +1,5 @@
-"""Runs written before the validation set existed: their ``val/*`` test errors are read, and can be rewritten, as ``test/*``."""
+"""Runs written before the validation set existed: their ``val/*`` test errors are read, and can be rewritten, as
+``test/*``."""
 
 from __future__ import annotations
 

@@ -242,7 +242,7 @@ def test_confident_label_term_with_affine_augmentation(mnist):
         ]
         == 0.0
     )
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Exception, match=r"model\.confidence_threshold=1\.5 must be in \[0, 1\]") as err:
         instantiate(compose_cfg([*SMALL_TRIPLE, "model.confidence_threshold=1.5"]).model)
     found = _user_error(err.value)  # what the CLI prints
     assert isinstance(found, ConfigError)
@@ -274,10 +274,12 @@ def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_l
     fresh.teacher_marginal.fill_(0.5)
     fresh.load_state_dict(state, strict=True)
     assert torch.allclose(fresh.teacher_marginal, torch.full((10,), 0.1))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Exception, match=r"model\.align_momentum=1 must be in \[0, 1\)") as err:
         instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_momentum=1"]).model)
     assert str(_user_error(err.value)) == "model.align_momentum=1 must be in [0, 1)"
-    with pytest.raises(Exception) as err:  # nothing would use the aligned targets
+    with pytest.raises(  # nothing would use the aligned targets
+        Exception, match=r"model\.align_distribution=true changes the EMA copy's targets, but no term uses them"
+    ) as err:
         instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_distribution=true"]).model)
     assert str(_user_error(err.value)).startswith(
         "model.align_distribution=true changes the EMA copy's targets, but no term uses them"
@@ -338,7 +340,7 @@ def test_bad_model_settings_are_config_errors():
         (["model.generator_batch=25"], "multiple of the 10 classes"),
         (["model.ema_decay=1.0"], "ema_decay"),
     ]:
-        with pytest.raises(Exception) as err:
+        with pytest.raises(Exception, match=message) as err:
             instantiate(compose_cfg(overrides).model)
         assert any(isinstance(e, ConfigError) for e in (err.value, err.value.__cause__)), overrides
         assert err.match(message)

@@ -69,7 +69,8 @@ def test_triple_gan_networks_follow_the_official_shapes():
 
 
 def test_official_discriminator_second_layer_sees_the_label_twice():
-    """With the noise off, the second layer's input is [relu(first layer), y, y]: the label weights of both copies act."""
+    """With the noise off, the second layer's input is [relu(first layer), y, y]: the label weights of both copies
+    act."""
     d = ConcatLabelDiscriminator((1, 28, 28), 10, sigma_in=0.0, sigma_hidden=0.0).eval()
     x = torch.rand(2, 1, 28, 28)
     seen = []
@@ -201,7 +202,7 @@ def test_random_erase_blanks_one_square_per_image():
     assert len({(int(r.float().argmax()), int(c.float().argmax())) for r, c in zip(rows[inside], cols[inside])}) > 100
     assert RandomErase(size=6).eval()(x) is x
     assert RandomErase(size=0)(x) is x
-    with pytest.raises(ConfigError, match="RandomErase: size=2.5 must be a whole number >= 0"):
+    with pytest.raises(ConfigError, match=r"RandomErase: size=2\.5 must be a whole number >= 0"):
         RandomErase(2.5)
 
 
@@ -246,5 +247,7 @@ def test_the_networks_take_the_dropout_they_are_given():
     for cls in (ConvClassifier, MLPDiscriminator, MaxoutDiscriminator, MLPClassifier):
         fast = [m for m in cls((1, 28, 28)).modules() if isinstance(m, torch.nn.Dropout)]
         plain = [m for m in cls((1, 28, 28), fast_dropout=False).modules() if isinstance(m, torch.nn.Dropout)]
-        assert fast and all(isinstance(m, MaskDropout) for m in fast), cls
-        assert len(plain) == len(fast) and not any(isinstance(m, MaskDropout) for m in plain), cls
+        assert fast, cls
+        assert all(isinstance(m, MaskDropout) for m in fast), cls
+        assert len(plain) == len(fast), cls
+        assert not any(isinstance(m, MaskDropout) for m in plain), cls

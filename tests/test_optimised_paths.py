@@ -48,8 +48,8 @@ def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
     "model,keys",
     [
         (["model=dcgan"], ["train/d/loss", "train/g/loss"]),
-        # dropout on (its masks are drawn in logical order: the same in NHWC and NCHW); no hard labels of the untrained C
-        # (integrated C pairs, no unlabeled real pairs): rounding can flip a near-tie argmax
+        # dropout on (its masks are drawn in logical order: the same in NHWC and NCHW); no hard labels of the untrained
+        # C (integrated C pairs, no unlabeled real pairs): rounding can flip a near-tie argmax
         (
             [
                 "model=triple_gan",
@@ -135,10 +135,8 @@ def test_reused_generator_forward_gives_the_losses_of_a_fresh_one(model, tmp_pat
     assert reused.shape == (4, len(keys))
     torch.testing.assert_close(reused, fresh, rtol=1e-5, atol=1e-6, equal_nan=True)
     if "model=dcgan" in model:  # G's batch-norm statistics: one update per batch instead of two
-        assert tracked_reused and all(r == 4 and f == 8 for r, f in zip(tracked_reused, tracked_fresh)), (
-            tracked_reused,
-            tracked_fresh,
-        )
+        assert tracked_reused, (tracked_reused, tracked_fresh)
+        assert all(r == 4 and f == 8 for r, f in zip(tracked_reused, tracked_fresh)), (tracked_reused, tracked_fresh)
 
 
 def test_a_discriminator_with_batch_norm_keeps_two_forwards():

@@ -94,7 +94,9 @@ def test_resuming_from_another_game_dataset_or_network_is_one_line(uninterrupted
     proc = run_cli([*RUN, *other, f"ckpt_path={ckpt}"], tmp_path / "run")
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = proc.stderr.strip()
-    assert line.count("\n") == 0 and line.startswith(f"error: ckpt_path={ckpt} ") and expected in line, line
+    assert line.count("\n") == 0, line
+    assert line.startswith(f"error: ckpt_path={ckpt} "), line
+    assert expected in line, line
 
 
 def test_sigkill_then_resume_with_ckpt_path_last_reaches_the_same_weights(uninterrupted, tmp_path):
@@ -160,9 +162,9 @@ def test_unwritable_output_directory_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     proc = run_cli(RUN, blocker / "run")
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        == f"error: hydra.run.dir={blocker / 'run'} cannot be written (Not a directory); choose another with hydra.run.dir=<dir>"
+    assert proc.stderr.strip() == (
+        f"error: hydra.run.dir={blocker / 'run'} cannot be written (Not a directory); "
+        "choose another with hydra.run.dir=<dir>"
     )
     assert blocker.read_text() == "not a directory"
 

@@ -137,7 +137,7 @@ def test_a_setting_no_file_writes_is_overridable_and_typed_by_its_annotation(tmp
     assert cfg.model.weights.c_entropy == 0.5
     assert cfg.model.weights.c_adv == 1.0
     assert cfg.model.discriminator.label_twice_first is True  # ConcatLabelDiscriminator's default, from its signature
-    with pytest.raises(Exception, match="weights.c_unknown"):
+    with pytest.raises(Exception, match=r"weights\.c_unknown"):
         compose_cfg(["model=triple_gan", "model.weights.c_unknown=1"])
 
 

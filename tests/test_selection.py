@@ -64,5 +64,6 @@ def test_choices_are_found_at_any_depth_and_checked():
 def test_a_run_choosing_by_the_test_set_stops_before_training(args, message, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(["model=classifier", "trainer=debug", "callbacks.progress_bar=null", *args], run_dir)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr, proc.stderr[-2000:]
     assert not (run_dir / "checkpoints").exists()

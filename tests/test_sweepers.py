@@ -92,7 +92,8 @@ def test_a_stopped_optuna_study_resumes_with_its_storage(tmp_path):
     )
     deadline = time.time() + 300
     while not (len(list(sweep.glob("*/result.json"))) == 1 and len(list(sweep.glob("*/checkpoints/last.ckpt"))) == 2):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # inside trial 2, after its first epoch
     proc.communicate()
