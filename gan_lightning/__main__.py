@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gan_lightning.errors import ConfigError, TrainingError
+from gan_lightning.moved import hint as moved_hint
 from gan_lightning.schema import register
 from gan_lightning.sweepers import install as resumable_optuna
 
@@ -102,16 +103,6 @@ def _quiet_lightning() -> None:
             handler.addFilter(keep)
 
 
-# keys of earlier releases: what the game now declares (gan_lightning/plan.py)
-MOVED_KEYS = {
-    "data.streams.": "the games' batch sizes moved to model.batch_sizes.<stream>, e.g. model.batch_sizes.d_unlabeled=200",
-    "data.pretrain_streams.": "moved to model.pretrain_batch_sizes.<stream>",
-    "data.n_labeled=": "moved to model.n_labeled",
-    "data.epoch_length=": "moved to model.epoch_length",
-    "epochs=": "moved to model.epochs",
-}
-
-
 def _check_overrides(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that its composition errors (an unknown option of a group, a
     key that does not exist, a malformed override) read as one line with exit status 2 like every other user error.
@@ -130,9 +121,7 @@ def _check_overrides(argv: list[str]) -> None:
         options = [line.strip() for line in text.splitlines() if line.startswith(("\t", "  ")) and line.strip()]
         lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() not in options]
         message = "; ".join(line.rstrip(".") for line in lines) + (" " + ", ".join(options) if options else "")
-        moved = next(
-            (hint for old, hint in MOVED_KEYS.items() for arg in argv if arg.lstrip("+~").startswith(old)), None
-        )
+        moved = next((said for said in map(moved_hint, argv) if said), None)
         print("error: " + message + (f" ({moved})" if moved else ""), file=sys.stderr)
         sys.exit(2)
 

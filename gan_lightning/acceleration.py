@@ -32,6 +32,7 @@ from torch import nn
 
 from gan_lightning.capabilities import RecordsCudaGraphs
 from gan_lightning.errors import ConfigError
+from gan_lightning.lightning_compat import count_optimizer_step
 
 Batch = Mapping[str, tuple[torch.Tensor, ...]]
 # how close a recorded iteration's first replay must come to the eager step on the same inputs (outputs: the losses);
@@ -175,6 +176,74 @@ class _Record:
         self.outputs: dict = {}
 
 
+class IterationRecorder:
+    """``trainer.cuda_graphs``: a game's ``iteration(batch, opt, kind)`` (every step of one training iteration and the
+    EMA update), recorded as a CUDA graph per kind of iteration and replayed. Installed in place of the game's
+    ``iteration`` (``record_iterations``), so the game's ``training_step`` reads the same either way.
+
+    Around each recorded iteration it does what Lightning's optimizer wrappers would have done around the raw steps:
+    the kind (``game.iteration_kind(opt)``: the schedule's host-side decisions for this batch) is taken before the
+    graph, the optimizers are switched to their graph-safe form, Lightning's step count advances for the optimizers
+    the kind steps, and their losses are checked (both noted by ``GameModule.step`` while the kind ran eagerly: the
+    optimizer, its network and the step scalar that holds its loss); on logging steps the step scalars are copied out
+    of the graph (its next replay overwrites them). ``guarded`` (``auto``): a failed recording, or a first replay that
+    differs from the eager step, turns recording off for the run with one line."""
+
+    def __init__(self, game: Any, warmup: int = 3, guarded: bool = False) -> None:
+        self.game, self.eager = game, game.iteration
+        self.graph: IterationGraph | None = IterationGraph(
+            warmup, keep=game.GRAPH_KINDS, guard=self.iteration_state if guarded else None
+        )
+        self.stepped: dict[Hashable, list[tuple[str, str, str]]] = {}  # kind: (optimizer, network, its loss's scalar)
+
+    def iteration_state(self) -> list[torch.Tensor]:
+        """Every tensor an iteration changes: the game's parameters and buffers and its optimizers' states."""
+        game = self.game
+        states = [t for o in game.optimizers() for s in o.optimizer.state.values() for t in s.values()]
+        return [*game.parameters(), *game.buffers(), *(t for t in states if isinstance(t, torch.Tensor))]
+
+    def __call__(self, batch: Batch, opt: Mapping[str, Any], kind: Hashable | None = None) -> dict:
+        game = self.game
+        if self.graph is None or game.device.type != "cuda":
+            return self.eager(batch, opt, kind)
+        kind = game.iteration_kind(opt) if kind is None else kind
+        raw = type(opt)((name, getattr(o, "optimizer", o)) for name, o in opt.items())
+        make_capturable(raw.values())
+        names = {id(o): name for name, o in raw.items()}
+
+        def run(inputs: Batch) -> dict:
+            game.bare_stepped = []
+            logs = self.eager(inputs, raw, kind)
+            scalar_of = {v.data_ptr(): k for k, v in logs.items()}  # a loss and its detached scalar share memory
+            self.stepped[kind] = [
+                (names[id(o)], net, scalar_of.get(loss.data_ptr(), "")) for o, net, loss in game.bare_stepped
+            ]
+            return logs
+
+        game.bare_steps = True
+        try:
+            logs = self.graph(kind, run, batch)
+        finally:
+            game.bare_steps = False
+        if self.graph.failed:  # guarded recording gave up (one line said why): eager iterations from the next batch
+            self.graph = None
+        for name, _, _ in self.stepped.get(kind, []):
+            count_optimizer_step(opt[name])
+        game.check_finite({net: logs[scalar] for _, net, scalar in self.stepped.get(kind, []) if scalar in logs})
+        if game.logging_step():
+            logs = dict(zip(logs, torch.stack(list(logs.values())).unbind()))
+        return logs
+
+
+def record_iterations(game: Any, warmup: int = 3, guarded: bool = False) -> IterationRecorder:
+    """Record ``game``'s iterations as CUDA graphs from now on (``IterationRecorder``); the recorder is also
+    ``game.iteration_recorder``."""
+    recorder = IterationRecorder(game, warmup, guarded)
+    game.iteration = recorder
+    game.iteration_recorder = recorder
+    return recorder
+
+
 NETWORKS = ("discriminator", "generator", "classifier")
 
 
@@ -200,8 +269,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
         problem = cuda_graphs_problem(model, trainer_cfg, compile_cfg)
         if problem:
             raise ConfigError(f"trainer.cuda_graphs=true {problem}")
-        assert isinstance(model, RecordsCudaGraphs)
-        model.enable_cuda_graphs(guarded=chosen_automatically)  # auto: a failed recording falls back to eager steps
+        record_iterations(model, guarded=chosen_automatically)  # auto: a failed recording falls back to eager steps
     if compile_cfg:
         compile_networks(model, **(compile_cfg if isinstance(compile_cfg, dict) else {}))
     return trainer_cfg

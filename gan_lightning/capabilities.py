@@ -6,6 +6,7 @@ one named place instead of scattered ``hasattr`` checks (``runtime_checkable`` p
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -54,21 +55,37 @@ class Embeds(Protocol):
     def eval(self) -> Any: ...
 
 
-@runtime_checkable
-class HasPhases(Protocol):
-    """A game whose epochs belong to phases (e.g. C's pre-training): the datamodule asks which streams an epoch uses."""
+class Phases(Protocol):
+    """A schedule of phases (e.g. ``models.schedule.Schedule``): which Lightning epochs are pre-training. The
+    datamodule serves an epoch the streams of its phase; the progress callbacks tell the phases apart."""
+
+    pretrain_end: int
+    pretrain_time_share: float | None
 
     def in_pretraining(self, epoch: int) -> bool: ...
 
 
 @runtime_checkable
+class HasPhases(Protocol):
+    """A game whose epochs belong to phases: its ``schedule`` (``Phases``), also in its data plan."""
+
+    schedule: Phases
+
+
+@runtime_checkable
 class RecordsCudaGraphs(Protocol):
-    """A game that can record its iterations as CUDA graphs (``trainer.cuda_graphs``); ``CUDA_GRAPHS_AUTO``: whether
-    ``trainer.cuda_graphs=auto`` does."""
+    """A game whose iterations can be recorded as CUDA graphs (``trainer.cuda_graphs``, ``acceleration``):
+    ``iteration(batch, opt, kind)`` runs one training iteration with the optimizers ``opt`` (by name) and returns its
+    step scalars; ``iteration_kind(opt)`` takes the host-side decisions for this batch and names its kind (one record
+    per kind, ``GRAPH_KINDS`` kept at a time).
+    ``CUDA_GRAPHS_AUTO``: whether ``trainer.cuda_graphs=auto`` records it (where measured faster than eager)."""
 
     CUDA_GRAPHS_AUTO: bool
+    GRAPH_KINDS: int
 
-    def enable_cuda_graphs(self, warmup: int = 3, guarded: bool = False) -> None: ...
+    def iteration(self, batch: Any, opt: Any, kind: Hashable | None = None) -> dict[str, torch.Tensor]: ...
+
+    def iteration_kind(self, opt: Any) -> Hashable: ...
 
 
 # a game claims a capability by its defining member; the feature that needs it (image grids and generator metrics,
@@ -76,8 +93,8 @@ class RecordsCudaGraphs(Protocol):
 CLAIMS: dict[type, tuple[str, str]] = {
     CanGenerate: ("generate", "image grids, FID/KID/IS and task=sample"),
     HasClassifier: ("classifier", "the validation and test errors and task=analyze"),
-    HasPhases: ("in_pretraining", "its phases' data streams"),
-    RecordsCudaGraphs: ("enable_cuda_graphs", "trainer.cuda_graphs"),
+    HasPhases: ("schedule", "its phases' data streams"),
+    RecordsCudaGraphs: ("iteration_kind", "trainer.cuda_graphs"),
 }
 
 

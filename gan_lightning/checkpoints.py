@@ -11,6 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.moved import upgrade
 from gan_lightning.safe_build import build_stored
 
 
@@ -109,6 +110,7 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     run_config = ckpt.get("run_config")
     if not isinstance(run_config, dict) or "model" not in run_config:
         raise ConfigError(f"{what}={path} was not written by gan_lightning training (it has no run config)")
+    run_config = upgrade(run_config)  # keys of older releases in their current places
     try:
         model = build_stored(_no_pretrained_weights(run_config["model"]), f"{what}={path}", "model")
     except ConfigError:

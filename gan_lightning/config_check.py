@@ -1,22 +1,113 @@
 """Check a composed config against the signatures of the classes it names, before anything is built.
 
-The constructors of the networks, games and datamodules are the one place where each argument's type and default
-is written; this module reads their annotations and refuses, with one line, a key no constructor takes or a value
-of the wrong type: ``error: model.latent_dim='abc': expects an integer``. Ranges are checked by the constructors.
+The constructors of the networks, games, schedules and datamodules are the one place where each argument's type,
+default, range and choices are written (``Annotated[float, Range(0, 1)]``, ``Literal["argmax", "integrate"]``); this
+module reads their annotations and refuses, with one line, a key no constructor takes, a value of the wrong type, out
+of its range or not among its choices: ``error: model.latent_dim='abc': expects an integer``, ``error: model.alpha=1.5
+must be in [0, 1]``. ``check_arguments`` applies the same ranges and choices when a class is built from Python.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+import dataclasses
 import importlib
 import inspect
 import types
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.moved import hint as moved_hint
 
 SPECIAL = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed interval of a number, stated in its annotation: ``Annotated[float, Range(0, 1, high_open=True)]``
+    is [0, 1); ``Range(1)`` is >= 1."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+# the ranges the games and schedules share
+Share = Annotated[float, Range(0, 1)]  # a share or a probability, [0, 1]
+PositiveInt = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]  # a whole number >= 0 (epochs, steps)
+
+
+def _limits(hint: Any) -> tuple[list[Range], tuple | None, bool]:
+    """The ranges and the choices (``Literal``) an annotation states, and whether it admits None."""
+    ranges: list[Range] = []
+    choices: tuple | None = None
+    nullable = False
+    for member in typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,):
+        if member is type(None):
+            nullable = True
+        elif typing.get_origin(member) is Annotated:
+            ranges += [m for m in member.__metadata__ if isinstance(m, Range)]
+        elif typing.get_origin(member) is Literal:
+            choices = typing.get_args(member)
+    return ranges, choices, nullable
+
+
+def limit_problem(hint: Any, value: Any, where: str) -> str | None:
+    """One line saying why ``value`` is outside the range or the choices that ``hint`` states (None: it is inside)."""
+    ranges, choices, nullable = _limits(hint)
+    if value is None:
+        return None
+    if choices is not None and value not in choices:
+        return f"{where}={value!r} is not one of {list(choices)}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    for r in ranges:
+        if number and not r.holds(value):
+            return f"{where}={value} must be {r}{' or null' if nullable else ''}"
+    return None
+
+
+class Settings:
+    """Base of the dataclasses that a config builds by ``_target_``: a game's groups of settings (its schedule, its
+    switches). A stored config may name them (``safe_build``); their annotations' ranges and choices are checked when
+    they are built (``PREFIX``: where they sit in the config, for the one-line errors)."""
+
+    PREFIX: ClassVar[str] = "model"
+
+    def __post_init__(self) -> None:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+        check_arguments(type(self), fields, self.PREFIX)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a config gives (what ``__init__`` takes), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
+
+
+def check_arguments(func: Any, values: dict[str, Any], prefix: str) -> None:
+    """Refuse with one line an argument of ``func`` (its ``locals()`` at the top of a constructor: ``values``) outside
+    the range or the choices of its annotation; ``prefix`` is where its settings sit in the config, e.g. ``model``."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    for name, value in values.items():
+        if name in hints:
+            problem = limit_problem(hints[name], value, f"{prefix}.{name}")
+            if problem:
+                raise ConfigError(problem)
 
 
 def _resolve(target: str):
@@ -33,6 +124,10 @@ def _accepts(hint: Any, value: Any) -> bool | None:
     if hint is Any or hint is inspect.Parameter.empty:
         return None
     origin = typing.get_origin(hint)
+    if origin is Annotated:  # the type inside; its range is checked by limit_problem
+        return _accepts(typing.get_args(hint)[0], value)
+    if origin is Literal:
+        return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         verdicts = [_accepts(h, value) for h in typing.get_args(hint)]
         if any(v is True for v in verdicts):
@@ -72,6 +167,10 @@ WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a st
 
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _describe(typing.get_args(hint)[0])
+    if origin is Literal:
+        return f"one of {list(typing.get_args(hint))}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     base = origin or hint
@@ -106,7 +205,8 @@ def _locate(hint: Any, value: Any, where: str) -> tuple[str, Any, Any]:
 
 
 def arguments_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    """Parameters and annotations of ``cls(...)``; a subclass's ``**kwargs`` are followed into its bases' ``__init__``."""
+    """Parameters and annotations of ``cls(...)``; a subclass's ``**kwargs`` are followed into its bases'
+    ``__init__``."""
     params: dict[str, inspect.Parameter] = {}
     hints: dict[str, Any] = {}
     for owner in cls.__mro__ if inspect.isclass(cls) else [cls]:
@@ -117,10 +217,8 @@ def arguments_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]
             found = inspect.signature(func).parameters
         except (TypeError, ValueError):
             return params, hints, True
-        try:
-            hints = {**typing.get_type_hints(func), **hints}
-        except Exception:  # noqa: BLE001 - annotations that cannot be evaluated here: types unchecked
-            pass
+        with contextlib.suppress(Exception):  # annotations that cannot be evaluated here: types unchecked
+            hints = {**typing.get_type_hints(func, include_extras=True), **hints}
         params.update(
             {n: p for n, p in found.items() if n not in params and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         )
@@ -148,20 +246,27 @@ def check_node(node: Any, where: str) -> None:
             if key in SPECIAL:
                 continue
             if key not in params and not takes_any and params:
-                raise ConfigError(
-                    f"{where}.{key}: {str(target).rsplit('.', 1)[-1]} has no such setting; its settings are {', '.join(own)}"
-                )
+                name, moved = str(target).rsplit(".", 1)[-1], moved_hint(f"{where}.{key}")
+                if moved:
+                    raise ConfigError(f"{where}.{key}: {name} has no such setting ({moved})")
+                raise ConfigError(f"{where}.{key}: {name} has no such setting; its settings are {', '.join(own)}")
             hint = hints.get(key, inspect.Parameter.empty)
             if _accepts(hint, value) is False:
                 loc, bad, expected = _locate(hint, value, f"{where}.{key}")
+                if typing.get_origin(expected) is Literal:
+                    raise ConfigError(f"{loc}={bad!r} is not one of {list(typing.get_args(expected))}")
                 raise ConfigError(f"{loc}={bad!r}: expects {_describe(expected)}")
+            problem = limit_problem(hint, value, f"{where}.{key}")
+            if problem:
+                raise ConfigError(problem)
     for key, value in node.items():
         if key != "_target_":
             check_node(value, f"{where}.{key}")
 
 
 def check_config(cfg: dict, groups: tuple[str, ...] = ("model", "data")) -> None:
-    """One-line ConfigError for the first unknown key or wrongly typed value in the given groups of a resolved config."""
+    """One-line ConfigError for the first unknown key, wrongly typed value or value out of its range in the given
+    groups of a resolved config."""
     for group in groups:
         if isinstance(cfg.get(group), dict):
             check_node(cfg[group], group)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gan_lightning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gan_lightning.capabilities import Phases
 
 SOURCES = ("train", "labeled")
 
@@ -28,13 +31,14 @@ class Phase:
 
 @dataclass(frozen=True)
 class DataPlan:
-    """A game's phases (``pretrain``: C's pre-training, when the game has one), its labeled subset size, and whether
-    it validates (a game with a classifier: the datamodule then holds out ``data.val_size`` training images)."""
+    """A game's phases (``pretrain``: C's pre-training, when the game has one, and its schedule ``phases`` that says
+    which epochs it takes), its labeled subset size, and whether it validates (a game with a classifier: the datamodule then holds out ``data.val_size`` training images)."""
 
     game: Phase
     pretrain: Phase | None = None
     n_labeled: int | None = None
     validates: bool = False
+    phases: Phases | None = None  # which epochs are pre-training (the game's schedule), when it has a pre-training
 
     def phase(self, pretraining: bool) -> Phase:
         return self.pretrain if pretraining and self.pretrain is not None else self.game

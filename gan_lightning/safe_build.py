@@ -27,6 +27,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from gan_lightning.config_check import Settings
 from gan_lightning.errors import ConfigError
 
 _OWN_PACKAGES = ("gan_lightning.nets", "gan_lightning.models", "gan_lightning.data")
@@ -42,7 +43,7 @@ def _public_classes(module, base: type | tuple[type, ...]) -> Iterator[str]:
 def allowed_targets() -> frozenset[str]:
     """Every ``_target_`` a stored config may name (dotted paths, as they are written in configs)."""
     allowed: set[str] = set()
-    own_bases = (nn.Module, L.LightningDataModule)
+    own_bases = (nn.Module, L.LightningDataModule, Settings)
     for package_name in _OWN_PACKAGES:
         package = importlib.import_module(package_name)
         allowed.update(_public_classes(package, own_bases))
@@ -88,7 +89,8 @@ def check_stored_config(config: Any, source: str, root: str = "config") -> None:
             )
         if isinstance(value, str) and "${" in value:
             raise ConfigError(
-                f"{source}: {loc}={value[:80]!r} is an interpolation; stored configs must be resolved (nothing was built)"
+                f"{source}: {loc}={value[:80]!r} is an interpolation; stored configs must be resolved "
+                "(nothing was built)"
             )
         if is_target and value not in allowed:
             raise ConfigError(

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.overrides.distributed import _sync_module_states
-from lightning.pytorch.strategies import DDPStrategy
-from torch import nn
+
+from gan_lightning.lightning_compat import DDPWithoutWrapper
 
 
-class GameDDPStrategy(DDPStrategy):
+class GameDDPStrategy(DDPWithoutWrapper):
     """``trainer=ddp``: one process per device (CPU: gloo, GPU: nccl); streams sharded per rank by the datamodule."""
-
-    def _setup_model(self, model: nn.Module) -> nn.Module:
-        _sync_module_states(model)
-        return model
 
     def on_validation_start(self) -> None:
         super().on_validation_start()

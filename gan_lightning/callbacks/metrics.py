@@ -83,7 +83,7 @@ class GeneratorEvaluation(L.Callback):
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict | None:
         """The generator's metrics now, or None without a reference network or while G is untrained (pre-training)."""
         if self.metrics is None or (
-            isinstance(pl_module, HasPhases) and pl_module.in_pretraining(trainer.current_epoch)
+            isinstance(pl_module, HasPhases) and pl_module.schedule.in_pretraining(trainer.current_epoch)
         ):
             return None
         self.last_step = trainer.global_step

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import RichProgressBar, Timer
 from lightning.pytorch.utilities import rank_zero_info
 
 from gan_lightning.capabilities import HasPhases
+from gan_lightning.lightning_compat import batches_completed
 
 
 def _hms(seconds: float) -> str:
@@ -38,7 +39,7 @@ class ScheduleEstimate(L.Callback):
     def _phases(self, trainer: L.Trainer, module: L.LightningModule) -> list[tuple[str, int, int]]:
         """(name, epochs, iterations per epoch) of the phases still ahead, from the current epoch on."""
         epoch, last = trainer.current_epoch, int(trainer.max_epochs or 0)
-        pre_end = getattr(module, "pretrain_end", 0) if isinstance(module, HasPhases) else 0
+        pre_end = module.schedule.pretrain_end if isinstance(module, HasPhases) else 0
         phases = []
         if epoch < pre_end:
             phases.append(("pre-training", min(pre_end, last) - epoch, self._per_epoch(trainer, True)))
@@ -55,7 +56,7 @@ class ScheduleEstimate(L.Callback):
         """(seconds, iterations) left in the whole run at the speed measured in the current phase (``capped``: no
         more than ``trainer.max_time`` leaves)."""
         phases = self._phases(trainer, pl_module)
-        done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        done_in_epoch = batches_completed(trainer)
         left = max(0, sum(epochs * per for _, epochs, per in phases) - done_in_epoch)
         seconds = left / max(getattr(self, "rate", 0.0), 1e-9)
         limit = self._limit(trainer)
@@ -65,7 +66,7 @@ class ScheduleEstimate(L.Callback):
         phases = self._phases(trainer, pl_module)
         parts = [f"{name} {epochs} epochs x {per} iterations" for name, epochs, per in phases]
         total = sum(epochs * per for _, epochs, per in phases)
-        share = getattr(getattr(pl_module, "hparams", {}), "get", lambda *_: None)("pretrain_time_share")
+        share = pl_module.schedule.pretrain_time_share if isinstance(pl_module, HasPhases) else None
         note = f" (pre-training ends earlier, after {share:.0%} of the time limit)" if share is not None else ""
         limit = self._limit(trainer)
         stop = f"; stops after {_hms(limit)} (trainer.max_time)" if limit is not None else ""
@@ -75,7 +76,7 @@ class ScheduleEstimate(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if isinstance(pl_module, HasPhases):
-            phase = "pre-training" if pl_module.in_pretraining(trainer.current_epoch) else "game"
+            phase = "pre-training" if pl_module.schedule.in_pretraining(trainer.current_epoch) else "game"
         else:
             phase = "training"
         if phase != self.phase:

@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from gan_lightning.capabilities import HasPhases
 from gan_lightning.data.batches import LABEL_SPLITS, EvalBatches, StreamBatches, epoch_length, held_out_per_class
 from gan_lightning.data.sources import Splits, load_cifar10, load_idx, load_image_folder, load_svhn
 from gan_lightning.errors import ConfigError
+from gan_lightning.lightning_compat import batches_completed, resuming_mid_epoch
 from gan_lightning.plan import SOURCES, DataPlan, Phase
 
 
@@ -223,12 +223,11 @@ class ImageDataModule(L.LightningDataModule):
         return self.plan.phase(pretraining)
 
     def in_pretraining(self, epoch: int) -> bool:
-        """Whether ``epoch`` uses the pre-training streams: the game decides (``in_pretraining``, e.g. a pre-training
-        that ends by wall time)."""
-        if self.plan is None or self.plan.pretrain is None:
+        """Whether ``epoch`` uses the pre-training streams: the game's schedule decides (its plan's ``phases``, e.g. a
+        pre-training that ends by wall time)."""
+        if self.plan is None or self.plan.pretrain is None or self.plan.phases is None:
             return False
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        return isinstance(model, HasPhases) and bool(model.in_pretraining(epoch))
+        return bool(self.plan.phases.in_pretraining(epoch))
 
     def iterations_per_epoch(self, pretraining: bool = False) -> int:
         """Batches in one epoch of the game's phase (before ``trainer.limit_train_batches``)."""
@@ -243,11 +242,7 @@ class ImageDataModule(L.LightningDataModule):
         phase = self._phase(self.in_pretraining(epoch))
         sources = self.sources
         # resumed from a checkpoint saved mid-epoch (Ctrl+C, SIGTERM): the epoch continues where it stopped
-        skip = (
-            trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            if trainer is not None and trainer.fit_loop.restarting
-            else 0
-        )
+        skip = batches_completed(trainer) if trainer is not None and resuming_mid_epoch(trainer) else 0
         length = epoch_length(sources, phase.streams, phase.epoch_length, world)
         return StreamBatches(sources, phase.streams, length, self.seed, epoch, rank, world, skip)
 

@@ -5,21 +5,36 @@ run config and random states in checkpoints. What a game may add, each in its ow
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 
+from gan_lightning.config_check import Count, Settings, check_arguments
 from gan_lightning.errors import ConfigError, TrainingError
+from gan_lightning.lightning_compat import logs_this_step
 from gan_lightning.models.state import rng_states, set_rng_states
 from gan_lightning.plan import DataPlan, check_n_labeled, declare
 from gan_lightning.strategies import average_gradients
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
+
+
+class Optimizers(dict):
+    """A game's optimizers by the names it gives them (``OPTIMIZERS``): ``opt.d``, ``opt.g``, ``opt.c``, ..."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no optimizer named {name!r}; this game's are {list(self)}") from None
 
 
 class GameModule(L.LightningModule):
@@ -31,63 +46,82 @@ class GameModule(L.LightningModule):
         channels_last: keep conv weights and image batches in NHWC memory layout (faster convolutions on
             CPU and on tensor cores; the results are the same up to float rounding).
         batch_sizes: the batch size of each stream the game reads (``STREAMS``), e.g. ``{real: 64}``.
+        pretrain_batch_sizes: those of its pre-training's streams (``PRETRAIN_STREAMS``), for a game that has one.
         epoch_length: iterations per epoch, or the stream whose pass over its source is one; null: ``EPOCH_LENGTH``.
         n_labeled: training images that carry a label (balanced per class, chosen by ``data.label_seed``); null: all.
         epochs: epochs of the game (after any pre-training): the trainer's ``max_epochs`` follows from them.
 
-    A game declares what it draws from the data in its class: ``STREAMS`` (the names ``training_step`` reads and
-    their source, ``train`` or ``labeled``) and ``EPOCH_LENGTH``; ``MONITOR`` is the metric its best checkpoint is
-    chosen by (None: the latest). See ``gan_lightning.plan``.
+    A game declares in its class what it draws from the data: ``STREAMS`` (the names ``training_step`` reads and
+    their source, ``train`` or ``labeled``), ``PRETRAIN_STREAMS`` and ``EPOCH_LENGTH`` (see ``gan_lightning.plan``);
+    ``OPTIMIZERS``, the name of each optimizer and the network it updates, in the order of ``configure_optimizers``;
+    ``MONITOR``, the metric its best checkpoint is chosen by (None: the latest).
     """
 
     STREAMS: ClassVar[dict[str, str]] = {}
+    PRETRAIN_STREAMS: ClassVar[dict[str, str] | None] = None
     EPOCH_LENGTH: ClassVar[int | str] = 1
+    OPTIMIZERS: ClassVar[dict[str, str]] = {}
+    SAVED_STATES: ClassVar[dict[str, str]] = {}  # checkpoint key: an attribute with state_dict() and load_state_dict()
     MONITOR: ClassVar[str | None] = None
     VALIDATES: ClassVar[bool] = False  # evaluates a classifier: the datamodule holds out data.val_size training images
 
     def __init__(
         self,
-        data_range: str = "tanh",
-        latent_dist: str = "normal",
+        data_range: Literal["tanh", "unit"] = "tanh",
+        latent_dist: Literal["normal", "uniform"] = "normal",
         channels_last: bool = True,
         batch_sizes: Mapping[str, int] | None = None,
+        pretrain_batch_sizes: Mapping[str, int] | None = None,
         epoch_length: int | str | None = None,
         n_labeled: int | None = None,
-        epochs: int = 100,
+        epochs: Count = 100,
     ) -> None:
         super().__init__()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        check_arguments(GameModule.__init__, locals(), "model")
+        if isinstance(epochs, bool) or not isinstance(epochs, int):
             raise ConfigError(f"model.epochs={epochs!r}: expects an integer >= 0")
         # what the game draws from the data (None when built without batch sizes: it can evaluate, not train)
-        self.plan: DataPlan | None = (
-            None
-            if batch_sizes is None
-            else DataPlan(
-                declare(
-                    self.STREAMS,
-                    batch_sizes,
-                    self.EPOCH_LENGTH if epoch_length is None else epoch_length,
-                    "model.batch_sizes",
-                ),
+        self.plan: DataPlan | None = None
+        if batch_sizes is not None:
+            length = self.EPOCH_LENGTH if epoch_length is None else epoch_length
+            pretrain = self.PRETRAIN_STREAMS is not None and pretrain_batch_sizes is not None
+            self.plan = DataPlan(
+                declare(self.STREAMS, batch_sizes, length, "model.batch_sizes"),
+                pretrain=declare(
+                    self.PRETRAIN_STREAMS or {}, pretrain_batch_sizes, self.EPOCH_LENGTH, "model.pretrain_batch_sizes"
+                )
+                if pretrain
+                else None,
                 n_labeled=check_n_labeled(n_labeled),
                 validates=self.VALIDATES,
             )
-        )
-        if data_range not in RANGES:
-            raise ConfigError(f"model.data_range={data_range!r} is not one of {list(RANGES)}")
-        if latent_dist not in ("normal", "uniform"):
-            raise ConfigError(f"model.latent_dist={latent_dist!r} is not one of ['normal', 'uniform']")
         self.automatic_optimization = False
         self.data_range, self.latent_dist, self.channels_last = data_range, latent_dist, bool(channels_last)
         self.run_config: dict | None = None
-        # steps without Lightning's hooks and host reads: inside a CUDA graph, or in a loop without a trainer
+        # steps without Lightning's hooks and host reads: inside a CUDA graph, or in a loop without a trainer; such
+        # steps' (optimizer, network, loss), for ``acceleration.IterationRecorder`` to count and check
         self.bare_steps = False
+        self.bare_stepped: list[Any] = []
         # the latest step's progress-bar values {name: loss}, for the progress bar (``log_step_scalars``)
         self.bar_values: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def time_share_clock(self) -> Callable[[], float] | None:
+        """A function giving the share of ``trainer.max_time`` spent so far (this process's clock; under DDP the game
+        takes rank 0's decisions); None without a time limit."""
+        trainer = self._trainer
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer is not None else None
+        if timer is None:
+            return None
+
+        def share() -> float:
+            elapsed, left = timer.time_elapsed("train"), timer.time_remaining("train")
+            return elapsed / max(elapsed + (left or 0.0), 1e-9)
+
+        return share
 
     # -- data ------------------------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,21 +157,48 @@ class GameModule(L.LightningModule):
         return torch.randn(n, dim, generator=generator, device=device)
 
     # -- optimization helpers ----------------------------------------------------------------------------
-    def set_optimizer_factories(self, **factories: Callable) -> None:
-        """Keep the optimizer factories (outside the hparams, so checkpoints load with weights_only) after
-        checking their learning rates, so a bad one is reported before anything runs."""
+    def set_optimizer_factories(self, factories: Mapping[str, Callable], key: str = "model.optimizers") -> None:
+        """Keep the optimizer factories by name (outside the hparams, so checkpoints load with weights_only) after
+        checking their names against ``OPTIMIZERS`` and their learning rates: one line before anything runs."""
+        if set(factories) != set(self.OPTIMIZERS):
+            raise ConfigError(f"{key} names {sorted(factories)}; this game has the optimizers {list(self.OPTIMIZERS)}")
         for name, factory in factories.items():
             lr = getattr(factory, "keywords", {}).get("lr")
             if lr is not None and not float(lr) > 0:
-                raise ConfigError(f"model.{name}.lr={lr} must be positive")
-        self.optimizer_factories = factories
+                raise ConfigError(
+                    f"{key}.{name}.lr={lr} must be positive"
+                    if len(factories) > 1
+                    else f"{key}.lr={lr} must be positive"
+                )
+        self.optimizer_factories = dict(factories)
 
-    def build_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
-        """The optimizer of ``module``'s trainable parameters, in the module's own groups if it has them (e.g. a
-        fine-tuned backbone with its own learning rate: ``parameter_groups()``)."""
+    def build_optimizer(self, name: str) -> torch.optim.Optimizer:
+        """Optimizer ``name`` of its network's trainable parameters (``OPTIMIZERS``), in the network's own groups if it
+        has them (e.g. a fine-tuned backbone with its own learning rate: ``parameter_groups()``)."""
+        module: nn.Module = getattr(self, self.OPTIMIZERS[name])
         if callable(getattr(module, "parameter_groups", None)):
             return self.optimizer_factories[name](params=module.parameter_groups())
         return self.optimizer_factories[name](params=[p for p in module.parameters() if p.requires_grad])
+
+    def configure_optimizers(self):
+        optimizers = [self.build_optimizer(name) for name in self.OPTIMIZERS]
+        schedulers = self.lr_schedulers_of(Optimizers(zip(self.OPTIMIZERS, optimizers)))
+        return (optimizers, schedulers) if schedulers else optimizers
+
+    def lr_schedulers_of(self, opt: Optimizers) -> list[dict]:
+        """Learning-rate schedulers of the game's optimizers (Lightning's scheduler dicts); none by default."""
+        return []
+
+    @property
+    def opt(self) -> Optimizers:
+        """The trainer's optimizers by name (``opt.d``, ``opt.g``, ...)."""
+        optimizers = self.optimizers()
+        return Optimizers(zip(self.OPTIMIZERS, optimizers if isinstance(optimizers, list) else [optimizers]))
+
+    def bare_optimizers(self) -> Optimizers:
+        """The game's optimizers as ``configure_optimizers`` builds them, without a trainer or schedulers (for a loop
+        that calls ``iteration`` itself)."""
+        return Optimizers((name, self.build_optimizer(name)) for name in self.OPTIMIZERS)
 
     def step(self, opt, loss: torch.Tensor, net: str) -> None:
         """One update of ``net`` (the network that owns ``opt``); stops training if its loss is not finite.
@@ -148,6 +209,7 @@ class GameModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            self.bare_stepped.append((opt, net, loss))
             return
         self.check_finite({net: loss})
         opt.zero_grad(set_to_none=True)
@@ -160,15 +222,13 @@ class GameModule(L.LightningModule):
         they handed to Lightning: its per-call bookkeeping (~1 ms per ``self.log`` on a CPU) costs more than the values
         are worth on the other batches, whose step scalars no logger writes (MLP GAN on a CPU: ~10 % of the step; a
         fast GPU step: more than the step itself)."""
-        if self._trainer is None:
-            return True
-        return bool(self.trainer._logger_connector.should_update_logs)
+        return self._trainer is None or logs_this_step(self.trainer)
 
     def log_step_scalars(self, scalars: Mapping[str, torch.Tensor], shown: str, bar: str) -> None:
-        """Log this batch's step scalars on logging steps (``logging_step``), with ``scalars[shown]`` on the progress bar
-        as ``bar`` (not to the logger). Every batch's value is also kept in ``bar_values``, which the run's progress bar
-        (``callbacks.RunProgressBar``) shows after every batch on a CPU, without Lightning's logging. One bar name per
-        network, whatever the phase, so the bar never shows a stale value of an earlier phase."""
+        """Log this batch's step scalars on logging steps (``logging_step``), with ``scalars[shown]`` on the progress
+        bar as ``bar`` (not to the logger). Every batch's value is also kept in ``bar_values``, which the run's progress
+        bar (``callbacks.RunProgressBar``) shows after every batch on a CPU, without Lightning's logging. One bar name
+        per network, whatever the phase, so the bar never shows a stale value of an earlier phase."""
         logging = self.logging_step()
         if logging:
             self.log_dict(dict(scalars))
@@ -195,10 +255,10 @@ class GameModule(L.LightningModule):
 
     @staticmethod
     @contextmanager
-    def training_only(opt, optimizers) -> Iterator[None]:
+    def training_only(opt, optimizers: Mapping[str, Any]) -> Iterator[None]:
         """Inside the block only ``opt``'s parameters require gradients (Lightning's ``toggle_optimizer``, also
         without a trainer): a backward pass through another network computes no gradients for its weights."""
-        state = {p: p.requires_grad for o in optimizers for g in o.param_groups for p in g["params"]}
+        state = {p: p.requires_grad for o in optimizers.values() for g in o.param_groups for p in g["params"]}
         for p in state:
             p.requires_grad_(False)
         for g in opt.param_groups:
@@ -211,10 +271,39 @@ class GameModule(L.LightningModule):
                 p.requires_grad_(flag)
 
     # -- checkpoints -------------------------------------------------------------------------------------
+    def save_settings(self, **groups: Settings) -> None:
+        """The hparams: every argument of the game's constructor but its networks, optimizer factories and groups of
+        settings, which are saved as their plain values (modules left out: checkpoints load with weights_only)."""
+        frame = inspect.currentframe()
+        networks = ["classifier", "generator", "discriminator"]
+        self.save_hyperparameters(ignore=[*networks, "optimizers", *groups], frame=frame.f_back if frame else None)
+        plain = {
+            name: {k: v for k, v in g.settings().items() if not isinstance(v, nn.Module)} for name, g in groups.items()
+        }
+        self.save_hyperparameters(plain)
+
+    def named_scalars(
+        self, prefix: str, terms: Mapping[str, torch.Tensor], total: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Step scalars of one network's loss: each term ``<net>_<name>`` as ``<prefix>/<name>``, the total as
+        ``<prefix>/loss``."""
+        named = {f"{prefix}/{k.split('_', 1)[1]}": v.detach() for k, v in terms.items()}
+        return {**named, f"{prefix}/loss": total.detach()}
+
+    def step_lr_schedulers(self) -> None:
+        """Step the game's epoch-wise learning-rate schedulers (manual optimization leaves it to the game)."""
+        schedulers = self.lr_schedulers()
+        with warnings.catch_warnings():  # during a pre-training the game's optimizers have not stepped yet
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                scheduler.step()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
         checkpoint["rng_states"] = rng_states()
+        for key, part in self.SAVED_STATES.items():
+            checkpoint[key] = getattr(self, part).state_dict()
         # optimizers in their CUDA-graph form are saved in the plain one (float learning rates, not capturable),
         # so the checkpoint resumes anywhere, on a CPU too; a graphed run converts them again when it resumes
         for state in checkpoint.get("optimizer_states", []):
@@ -228,3 +317,5 @@ class GameModule(L.LightningModule):
         """A resumed run continues with the random streams (latent codes, dropout, noise) of the saved one."""
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        for key, part in self.SAVED_STATES.items():
+            getattr(self, part).load_state_dict(checkpoint.get(key, {}))

@@ -4,7 +4,7 @@ as Triple-GAN's C): the number the semi-supervised game has to beat."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -21,8 +21,9 @@ class Classifier(ClassifierEvaluation, GameModule):
     batch_sizes ({labeled: N}), epoch_length, n_labeled, epochs: what it draws from the data (``GameModule``).
     """
 
-    STREAMS = {"labeled": "labeled"}
+    STREAMS: ClassVar[dict[str, str]] = {"labeled": "labeled"}
     EPOCH_LENGTH = "labeled"  # one pass over the labeled images
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"c": "classifier"}
     MONITOR = "val/err_ema"
 
     def __init__(
@@ -39,17 +40,14 @@ class Classifier(ClassifierEvaluation, GameModule):
         super().__init__(data_range=data_range, channels_last=channels_last, **plan)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
         self.save_hyperparameters(ignore=["classifier", "optimizer"])
-        self.set_optimizer_factories(optimizer=optimizer)
+        self.set_optimizer_factories({"c": optimizer}, key="model.optimizer")
         self.classifier = classifier
         self.init_evaluation(classifier, num_classes, ema_decay)
-
-    def configure_optimizers(self):
-        return self.build_optimizer("optimizer", self.classifier)
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch["labeled"]
         ce = losses.supervised(self.classifier(x), y)
         loss = ce + self.hparams.l2_weight * losses.l2(self.classifier.head.weight) if self.hparams.l2_weight else ce
-        self.step(self.optimizers(), loss, "classifier")
+        self.step(self.opt.c, loss, "classifier")
         self.update_ema()
         self.log_dict({"train/c/supervised": ce.detach(), "train/c/loss": loss.detach()})

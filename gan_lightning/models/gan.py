@@ -4,25 +4,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.acceleration import IterationGraph
+from gan_lightning.config_check import PositiveInt, check_arguments
 from gan_lightning.errors import ConfigError
-from gan_lightning.models.base import GameModule
+from gan_lightning.lightning_compat import total_batch_index
+from gan_lightning.models.base import GameModule, Optimizers
 from gan_lightning.models.generation import GeneratorGrid
-from gan_lightning.models.graphed import GraphedIterations
 from gan_lightning.nets.blocks import batch_stat_layers
 
 
-class GAN(GraphedIterations, GeneratorGrid, GameModule):
+class GAN(GeneratorGrid, GameModule):
     """Args:
     generator, discriminator: the networks (``G(z[, y])`` -> image, ``D(x[, y])`` -> logit).
-    optimizer_g, optimizer_d: optimizer factories (``functools.partial``-like, from Hydra ``_partial_``).
+    optimizers: the optimizer factory of each (``g``, ``d``; ``functools.partial``-like, from Hydra ``_partial_``).
     loss: ``non_saturating`` (-log D(G(z))) or ``minimax`` (log(1 - D(G(z)))) for G.
     d_steps, g_steps: D and G updates per cycle of ``max(d_steps, g_steps)`` batches, D before G within a batch:
         1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
@@ -34,46 +34,37 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
         step scores them detached and G's step trains through them (as PyTorch's DCGAN example). The losses are
         those of a fresh G forward in G's step (same z, G unchanged in between); G's batch-norm running
         statistics move once per batch instead of twice. false: G runs again in its step.
-    batch_sizes ({real: N}), epoch_length, n_labeled, epochs: what the game draws from the data (``GameModule``).
+    data_range, latent_dist, channels_last, batch_sizes ({real: N}), epoch_length, n_labeled, epochs: ``GameModule``.
     """
 
-    STREAMS = {"real": "train"}  # one batch of real images (with their labels for conditional games) per iteration
+    STREAMS: ClassVar[dict[str, str]] = {"real": "train"}  # one batch of real images (with labels if conditional)
     EPOCH_LENGTH = "real"  # one pass over the training set
+    OPTIMIZERS: ClassVar[dict[str, str]] = {"g": "generator", "d": "discriminator"}
+    CUDA_GRAPHS_AUTO = False  # recorded iterations measured no faster than eager ones (trainer.cuda_graphs=true: on)
     GRAPH_KINDS = 3  # recorded: batches with D and G steps, D only (d_steps > g_steps), G only (g_steps > d_steps)
 
     def __init__(
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        optimizer_g: Callable,
-        optimizer_d: Callable,
-        latent_dim: int = 100,
-        num_classes: int = 10,
-        loss: str = "non_saturating",
-        d_steps: int = 1,
-        g_steps: int = 1,
+        optimizers: Mapping[str, Callable],
+        latent_dim: PositiveInt = 100,
+        num_classes: PositiveInt = 10,
+        loss: Literal["non_saturating", "minimax"] = "non_saturating",
+        d_steps: PositiveInt = 1,
+        g_steps: PositiveInt = 1,
         conditional: bool = False,
-        grid_size: int = 64,
+        grid_size: PositiveInt = 64,
         grid_seed: int = 0,
-        data_range: str = "tanh",
-        latent_dist: str = "normal",
-        channels_last: bool = True,
         joint_d_forward: bool = True,
         reuse_g_forward: bool = True,
-        **plan: Any,
+        **game: Any,
     ) -> None:
-        super().__init__(data_range=data_range, latent_dist=latent_dist, channels_last=channels_last, **plan)
+        check_arguments(GAN.__init__, locals(), "model")
+        super().__init__(**game)
         # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
-        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer_g", "optimizer_d"])
-        self.set_optimizer_factories(optimizer_g=optimizer_g, optimizer_d=optimizer_d)
-        if loss not in ("non_saturating", "minimax"):
-            raise ConfigError(f"model.loss={loss!r} is not one of ['non_saturating', 'minimax']")
-        if latent_dim < 1 or grid_size < 1 or num_classes < 1:
-            raise ConfigError(
-                f"model.latent_dim={latent_dim}, model.grid_size={grid_size}, model.num_classes={num_classes} must be >= 1"
-            )
-        if d_steps < 1 or g_steps < 1:
-            raise ConfigError(f"model.d_steps={d_steps} and model.g_steps={g_steps} must both be >= 1")
+        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizers"])
+        self.set_optimizer_factories(optimizers)
         if conditional != (getattr(generator, "label", None) is not None) or conditional != (
             getattr(discriminator, "label", None) is not None
         ):
@@ -100,53 +91,39 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.discriminator(x, y) if self.conditional else self.discriminator(x)
 
-    def configure_optimizers(self):
-        return [
-            self.build_optimizer("optimizer_g", self.generator),
-            self.build_optimizer("optimizer_d", self.discriminator),
-        ]
-
-    LOSS_NAMES = {"discriminator": "train/d/loss", "generator": "train/g/loss"}
-
     def steps_now(self) -> tuple[bool, bool]:
         """Whether this batch has a D step and a G step: the batch's place in the cycle of ``max(d_steps, g_steps)``
         batches (restored on resume; host counters only, no device sync). Without a trainer: both."""
         cycle = max(self.hparams.d_steps, self.hparams.g_steps)
-        phase = self.trainer.fit_loop.epoch_loop.total_batch_idx % cycle if self._trainer is not None else cycle - 1
+        phase = total_batch_index(self.trainer) % cycle if self._trainer is not None else cycle - 1
         return phase >= cycle - self.hparams.d_steps, phase >= cycle - self.hparams.g_steps
 
-    def stepped_optimizers(self) -> list[int]:
-        d_step, g_step = self.steps_now()
-        return [i for i, on in enumerate((g_step, d_step)) if on]  # [opt_g, opt_d]
-
+    # -- one iteration -------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> None:
-        self.log_step_scalars(self.run_iteration(batch), "train/g/loss", bar="g_loss")
+        self.log_step_scalars(self.iteration(batch, self.opt), "train/g/loss", bar="g_loss")
 
-    def iteration(self, batch, optimizers, graph: IterationGraph | None = None) -> dict[str, torch.Tensor]:
-        """This batch's D and/or G step with the optimizers ``[G, D]``; returns its step scalars by logged name (D's
-        only on logging steps, or always when recorded). Runs through ``graph`` when given, one record per kind of
-        batch (D and G, D only, G only)."""
-        kind = self.steps_now()
-        all_scalars = graph is not None or self.logging_step()
+    def iteration_kind(self, opt: Optimizers) -> tuple[bool, bool]:
+        """This batch's kind: whether it has a D step and a G step (``steps_now``)."""
+        return self.steps_now()
 
-        def run(inputs):
-            return self.game_step(inputs, optimizers, *kind, all_scalars)
+    def iteration(self, batch, opt: Optimizers, kind: tuple[bool, bool] | None = None) -> dict[str, torch.Tensor]:
+        """This batch's D and/or G step; its step scalars by logged name (D's on logging steps, and always in a
+        recorded iteration: ``acceleration.IterationRecorder``, whose graph then holds them)."""
+        d_step, g_step = self.iteration_kind(opt) if kind is None else kind
+        return self.game_step(batch, opt, d_step, g_step, d_scalars=self.bare_steps or self.logging_step())
 
-        return run(batch) if graph is None else graph(kind, run, batch)
-
-    def game_step(self, batch, optimizers, d_step: bool, g_step: bool, d_scalars: bool) -> dict[str, torch.Tensor]:
+    def game_step(self, batch, opt: Optimizers, d_step: bool, g_step: bool, d_scalars: bool) -> dict[str, torch.Tensor]:
         x, y = batch["real"]
-        opt_g, opt_d = optimizers
         n = x.shape[0]
         z = self.sample_z(n, self.latent_dim)
         y_fake = torch.randint(self.num_classes, (n,), device=x.device) if self.conditional else None
         scalars: dict[str, torch.Tensor] = {}
         fake_g = None  # G's samples with their graph, for both steps of the batch (reuse_g_forward)
         if d_step and g_step and self.hparams.reuse_g_forward:
-            with self.training_only(opt_g, (opt_g, opt_d)):
+            with self.training_only(opt.g, opt):
                 fake_g = self(z, y_fake)
         if d_step:  # --- D step: ascend log D(x) + log(1 - D(G(z)))
-            with self.training_only(opt_d, (opt_g, opt_d)):
+            with self.training_only(opt.d, opt):
                 if fake_g is None:
                     with torch.no_grad():
                         fake = self(z, y_fake)
@@ -161,7 +138,7 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
                     real_logits, fake_logits = self._d(x, y), self._d(fake, y_fake)
                 loss_real, loss_fake = losses.d_loss(real_logits, fake_logits)
                 loss_d = loss_real + loss_fake
-                self.step(opt_d, loss_d, "discriminator")
+                self.step(opt.d, loss_d, "discriminator")
             if d_scalars:
                 scalars.update(
                     {
@@ -173,9 +150,9 @@ class GAN(GraphedIterations, GeneratorGrid, GameModule):
                     }
                 )
         if g_step:  # --- G step, on the D just updated
-            with self.training_only(opt_g, (opt_g, opt_d)):
+            with self.training_only(opt.g, opt):
                 fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
-                self.step(opt_g, loss_g, "generator")
+                self.step(opt.g, loss_g, "generator")
             scalars["train/g/loss"] = loss_g.detach()
         return scalars

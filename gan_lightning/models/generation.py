@@ -21,6 +21,8 @@ class GeneratorGrid:
     fixed_y: torch.Tensor
     # provided by the LightningModule it is mixed into (GameModule)
     to_unit: Callable[[torch.Tensor], torch.Tensor]
+    sample_z: Callable[..., torch.Tensor]
+    device: torch.device
     __call__: Callable[..., torch.Tensor]
 
     @property
@@ -35,6 +37,23 @@ class GeneratorGrid:
         images = self.to_unit(self(z, y) if self.is_conditional else self(z)).float()
         self.generator.train(was_training)
         return images.contiguous()
+
+    @torch.no_grad()
+    def read_as_their_class(self, classifier: nn.Module, n: int, batch: int = 500) -> float:
+        """Share of ``n`` class-balanced samples of G (fixed latent codes, G in eval mode) that ``classifier`` (in eval
+        mode) labels as the class they were drawn for."""
+        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(n // self.num_classes)
+        z = self.sample_z(n, self.latent_dim, generator=torch.Generator().manual_seed(2017), device="cpu")
+        modes = self.generator.training, classifier.training
+        self.generator.eval()
+        classifier.eval()
+        try:
+            hits = sum(int((classifier(self.generator(zb.to(self.device), yb)).argmax(1) == yb).sum())
+                       for zb, yb in zip(z.split(batch), y.split(batch)))  # fmt: skip
+        finally:
+            self.generator.train(modes[0])
+            classifier.train(modes[1])
+        return hits / n
 
     @torch.no_grad()
     def sample_images(self) -> tuple[torch.Tensor, int]:

@@ -16,6 +16,16 @@ def batch_stat_layers(module: nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, BATCH_NORMS)]
 
 
+def refuse_batch_statistics(module: nn.Module, key: str, what: str) -> None:
+    """One line when ``module`` (configured at ``key``) has batch norm, whose batch statistics would change ``what``."""
+    found = batch_stat_layers(module)
+    if found:
+        raise ConfigError(
+            f"{key}: {type(module).__name__} has batch norm ({found[0]}), whose batch statistics would change {what}; "
+            "use one without it (e.g. DCGANDiscriminator norm=spectral or norm=none)"
+        )
+
+
 class GaussianNoise(nn.Module):
     """Adds N(0, sigma^2) noise in training mode, drawn in the input's logical order (as ``random_like``: the same
     noise in any memory layout); identity in eval mode."""
