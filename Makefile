@@ -51,7 +51,7 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs --port 6006
 
 sweep: install
-	$(PY) -m gan_lightning -m model=gan data=mnist trainer=debug model.optimizer_g.lr=1e-4,2e-4 seed=1,2
+	$(PY) -m gan_lightning -m model=gan data=mnist trainer=debug model.optimizers.g.lr=1e-4,2e-4 seed=1,2
 
 bench: install
 	$(PY) -m bench.speed $(ARGS)

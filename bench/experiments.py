@@ -44,7 +44,7 @@ STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
     ),
     "dcgan_beta1": (
         True,
-        [(f"beta1={b}", ["model=dcgan", f"model.optimizer_g.betas=[{b},0.999]"]) for b in ("0.5", "0.9")],
+        [(f"beta1={b}", ["model=dcgan", f"model.optimizers.g.betas=[{b},0.999]"]) for b in ("0.5", "0.9")],
     ),
     "dcgan_d_steps": (
         True,
@@ -55,15 +55,15 @@ STUDIES: dict[str, tuple[bool, list[tuple[str, list[str]]]]] = {
     ),
     "dcgan_lr": (
         True,
-        [(f"lr={lr}", ["model=dcgan", f"model.optimizer_g.lr={lr}"]) for lr in ("1e-1", "2e-4", "1e-10")],
+        [(f"lr={lr}", ["model=dcgan", f"model.optimizers.g.lr={lr}"]) for lr in ("1e-1", "2e-4", "1e-10")],
     ),
     "dcgan_latent": (True, [(f"nz={nz}", ["model=dcgan", f"model.latent_dim={nz}"]) for nz in (10, 100, 1000)]),
     "cgan_vs_cdcgan": (True, [("cGAN", ["model=cgan"]), ("cDCGAN", ["model=cdcgan"])]),
     "report_vs_faithful": (
         True,
         [
-            ("report", ["experiment=triple_gan_report", "trainer=cpu", "model.pretrain_time_share=0.4"]),
-            ("faithful", ["model=triple_gan", "trainer=cpu", "model.pretrain_time_share=0.4"]),
+            ("report", ["experiment=triple_gan_report", "trainer=cpu", "model.schedule.pretrain_time_share=0.4"]),
+            ("faithful", ["model=triple_gan", "trainer=cpu", "model.schedule.pretrain_time_share=0.4"]),
         ],
     ),
     "baselines": (

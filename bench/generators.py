@@ -48,7 +48,7 @@ def main() -> None:
     runs_dir = out / "runs" / "generators"
     walls, ckpts = {}, {}
     for name in args.models:
-        extra = [f"model.pretrain_epochs={args.triple_pretrain}"] if name == "triple_gan" else []
+        extra = [f"model.schedule.pretrain_epochs={args.triple_pretrain}"] if name == "triple_gan" else []
         cmd = [
             sys.executable,
             "-m",

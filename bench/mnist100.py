@@ -39,8 +39,8 @@ RUNS = {
     # the ablation: C's pre-training only (same augmentation, consistency and learning rate) for the same hour
     "pretrain_only": [
         "experiment=triple_gan_mnist100_fast",
-        "model.pretrain_epochs=1000",
-        "model.pretrain_time_share=null",
+        "model.schedule.pretrain_epochs=1000",
+        "model.schedule.pretrain_time_share=null",
         "model.epochs=0",
     ],
     "baseline": ["experiment=classifier_mnist100"],
@@ -49,17 +49,17 @@ RUNS = {
     # unlabeled batch only (cheap_rp)
     "triple_gan_fast_cheap": [
         "experiment=triple_gan_mnist100_fast",
-        "model.reuse_forwards=true",
+        "model.fidelity.reuse_forwards=true",
         "model.batch_sizes.d_unlabeled=200",
         "model.generator_batch=100",
     ],
     "triple_gan_fast_cheap_rp": [
         "experiment=triple_gan_mnist100_fast",
-        "model.reuse_forwards=true",
+        "model.fidelity.reuse_forwards=true",
         "model.batch_sizes.d_unlabeled=200",
         "model.generator_batch=100",
-        "model.pseudo_label_trigger=0.8",
-        "model.c_bn_update=unlabeled",
+        "model.schedule.pseudo_label_trigger=0.8",
+        "model.fidelity.c_bn_update=unlabeled",
     ],
 }
 

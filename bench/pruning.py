@@ -23,7 +23,7 @@ from bench.mnist100 import cpu_flags
 
 SEARCH = [
     "model=triple_gan",
-    "model.pretrain_epochs=1",
+    "model.schedule.pretrain_epochs=1",
     "trainer=cpu",
     "trainer.limit_val_batches=2",
     "logger=none",

@@ -37,7 +37,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import gan_lightning  # noqa: F401 - config resolvers
 from bench.mnist100 import cpu_flags
 from bench.plain import PlainGAN, PlainTripleGAN
-from gan_lightning.acceleration import IterationGraph, apply_process_settings, compile_networks, make_capturable
+from gan_lightning.acceleration import (
+    IterationGraph,
+    apply_process_settings,
+    compile_networks,
+    make_capturable,
+    record_iterations,
+)
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -48,7 +54,7 @@ MODELS = ["gan", "dcgan", "cgan", "cdcgan", "triple_gan"]
 
 
 def build(name: str, overrides: list[str]):
-    extra = ["model.pretrain_epochs=0"] if name == "triple_gan" else []
+    extra = ["model.schedule.pretrain_epochs=0"] if name == "triple_gan" else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "config", overrides=[f"model={name}", "paths.output_dir=/tmp", "paths.data_dir=/tmp", *extra, *overrides]
@@ -111,7 +117,7 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
     model.bare_steps = True
     graph = IterationGraph(keep=model.GRAPH_KINDS) if cuda_graphs else None
     if graph is not None:
-        make_capturable(optimizers)
+        make_capturable(optimizers.values())
     batches = iter(data(cfg, model, warmup + iters, device))
     # the Lightning run's precision plugin: bf16-mixed = autocast around the step
     autocast = torch.autocast(
@@ -120,7 +126,12 @@ def time_bare(name, overrides, device, warmup, iters, cuda_graphs: bool = False)
 
     def step():
         with autocast:
-            model.iteration(model.on_after_batch_transfer(to(next(batches), device), 0), optimizers, graph)
+            batch = model.on_after_batch_transfer(to(next(batches), device), 0)
+            kind = model.iteration_kind(optimizers)
+            if graph is None:
+                model.iteration(batch, optimizers, kind)
+            else:
+                graph(kind, lambda b: model.iteration(b, optimizers, kind), batch)
 
     for _ in range(warmup):
         step()
@@ -163,8 +174,8 @@ def time_framework(
     cfg, model = build(name, overrides)
     if compile_nets:  # trainer.compile=true
         compile_networks(model)
-    if cuda_graphs and hasattr(model, "enable_cuda_graphs"):  # trainer.cuda_graphs=true
-        model.enable_cuda_graphs()
+    if cuda_graphs and hasattr(model, "iteration_kind"):  # trainer.cuda_graphs=true
+        record_iterations(model)
     clock = clock or _Clock(warmup, warmup + iters - 1, device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(

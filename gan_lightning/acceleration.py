@@ -202,7 +202,7 @@ class IterationRecorder:
         states = [t for o in game.optimizers() for s in o.optimizer.state.values() for t in s.values()]
         return [*game.parameters(), *game.buffers(), *(t for t in states if isinstance(t, torch.Tensor))]
 
-    def __call__(self, batch: Batch, opt: Mapping[str, Any], kind: Hashable | None = None) -> dict:
+    def __call__(self, batch: Batch, opt: Any, kind: Hashable | None = None) -> dict:
         game = self.game
         if self.graph is None or game.device.type != "cuda":
             return self.eager(batch, opt, kind)
@@ -244,9 +244,6 @@ def record_iterations(game: Any, warmup: int = 3, guarded: bool = False) -> Iter
     return recorder
 
 
-NETWORKS = ("discriminator", "generator", "classifier")
-
-
 def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     """Apply ``trainer.cuda_graphs`` (auto | true | false) and ``trainer.compile`` (false | true | torch.compile
     options) to ``model``; returns the rest of ``trainer_cfg``, the Trainer's own arguments."""
@@ -261,7 +258,7 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     chosen_automatically = cuda_graphs == "auto"
     if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
         cuda_graphs = cuda_graphs_problem(model, trainer_cfg, compile_cfg) is None and bool(
-            getattr(model, "CUDA_GRAPHS_AUTO", False)
+            isinstance(model, RecordsCudaGraphs) and model.CUDA_GRAPHS_AUTO
         )
     elif cuda_graphs not in (True, False):
         raise ConfigError(f"trainer.cuda_graphs={cuda_graphs!r} is not one of [auto, true, false]")
@@ -343,10 +340,10 @@ def cuda_graphs_problem(model: nn.Module, trainer_cfg: dict, compile_cfg: Any = 
     return None
 
 
-def compile_networks(model: nn.Module, **options: Any) -> list[str]:
-    """``torch.compile`` each of the game's networks in place (``nn.Module.compile``: parameter names and checkpoints
-    stay the same); returns their names. Options go to ``torch.compile`` (e.g. mode)."""
-    names = [n for n in NETWORKS if isinstance(getattr(model, n, None), nn.Module)]
-    for name in names:
-        getattr(model, name).compile(**options)
-    return names
+def compile_networks(model: Any, **options: Any) -> list[nn.Module]:
+    """``torch.compile`` each network the game optimizes, in place (``nn.Module.compile``: parameter names and
+    checkpoints stay the same); returns them. Options go to ``torch.compile`` (e.g. mode)."""
+    networks = list({id(m): m for m in model.optimized().values()}.values())
+    for network in networks:
+        network.compile(**options)
+    return networks

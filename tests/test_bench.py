@@ -97,7 +97,7 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
         "--out",
         str(out),
         "--extra",
-        "model.pretrain_epochs=1",
+        "model.schedule.pretrain_epochs=1",
         "model.epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.precision=32-true",
@@ -106,7 +106,7 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
         "callbacks.generator_metrics.n_samples=200",
         "callbacks.generator_metrics.n_real=500",
         "callbacks.generator_metrics.per_class=false",
-        "model.trigger_samples=100",
+        "model.schedule.trigger_samples=100",
     ]
     proc = subprocess.run(
         cmd,

@@ -59,7 +59,7 @@ def test_triple_gan_two_epochs_on_real_mnist_with_100_labels(tmp_path):
             "model=triple_gan",
             "data=mnist",
             "model.epochs=1",
-            "model.pretrain_epochs=1",
+            "model.schedule.pretrain_epochs=1",
             "trainer=debug",
             "callbacks.progress_bar=null",
         ],
@@ -221,14 +221,14 @@ def test_summary_of_a_missing_directory_is_a_clear_error(tmp_path):
 def test_resume_from_a_checkpoint_continues_where_it_stopped(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     proc = run_cli(
-        ["model=triple_gan", *FAST, "model.pretrain_epochs=1", "trainer.max_epochs=1"], first
+        ["model=triple_gan", *FAST, "model.schedule.pretrain_epochs=1", "trainer.max_epochs=1"], first
     )  # pre-training
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_cli(
         [
             "model=triple_gan",
             *FAST,
-            "model.pretrain_epochs=1",
+            "model.schedule.pretrain_epochs=1",
             "trainer.max_epochs=2",
             f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
         ],
@@ -254,9 +254,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 @needs_mnist
 def test_non_positive_learning_rate_is_rejected_before_anything_runs(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(["model=gan", "model.optimizer_g.lr=-1", *FAST], run_dir)
+    proc = run_cli(["model=gan", "model.optimizers.g.lr=-1", *FAST], run_dir)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: model.optimizer_g.lr=-1 must be positive"
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.optimizers.g.lr=-1 must be positive"
     assert not run_dir.exists()
 
 
@@ -301,7 +301,7 @@ def test_csv_logger_gets_the_metrics_and_the_config(tmp_path):
             "model=triple_gan",
             "logger=tensorboard_csv",
             *FAST,
-            "model.pretrain_epochs=1",
+            "model.schedule.pretrain_epochs=1",
             "model.pretrain_batch_sizes.c_unlabeled=50",
             "model.batch_sizes.c_unlabeled=50",
             "model.batch_sizes.d_unlabeled=50",
@@ -326,7 +326,7 @@ def test_a_run_prints_no_python_warning(tmp_path, model):
     """Every warning a user cannot act on is filtered in one place (gan_lightning/__main__.py, each with its reason);
     anything else printed by a plain run fails here."""
     proc = run_cli(
-        [f"model={model}", "trainer=debug", "model.pretrain_epochs=1"]
+        [f"model={model}", "trainer=debug", "model.schedule.pretrain_epochs=1"]
         if model == "triple_gan"
         else [f"model={model}", "trainer=debug"],
         tmp_path / "run",
@@ -372,7 +372,7 @@ def test_cuda_graphs_are_chosen_on_a_gpu(tmp_path, model, graphed):
     from gan_lightning.tasks.train import build
 
     _datamodule, game, _trainer = build(compose_cfg([f"model={model}", "trainer.accelerator=gpu"], output_dir=tmp_path))
-    assert (getattr(game, "iteration_graph", None) is not None) is graphed
+    assert (getattr(game, "iteration_recorder", None) is not None) is graphed
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_average_gradients_is_a_no_op_in_one_process():
     [
         [
             "model=triple_gan",
-            "model.pretrain_epochs=1",
+            "model.schedule.pretrain_epochs=1",
             "model.epochs=1",
         ],  # pre-training (C only) then the game (D, G, C)
         ["model=dcgan", "trainer.max_epochs=2"],

@@ -97,7 +97,7 @@ def test_accelerate_takes_its_keys_out_of_the_trainer_config_and_applies_them(ex
     finally:
         torch.set_float32_matmul_precision("highest")  # process-wide: the next test starts from the default
     assert rest == {"accelerator": "cpu", "max_epochs": 3}  # what the Trainer takes
-    assert getattr(model, "iteration_graph", None) is None  # eager steps
+    assert getattr(model, "iteration_recorder", None) is None  # eager steps
     compiled = [
         n for n in ("classifier", "generator", "discriminator") if getattr(model, n)._compiled_call_impl is not None
     ]
@@ -326,5 +326,5 @@ def test_only_automatically_chosen_graphs_are_guarded(monkeypatch, setting, guar
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: only the choice is tested
     model = instantiate(compose_cfg(["model=triple_gan"]).model, _convert_="all")
     accelerate(model, {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "cuda_graphs": setting})
-    assert model.iteration_graph is not None
-    assert (model.iteration_graph.guard is not None) is guarded
+    assert model.iteration_recorder is not None
+    assert (model.iteration_recorder.graph.guard is not None) is guarded

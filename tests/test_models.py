@@ -21,7 +21,7 @@ from gan_lightning.tbread import read_scalars
 SMALL_TRIPLE = [
     "model=triple_gan",
     "model.generator_batch=20",
-    "model.pretrain_epochs=0",
+    "model.schedule.pretrain_epochs=0",
     "model.batch_sizes.c_labeled=20",
     "model.batch_sizes.c_unlabeled=20",
     "model.batch_sizes.d_labeled=2",
@@ -151,7 +151,7 @@ def test_triple_gan_step_order_and_parameters_touched(mnist):
 
 
 def test_triple_gan_pretraining_only_moves_c(mnist):
-    cfg = compose_cfg([*SMALL_TRIPLE, "model.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=30"])
+    cfg = compose_cfg([*SMALL_TRIPLE, "model.schedule.pretrain_epochs=1", "model.pretrain_batch_sizes.c_unlabeled=30"])
     L.seed_everything(0)
     model = instantiate(cfg.model)
     rec = Recorder(["classifier", "generator", "discriminator"])
@@ -186,7 +186,7 @@ def test_switching_a_term_off_removes_exactly_that_term(mnist, term, weight):
 
 
 def test_pseudo_label_term_and_integrate_objective(mnist):
-    m = _c_step_metrics(mnist, ["model.pseudo_label_epoch=1", "model.objective=integrate"])
+    m = _c_step_metrics(mnist, ["model.schedule.pseudo_label_epoch=1", "model.objective=integrate"])
     assert m["train/c/pseudo"] > 0
     assert math.isfinite(m["train/c/adv"])
     rebuilt = (
@@ -200,7 +200,7 @@ def test_pseudo_label_term_and_integrate_objective(mnist):
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
 
 
-AUGMENT = ["model.augment={_target_:gan_lightning.nets.blocks.RandomTranslate,max_shift:2}"]
+AUGMENT = ["model.additions.augment={_target_:gan_lightning.nets.blocks.RandomTranslate,max_shift:2}"]
 
 
 def test_augmented_inputs_and_consistency_term(mnist):
@@ -222,9 +222,9 @@ def test_augmented_inputs_and_consistency_term(mnist):
 
 
 def test_confident_label_term_with_affine_augmentation(mnist):
-    affine = ["model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}"]
+    affine = ["model.additions.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}"]
     # threshold 0: every image gets the teacher's label, so the term is a plain cross-entropy (> 0)
-    m = _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.confidence_threshold=0.0"])
+    m = _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.additions.confidence_threshold=0.0"])
     assert m["train/c/confident"] > 0
     rebuilt = (
         0.5 * m["train/c/adv"]
@@ -237,26 +237,28 @@ def test_confident_label_term_with_affine_augmentation(mnist):
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
     # threshold 1: an untrained teacher is never that sure, nothing is labelled
     assert (
-        _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.confidence_threshold=1.0"])[
+        _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.additions.confidence_threshold=1.0"])[
             "train/c/confident"
         ]
         == 0.0
     )
-    with pytest.raises(Exception, match=r"model\.confidence_threshold=1\.5 must be in \[0, 1\]") as err:
-        instantiate(compose_cfg([*SMALL_TRIPLE, "model.confidence_threshold=1.5"]).model)
+    with pytest.raises(Exception, match=r"model\.additions\.confidence_threshold=1\.5 must be in \[0, 1\]") as err:
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.additions.confidence_threshold=1.5"]).model)
     found = _user_error(err.value)  # what the CLI prints
     assert isinstance(found, ConfigError)
-    assert str(found) == "model.confidence_threshold=1.5 must be in [0, 1]"
+    assert str(found) == "model.additions.confidence_threshold=1.5 must be in [0, 1]"
 
 
 def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_load(mnist):
     affine = [
-        "model.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}",
+        "model.additions.augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2}",
         "model.weights.c_confident=0.5",
-        "model.confidence_threshold=0.0",
+        "model.additions.confidence_threshold=0.0",
         "model.weights.c_consistency=1.0",
     ]
-    cfg = compose_cfg(SMALL_TRIPLE + affine + ["model.align_distribution=true", "model.align_momentum=0.5"])
+    cfg = compose_cfg(
+        SMALL_TRIPLE + affine + ["model.additions.align_distribution=true", "model.additions.align_momentum=0.5"]
+    )
     model = instantiate(cfg.model)
     x_u = mnist["train"][0][:20].float() / 255
     seen = []  # the teacher's own (unaligned) outputs
@@ -274,15 +276,16 @@ def test_distribution_alignment_moves_the_running_marginal_and_old_checkpoints_l
     fresh.teacher_marginal.fill_(0.5)
     fresh.load_state_dict(state, strict=True)
     assert torch.allclose(fresh.teacher_marginal, torch.full((10,), 0.1))
-    with pytest.raises(Exception, match=r"model\.align_momentum=1 must be in \[0, 1\)") as err:
-        instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_momentum=1"]).model)
-    assert str(_user_error(err.value)) == "model.align_momentum=1 must be in [0, 1)"
+    with pytest.raises(Exception, match=r"model\.additions\.align_momentum=1 must be in \[0, 1\)") as err:
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.additions.align_momentum=1"]).model)
+    assert str(_user_error(err.value)) == "model.additions.align_momentum=1 must be in [0, 1)"
     with pytest.raises(  # nothing would use the aligned targets
-        Exception, match=r"model\.align_distribution=true changes the EMA copy's targets, but no term uses them"
+        Exception,
+        match=r"model\.additions\.align_distribution=true changes the EMA copy's targets, but no term uses them",
     ) as err:
-        instantiate(compose_cfg([*SMALL_TRIPLE, "model.align_distribution=true"]).model)
+        instantiate(compose_cfg([*SMALL_TRIPLE, "model.additions.align_distribution=true"]).model)
     assert str(_user_error(err.value)).startswith(
-        "model.align_distribution=true changes the EMA copy's targets, but no term uses them"
+        "model.additions.align_distribution=true changes the EMA copy's targets, but no term uses them"
     )
 
 
@@ -460,7 +463,11 @@ def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_
     """The bar shows C's loss under one name in both phases; nothing is handed to Lightning before a logging step."""
     for pretrain_epochs in (1, 0):
         cfg = compose_cfg(
-            [*SMALL_TRIPLE, f"model.pretrain_epochs={pretrain_epochs}", "model.pretrain_batch_sizes.c_unlabeled=30"]
+            [
+                *SMALL_TRIPLE,
+                f"model.schedule.pretrain_epochs={pretrain_epochs}",
+                "model.pretrain_batch_sizes.c_unlabeled=30",
+            ]
         )
         L.seed_everything(0)
         model = instantiate(cfg.model)

@@ -53,10 +53,10 @@ def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
         (
             [
                 "model=triple_gan",
-                "model.pretrain_epochs=0",
+                "model.schedule.pretrain_epochs=0",
                 "model.batch_sizes.d_unlabeled=40",
                 "model.objective=integrate",
-                "model.d_unlabeled_real=false",
+                "model.fidelity.d_unlabeled_real=false",
             ],
             ["train/d/loss", "train/g/loss", "train/c/loss"],
         ),
@@ -76,12 +76,12 @@ def test_channels_last_gives_the_losses_of_the_plain_layout(model, keys, tmp_pat
         (
             [
                 "model=triple_gan",
-                "model.pretrain_epochs=1",
+                "model.schedule.pretrain_epochs=1",
                 "model.epochs=1",
                 "trainer.max_epochs=2",
                 "model.batch_sizes.d_unlabeled=40",
                 "model.objective=integrate",
-                "model.d_unlabeled_real=false",
+                "model.fidelity.d_unlabeled_real=false",
             ],
             ["optimizer_c", "optimizer_pretrain"],
             ["pretrain/c/loss", "train/d/loss", "train/g/loss", "train/c/loss"],
@@ -186,7 +186,10 @@ def _bare_losses(overrides: list[str], keys: list[str], tmp_path, steps: int = 4
 @pytest.mark.parametrize(
     "overrides,keys",
     [
-        ([*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"], [*GAME_KEYS, "train/c/pseudo"]),
+        (
+            [*TRIPLE, "model.schedule.pretrain_epochs=0", "model.schedule.pseudo_label_epoch=1"],
+            [*GAME_KEYS, "train/c/pseudo"],
+        ),
         (["model=dcgan"], ["train/d/loss", "train/d/D(x)", "train/d/D(G(z))", "train/g/loss"]),
         (["model=cgan"], ["train/d/loss", "train/d/real", "train/g/loss"]),
     ],
@@ -228,7 +231,7 @@ def test_bf16_mixed_gives_the_fp32_losses_to_bf16_rounding(tmp_path):
     agree with full precision to bf16's 8-bit mantissa; every later loss stays finite. (D's terms are not
     compared: D's noise is drawn in bf16 there, a different sample, and C's hard labels are near-ties at
     initialisation, which rounding flips.)"""
-    overrides = [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1"]
+    overrides = [*TRIPLE, "model.schedule.pretrain_epochs=0", "model.schedule.pseudo_label_epoch=1"]
     keys = ["train/c/supervised", "train/c/entropy", "train/c/balance", "train/c/pseudo", *GAME_KEYS]
     bf16 = _losses([*overrides, "trainer.precision=bf16-mixed"], keys, tmp_path / "a")
     fp32 = _losses([*overrides, "trainer.precision=32-true"], keys, tmp_path / "b")
@@ -266,19 +269,22 @@ def test_replayed_cuda_graph_computes_the_eager_iteration(tmp_path):
         runs = []
         for graphed in (False, True):
             cfg = compose_cfg(
-                [*TRIPLE, "model.pretrain_epochs=0", "model.pseudo_label_epoch=1", "seed=5"], output_dir=tmp_path
+                [*TRIPLE, "model.schedule.pretrain_epochs=0", "model.schedule.pseudo_label_epoch=1", "seed=5"],
+                output_dir=tmp_path,
             )
             datamodule, model, _ = build(cfg)
             model.cuda().train()
             model.setup("fit")
             optimizers = model.bare_optimizers()
-            make_capturable(optimizers)
+            make_capturable(optimizers.values())
             model.bare_steps = True
             graph = IterationGraph(warmup=2) if graphed else None
             values = []
             for batch, _ in zip(datamodule.train_dataloader(), range(8)):
                 batch = model.on_after_batch_transfer({k: (x.cuda(), y.cuda()) for k, (x, y) in batch.items()}, 0)
-                logs = model.iteration(batch, optimizers, graph)
+                kind = model.iteration_kind(optimizers)
+                run = lambda b, kind=kind, model=model, opt=optimizers: model.iteration(b, opt, kind)
+                logs = run(batch) if graph is None else graph(kind, run, batch)
                 values.append(torch.stack([logs[k] for k in [*GAME_KEYS, "train/c/pseudo"]]).cpu())
             runs.append(torch.stack(values))
         assert graph.captures == 1
@@ -299,15 +305,15 @@ def test_cuda_graphs_train_through_pretraining_game_and_pseudo_labels(tmp_path):
         "trainer.accelerator=gpu",
         "trainer.precision=32-true",
         "trainer.limit_train_batches=7",
-        "model.pretrain_epochs=1",
+        "model.schedule.pretrain_epochs=1",
         "model.epochs=2",
         "trainer.max_epochs=3",
-        "model.pseudo_label_epoch=2",
+        "model.schedule.pseudo_label_epoch=2",
         "seed=3",
     ]
 
     model, trainer, graphed, eager = _graphed_and_eager(overrides, tmp_path)
-    assert model.iteration_graph.captures == 3
+    assert model.iteration_recorder.graph.captures == 3
     assert trainer.global_step == 7 + 2 * 7 * 3
     assert len(graphed) == len(eager) == 21
     _assert_same_steps(graphed, eager)
@@ -369,7 +375,7 @@ def test_cuda_graphs_record_each_kind_of_gan_batch(model, kinds, updates, tmp_pa
         [*model, "trainer.accelerator=gpu", "trainer.precision=32-true", "trainer.limit_train_batches=12", "seed=3"],
         tmp_path,
     )
-    assert game.iteration_graph.captures == kinds
+    assert game.iteration_recorder.graph.captures == kinds
     assert trainer.global_step == updates
     assert len(graphed) == len(eager) == 12 * trainer.max_epochs
     _assert_same_steps(graphed, eager)

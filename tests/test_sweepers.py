@@ -26,7 +26,7 @@ def test_optuna_sweep_optimises_the_best_ema_error(tmp_path):
         [
             "-m",
             "model=triple_gan",
-            "model.pretrain_epochs=1",
+            "model.schedule.pretrain_epochs=1",
             "model.epochs=1",
             *TINY,
             "sweep=optuna_triple_gan",
@@ -37,7 +37,7 @@ def test_optuna_sweep_optimises_the_best_ema_error(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(result["best_params"]) == {"model.alpha", "model.weights.c_pseudo", "model.optimizer_c.lr"}
+    assert set(result["best_params"]) == {"model.alpha", "model.weights.c_pseudo", "model.optimizers.c.lr"}
     assert 0.3 <= result["best_params"]["model.alpha"] <= 0.7
     assert 0.0 <= result["best_value"] <= 1.0
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -71,7 +71,7 @@ def test_a_stopped_optuna_study_resumes_with_its_storage(tmp_path):
     args = [
         "-m",
         "model=triple_gan",
-        "model.pretrain_epochs=1",
+        "model.schedule.pretrain_epochs=1",
         "model.epochs=2",
         *TINY,
         "trainer.limit_train_batches=6",

@@ -28,7 +28,7 @@ SIZES = {"c_labeled": 4, "c_unlabeled": 6, "d_labeled": 1, "d_unlabeled": 8}
 SMALL = [
     "model=triple_gan",
     "model.generator_batch=10",
-    "model.pretrain_epochs=0",
+    "model.schedule.pretrain_epochs=0",
     "model.channels_last=false",
     *[f"model.batch_sizes.{k}={v}" for k, v in SIZES.items()],
 ]
@@ -111,7 +111,9 @@ def _record_forwards(model):
     ],
 )
 def test_forwards_of_a_game_step_and_which_move_c_batch_statistics(mnist, reuse, bn_update, c_calls):
-    model, opts = _model([f"model.reuse_forwards={str(reuse).lower()}", f"model.c_bn_update={bn_update}"])
+    model, opts = _model(
+        [f"model.fidelity.reuse_forwards={str(reuse).lower()}", f"model.fidelity.c_bn_update={bn_update}"]
+    )
     calls = _record_forwards(model)
     model.game_step(_batch(mnist), opts)
     assert [(n, moves) for net, n, moves in calls if net == "C"] == c_calls
@@ -122,7 +124,7 @@ def test_forwards_of_a_game_step_and_which_move_c_batch_statistics(mnist, reuse,
 
 
 def test_running_statistics_stay_when_frozen(mnist):
-    model, _opts = _model(["model.c_bn_update=unlabeled"])
+    model, _opts = _model(["model.fidelity.c_bn_update=unlabeled"])
     bn = next(m for m in model.classifier.modules() if isinstance(m, torch.nn.BatchNorm2d))
     calls = _record_forwards(model)
     before = bn.running_mean.clone()
@@ -135,22 +137,26 @@ def test_running_statistics_stay_when_frozen(mnist):
 
 
 def test_r_p_forward_and_c_optimizer_restart(mnist):
-    model, opts = _model(["model.weights.c_pseudo=0.1", "model.pseudo_label_epoch=2", "model.adv_warmup_epochs=0"])
+    model, opts = _model(
+        ["model.weights.c_pseudo=0.1", "model.schedule.pseudo_label_epoch=2", "model.schedule.adv_warmup_epochs=0"]
+    )
     model.iteration(_batch(mnist), opts)  # game epoch 1: no R_P
     c_param = next(model.classifier.parameters())
-    assert int(opts[2].state[c_param]["step"]) == 1
-    assert not model.c_optimizer_restarted
+    assert int(opts.c.state[c_param]["step"]) == 1
+    assert not model.schedule.c_optimizer_restarted
     model.iteration(_batch(mnist, 50), opts)
-    assert int(opts[2].state[c_param]["step"]) == 2
-    model.pretrain_end = -1  # now game epoch 2: R_P on, C's Adam starts afresh (official: a second compiled update)
+    assert int(opts.c.state[c_param]["step"]) == 2
+    model.schedule.pretrain_end = (
+        -1
+    )  # now game epoch 2: R_P on, C's Adam starts afresh (official: a second compiled update)
     calls = _record_forwards(model)
     logs = model.iteration(_batch(mnist, 100), opts)
     assert "train/c/pseudo" in logs
-    assert model.c_optimizer_restarted
-    assert int(opts[2].state[c_param]["step"]) == 1
+    assert model.schedule.c_optimizer_restarted
+    assert int(opts.c.state[c_param]["step"]) == 1
     assert any(net == "C" and n == 10 for net, n, _ in calls)  # C's forward on G's samples
     model.iteration(_batch(mnist, 150), opts)
-    assert int(opts[2].state[c_param]["step"]) == 2  # restarted once only
+    assert int(opts.c.state[c_param]["step"]) == 2  # restarted once only
 
 
 def test_probability_clip_of_the_official_cross_entropy():
@@ -249,11 +255,11 @@ def scheduled_run(tmp_path_factory):
             "model=triple_gan",
             "trainer=cpu",
             "trainer.max_time=00:00:00:16",
-            "model.pretrain_time_share=0.33",
-            "model.pretrain_epochs=1000",
-            "model.pseudo_label_trigger=0.01",
-            "model.pseudo_label_epoch=1000",
-            "model.trigger_samples=100",
+            "model.schedule.pretrain_time_share=0.33",
+            "model.schedule.pretrain_epochs=1000",
+            "model.schedule.pseudo_label_trigger=0.01",
+            "model.schedule.pseudo_label_epoch=1000",
+            "model.schedule.trigger_samples=100",
             "trainer.limit_train_batches=4",
             "trainer.limit_val_batches=1",
             "trainer.log_every_n_steps=1",
@@ -356,27 +362,32 @@ def test_console_schedule_line_and_tensorboard_first_view(scheduled_run):
     assert "FID (reference features)" in layout["generator"]
 
 
-def test_adversarial_warmup_by_a_share_of_the_time(monkeypatch):
-    model, _ = _model(["model.adv_warmup_time_share=0.2"])
+def test_adversarial_warmup_by_a_share_of_the_time():
+    model, _ = _model(["model.schedule.adv_warmup_time_share=0.2"])
     clock = iter([0.40, 0.45, 0.50, 0.70])  # shares of trainer.max_time at four steps of the game
-    monkeypatch.setattr(model, "time_share", lambda: next(clock))
-    assert [model.adv_ramp() for _ in range(4)] == pytest.approx([0.0, 0.25, 0.5, 1.0])
+    model.schedule.bind(lambda: next(clock))
+    assert [model.schedule.adv_ramp(0, 0.0) for _ in range(4)] == pytest.approx([0.0, 0.25, 0.5, 1.0])
     checkpoint: dict = {}
     model.on_save_checkpoint(checkpoint)
-    resumed, _ = _model(["model.adv_warmup_time_share=0.2"])
+    resumed, _ = _model(["model.schedule.adv_warmup_time_share=0.2"])
     resumed.on_load_checkpoint(checkpoint)
-    monkeypatch.setattr(resumed, "time_share", lambda: 0.55)
-    assert resumed.game_start_share == pytest.approx(0.40)
-    assert resumed.adv_ramp() == pytest.approx(0.75)
-    with pytest.raises(InstantiationException, match=r"model.adv_warmup_time_share=0 must be in \(0, 1\] or null"):
-        _model(["model.adv_warmup_time_share=0"])
+    resumed.schedule.bind(lambda: 0.55)
+    assert resumed.schedule.game_start_share == pytest.approx(0.40)
+    assert resumed.schedule.adv_ramp(0, 0.0) == pytest.approx(0.75)
+    with pytest.raises(
+        InstantiationException, match=r"model.schedule.adv_warmup_time_share=0 must be in \(0, 1\] or null"
+    ):
+        _model(["model.schedule.adv_warmup_time_share=0"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["pretrain_time_share", "adv_warmup_time_share"])
 def test_a_time_share_without_a_time_limit_is_one_line(key, tmp_path):
     proc = run_cli(
-        ["model=triple_gan", "trainer=debug", "callbacks.progress_bar=null", f"model.{key}=0.3"], tmp_path / "run"
+        ["model=triple_gan", "trainer=debug", "callbacks.progress_bar=null", f"model.schedule.{key}=0.3"],
+        tmp_path / "run",
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"error: model.{key} needs trainer.max_time (the share is of that time)" in proc.stderr, proc.stderr[-2000:]
+    assert f"error: model.schedule.{key} needs trainer.max_time (the share is of that time)" in proc.stderr, (
+        proc.stderr[-2000:]
+    )

@@ -53,15 +53,15 @@ class GameModule(L.LightningModule):
 
     A game declares in its class what it draws from the data: ``STREAMS`` (the names ``training_step`` reads and
     their source, ``train`` or ``labeled``), ``PRETRAIN_STREAMS`` and ``EPOCH_LENGTH`` (see ``gan_lightning.plan``);
-    ``OPTIMIZERS``, the name of each optimizer and the network it updates, in the order of ``configure_optimizers``;
-    ``MONITOR``, the metric its best checkpoint is chosen by (None: the latest).
+    ``OPTIMIZERS``, the names of its optimizers in the order of ``configure_optimizers`` (``optimized()`` gives the
+    network each one updates); ``MONITOR``, the metric its best checkpoint is chosen by (None: the latest);
+    ``saved_states()``, the parts whose state its checkpoints hold besides the networks (e.g. a schedule).
     """
 
     STREAMS: ClassVar[dict[str, str]] = {}
     PRETRAIN_STREAMS: ClassVar[dict[str, str] | None] = None
     EPOCH_LENGTH: ClassVar[int | str] = 1
-    OPTIMIZERS: ClassVar[dict[str, str]] = {}
-    SAVED_STATES: ClassVar[dict[str, str]] = {}  # checkpoint key: an attribute with state_dict() and load_state_dict()
+    OPTIMIZERS: ClassVar[tuple[str, ...]] = ()
     MONITOR: ClassVar[str | None] = None
     VALIDATES: ClassVar[bool] = False  # evaluates a classifier: the datamodule holds out data.val_size training images
 
@@ -175,10 +175,18 @@ class GameModule(L.LightningModule):
     def build_optimizer(self, name: str) -> torch.optim.Optimizer:
         """Optimizer ``name`` of its network's trainable parameters (``OPTIMIZERS``), in the network's own groups if it
         has them (e.g. a fine-tuned backbone with its own learning rate: ``parameter_groups()``)."""
-        module: nn.Module = getattr(self, self.OPTIMIZERS[name])
+        module = self.optimized()[name]
         if callable(getattr(module, "parameter_groups", None)):
             return self.optimizer_factories[name](params=module.parameter_groups())
         return self.optimizer_factories[name](params=[p for p in module.parameters() if p.requires_grad])
+
+    def optimized(self) -> dict[str, nn.Module]:
+        """The network each optimizer updates, by the optimizer's name (``OPTIMIZERS``)."""
+        raise NotImplementedError(f"{type(self).__name__} names the network of each of its optimizers in optimized()")
+
+    def saved_states(self) -> dict[str, Any]:
+        """Parts with a state of their own (``state_dict``, ``load_state_dict``) that checkpoints hold, by key."""
+        return {}
 
     def configure_optimizers(self):
         optimizers = [self.build_optimizer(name) for name in self.OPTIMIZERS]
@@ -302,8 +310,8 @@ class GameModule(L.LightningModule):
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
         checkpoint["rng_states"] = rng_states()
-        for key, part in self.SAVED_STATES.items():
-            checkpoint[key] = getattr(self, part).state_dict()
+        for key, part in self.saved_states().items():
+            checkpoint[key] = part.state_dict()
         # optimizers in their CUDA-graph form are saved in the plain one (float learning rates, not capturable),
         # so the checkpoint resumes anywhere, on a CPU too; a graphed run converts them again when it resumes
         for state in checkpoint.get("optimizer_states", []):
@@ -317,5 +325,5 @@ class GameModule(L.LightningModule):
         """A resumed run continues with the random streams (latent codes, dropout, noise) of the saved one."""
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
-        for key, part in self.SAVED_STATES.items():
-            getattr(self, part).load_state_dict(checkpoint.get(key, {}))
+        for key, part in self.saved_states().items():
+            part.load_state_dict(checkpoint.get(key, {}))

@@ -4,7 +4,7 @@ as Triple-GAN's C): the number the semi-supervised game has to beat."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from torch import nn
 
@@ -23,7 +23,7 @@ class Classifier(ClassifierEvaluation, GameModule):
 
     STREAMS: ClassVar[dict[str, str]] = {"labeled": "labeled"}
     EPOCH_LENGTH = "labeled"  # one pass over the labeled images
-    OPTIMIZERS: ClassVar[dict[str, str]] = {"c": "classifier"}
+    OPTIMIZERS = ("c",)
     MONITOR = "val/err_ema"
 
     def __init__(
@@ -33,7 +33,7 @@ class Classifier(ClassifierEvaluation, GameModule):
         num_classes: int = 10,
         l2_weight: float = 1e-4,
         ema_decay: float = 0.99,
-        data_range: str = "unit",
+        data_range: Literal["tanh", "unit"] = "unit",
         channels_last: bool = True,
         **plan: Any,
     ) -> None:
@@ -43,6 +43,9 @@ class Classifier(ClassifierEvaluation, GameModule):
         self.set_optimizer_factories({"c": optimizer}, key="model.optimizer")
         self.classifier = classifier
         self.init_evaluation(classifier, num_classes, ema_decay)
+
+    def optimized(self) -> dict[str, nn.Module]:
+        return {"c": self.classifier}
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch["labeled"]

@@ -39,7 +39,7 @@ class GAN(GeneratorGrid, GameModule):
 
     STREAMS: ClassVar[dict[str, str]] = {"real": "train"}  # one batch of real images (with labels if conditional)
     EPOCH_LENGTH = "real"  # one pass over the training set
-    OPTIMIZERS: ClassVar[dict[str, str]] = {"g": "generator", "d": "discriminator"}
+    OPTIMIZERS = ("g", "d")
     CUDA_GRAPHS_AUTO = False  # recorded iterations measured no faster than eager ones (trainer.cuda_graphs=true: on)
     GRAPH_KINDS = 3  # recorded: batches with D and G steps, D only (d_steps > g_steps), G only (g_steps > d_steps)
 
@@ -84,6 +84,13 @@ class GAN(GeneratorGrid, GameModule):
             self.register_buffer("fixed_z", self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu"))
             self.register_buffer("fixed_y", torch.zeros(grid_size, dtype=torch.long))
             self.grid_nrow = round(grid_size**0.5)
+
+    def optimized(self) -> dict[str, nn.Module]:
+        return {"g": self.generator, "d": self.discriminator}
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.conditional
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.generator(z, y) if self.conditional else self.generator(z)

@@ -27,7 +27,8 @@ class GeneratorGrid:
 
     @property
     def is_conditional(self) -> bool:
-        return bool(getattr(self, "conditional", True))
+        """Whether G takes labels (a game whose G may not overrides this)."""
+        return True
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -63,8 +63,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     }
     PRETRAIN_STREAMS: ClassVar[dict[str, str]] = {"c_labeled": "labeled", "c_unlabeled": "train"}
     EPOCH_LENGTH = "c_unlabeled"
-    OPTIMIZERS: ClassVar[dict] = {"d": "discriminator", "g": "generator", "c": "classifier", "pretrain": "classifier"}
-    SAVED_STATES: ClassVar[dict] = {"triple_gan_schedule": "schedule"}  # checkpoint key: the part whose state it holds
+    OPTIMIZERS = ("d", "g", "c", "pretrain")
     MONITOR = "val/err_ema"
     CUDA_GRAPHS_AUTO = True  # pre-training, the game and the game with R_P: one kind at a time
     GRAPH_KINDS = 1
@@ -124,6 +123,12 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.generator(z, y)
+
+    def optimized(self) -> dict[str, nn.Module]:
+        return {"d": self.discriminator, "g": self.generator, "c": self.classifier, "pretrain": self.classifier}
+
+    def saved_states(self) -> dict[str, Any]:
+        return {"triple_gan_schedule": self.schedule}
 
     def lr_schedulers_of(self, opt: Optimizers) -> list[dict]:
         """The players' learning rates follow the schedule's annealing (C's pre-training keeps its own)."""
