@@ -4,7 +4,7 @@
     python -m bench.ssl_study --stop-by 23:40 --commit  # start a pair only if it ends by 23:40; commit each pair's rows
     python -m bench.ssl_study --report                  # tables and plots from the results file, no runs
     python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json \\
-        --game-extra model.schedule.adv_warmup_epochs=2          # a short proxy study, to choose a setting by validation error
+        --game-extra model.schedule.adv_warmup_epochs=2  # a short proxy study, to choose a setting by validation error
 
 A pair is the game (``experiment=triple_gan_mnist100_fast``) and its ablation (the same classifier training for the
 whole time, no game), started together, each pinned to one core with one thread, each for ``--minutes`` of

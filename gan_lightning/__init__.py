@@ -16,7 +16,8 @@ OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 # `${auto_precision:}`: 32-true on a CUDA machine, else cpu_precision (the default trainer's choice).
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
-# `${unique_dir:outputs/<date>/<time>}`: that directory, or <time>-2, -3, ... when a run started in the same second holds it.
+# `${unique_dir:outputs/<date>/<time>}`: that directory, or <time>-2, -3, ... when a run started in the same second
+# holds it.
 OmegaConf.register_new_resolver("unique_dir", claim_directory, replace=True, use_cache=True)
 # `${digest:text}`: 10 hex digits of text's SHA-1 (a short directory name for a sweep job's parameters).
 OmegaConf.register_new_resolver("digest", lambda text: hashlib.sha1(str(text).encode()).hexdigest()[:10], replace=True)

@@ -62,7 +62,8 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
-# which accelerators exist (the run's config says which one it uses); that the project's model summary replaces Lightning's
+# which accelerators exist (the run's config says which one it uses); that the project's model summary
+# replaces Lightning's
 DEVICE_NOTICES = (
     "GPU available:",
     "TPU available:",
@@ -137,7 +138,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*You passed in a `val_dataloader` but have no `validation_step`.*")
     # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done batches)
+    # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done
+    # batches)
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
     # validation metrics are torchmetrics objects, already reduced across processes when they are computed
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")

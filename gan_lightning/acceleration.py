@@ -1,9 +1,9 @@
 """Running a game faster: ``trainer.cuda_graphs``, ``trainer.compile`` and ``trainer.reuse_cpu_memory`` without changing
 what it computes, ``trainer.matmul_precision`` by computing float32 matrix products in TF32 or bf16 inside.
 
-``accelerate(model, trainer_cfg)`` is the one entry point: it takes these keys out of the trainer's config,
-decides (``auto``: CUDA graphs wherever they work and have been measured to pay, CPU memory reuse wherever the C library is glibc) and refuses
-impossible combinations with one line.
+``accelerate(model, trainer_cfg)`` is the one entry point: it takes these keys out of the trainer's config, decides
+(``auto``: CUDA graphs wherever they work and have been measured to pay, CPU memory reuse wherever the C library is
+glibc) and refuses impossible combinations with one line.
 
 CPU memory reuse: glibc's malloc hands every block over 128 KiB-32 MiB back to the operating system when it is
 freed, so each new activation or gradient of a CPU training step starts on fresh pages, one page fault per 4 KiB.
@@ -162,7 +162,8 @@ class IterationGraph:
         self.failed = reason
         self.records.clear()
         rank_zero_info(
-            f"CUDA graphs off for this run: {reason}; it goes on without them (trainer.cuda_graphs=false skips the attempt)"
+            f"CUDA graphs off for this run: {reason}; it goes on without them "
+            "(trainer.cuda_graphs=false skips the attempt)"
         )
 
 
@@ -253,7 +254,8 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
     cuda_graphs = trainer_cfg.pop("cuda_graphs", False)
     if not isinstance(compile_cfg, (bool, dict)):
         raise ConfigError(
-            f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, e.g. {{mode: max-autotune}}"
+            f"trainer.compile={compile_cfg!r}: expects true, false or torch.compile's options, "
+            "e.g. {mode: max-autotune}"
         )
     chosen_automatically = cuda_graphs == "auto"
     if cuda_graphs == "auto":  # on wherever it works and is known to pay: such a game alone on one CUDA GPU
@@ -274,7 +276,8 @@ def accelerate(model: nn.Module, trainer_cfg: dict) -> dict:
 
 def apply_process_settings(trainer_cfg: dict) -> bool:
     """Take ``trainer.matmul_precision`` and ``trainer.reuse_cpu_memory`` out of ``trainer_cfg`` and apply them to this
-    process (a run, or a benchmark's plain loop and framework run alike); whether freed CPU memory is now kept for reuse."""
+    process (a run, or a benchmark's plain loop and framework run alike); whether freed CPU memory is now kept for
+    reuse."""
     apply_matmul_precision(trainer_cfg.pop("matmul_precision", "highest"))
     return apply_reuse_cpu_memory(trainer_cfg.pop("reuse_cpu_memory", False))
 
@@ -283,9 +286,10 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def apply_matmul_precision(setting: Any) -> None:
-    """Apply ``trainer.matmul_precision``: how float32 matrix products compute inside (``torch.set_float32_matmul_precision``).
-    ``highest``: float32; ``high``: TF32 tensor cores on CUDA GPUs that have them; ``medium``: bf16 inside, on CUDA GPUs and
-    on CPUs with bf16 dot products (oneDNN). Inputs, outputs and everything else stay float32. One line for another value."""
+    """Apply ``trainer.matmul_precision``: how float32 matrix products compute inside
+    (``torch.set_float32_matmul_precision``). ``highest``: float32; ``high``: TF32 tensor cores on CUDA GPUs that have
+    them; ``medium``: bf16 inside, on CUDA GPUs and on CPUs with bf16 dot products (oneDNN). Inputs, outputs and
+    everything else stay float32. One line for another value."""
     if setting not in MATMUL_PRECISIONS:
         raise ConfigError(f"trainer.matmul_precision={setting!r} is not one of [{', '.join(MATMUL_PRECISIONS)}]")
     torch.set_float32_matmul_precision(setting)
@@ -328,11 +332,17 @@ def cuda_graphs_problem(model: nn.Module, trainer_cfg: dict, compile_cfg: Any = 
     precision without a gradient scaler, and a game that records its steps."""
     precision = str(trainer_cfg.get("precision"))
     if not isinstance(model, RecordsCudaGraphs):
-        return f"is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, maxout_gan), not by {type(model).__name__}"
+        return (
+            "is supported by the games (model=triple_gan, gan, dcgan, cgan, cdcgan, maxout_gan), "
+            f"not by {type(model).__name__}"
+        )
     if trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available():
         return "needs a CUDA GPU (trainer=gpu) and none is visible; without one add trainer.cuda_graphs=false"
     if precision in ("16-mixed", "16", "16-true"):
-        return f"does not work with precision={precision} (its gradient scaler reads values back); use bf16-mixed or 32-true"
+        return (
+            f"does not work with precision={precision} (its gradient scaler reads values back); "
+            "use bf16-mixed or 32-true"
+        )
     if trainer_cfg.get("devices", 1) not in (1, "1", [0]) or "ddp" in str(trainer_cfg.get("strategy", "")):
         return "runs on one GPU (trainer.devices=1, no DDP)"
     if compile_cfg:

@@ -6,6 +6,7 @@ one named place instead of scattered ``hasattr`` checks (``runtime_checkable`` p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Hashable
 from typing import Any, Protocol, runtime_checkable
 
@@ -104,9 +105,7 @@ def _members(protocol: type) -> list[str]:
         if base in (Protocol, object) or not getattr(base, "_is_protocol", False):
             continue
         names += [
-            n
-            for n in (*base.__dict__.get("__annotations__", {}), *base.__dict__)
-            if not n.startswith("_") and n not in names
+            n for n in (*inspect.get_annotations(base), *base.__dict__) if not n.startswith("_") and n not in names
         ]
     return names
 

@@ -46,7 +46,8 @@ def _describe(run_config: dict) -> str:
         if isinstance(model.get(n), dict)
     )
     return (
-        f"{str(model.get('_target_', '?')).rsplit('.', 1)[-1]} ({nets}) on {str(data.get('_target_', '?')).rsplit('.', 1)[-1]} "
+        f"{str(model.get('_target_', '?')).rsplit('.', 1)[-1]} ({nets}) "
+        f"on {str(data.get('_target_', '?')).rsplit('.', 1)[-1]} "
         f"({shape} images, {data.get('num_classes', '?')} classes)"
     )
 
@@ -59,7 +60,8 @@ def check_resumable(
     stored = ckpt.get("run_config")
     if not isinstance(stored, dict) or "model" not in stored:
         raise ConfigError(
-            f"{what} was not written by gan_lightning training (it has no run config); this run expected {_describe(run_config)}"
+            f"{what} was not written by gan_lightning training (it has no run config); "
+            f"this run expected {_describe(run_config)}"
         )
     held, expected = _describe(stored), _describe(run_config)
     if held != expected:

@@ -85,12 +85,14 @@ def _log_probs(logits: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def supervised(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Triple-GAN Eq. (2), R_L: cross-entropy of C on labeled pairs ``E_p(x,y)[-log p_c(y|x)]`` (``eps``: see ``_log_probs``)."""
+    """Triple-GAN Eq. (2), R_L: cross-entropy of C on labeled pairs ``E_p(x,y)[-log p_c(y|x)]`` (``eps``: see
+    ``_log_probs``)."""
     return F.nll_loss(_log_probs(logits, eps), targets) if eps else F.cross_entropy(logits, targets)
 
 
 def pseudo_label(logits: torch.Tensor, targets: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Triple-GAN Eq. (3), R_P: cross-entropy of C on generated pairs ``E_pg[-log p_c(y|x)]`` (``eps``: see ``_log_probs``)."""
+    """Triple-GAN Eq. (3), R_P: cross-entropy of C on generated pairs ``E_pg[-log p_c(y|x)]`` (``eps``: see
+    ``_log_probs``)."""
     return supervised(logits, targets, eps)
 
 
@@ -113,9 +115,9 @@ def class_balance(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def consistency(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Consistency on unlabeled data (mean teacher, Tarvainen & Valpola 2017; the journal version of Triple-GAN
-    adds such a term to C): squared distance between C's class probabilities on one random augmentation of x and
-    the EMA classifier's (fixed) probabilities on another, both with dropout, summed over classes, averaged over the batch."""
+    """Consistency on unlabeled data (mean teacher, Tarvainen & Valpola 2017; the journal version of Triple-GAN adds
+    such a term to C): squared distance between C's class probabilities on one random augmentation of x and the EMA
+    classifier's (fixed) probabilities on another, both with dropout, summed over classes, averaged over the batch."""
     return (F.softmax(logits.float(), dim=1) - target_probs.detach()).pow(2).sum(1).mean()
 
 

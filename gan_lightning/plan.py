@@ -22,8 +22,8 @@ SOURCES = ("train", "labeled")
 
 @dataclass(frozen=True)
 class Phase:
-    """The batch of one iteration, ``{stream: {"source": ..., "batch_size": ...}}``, and the length of an epoch: a number
-    of iterations or the name of the stream whose pass over its source makes one."""
+    """The batch of one iteration, ``{stream: {"source": ..., "batch_size": ...}}``, and the length of an epoch: a
+    number of iterations or the name of the stream whose pass over its source makes one."""
 
     streams: dict[str, dict[str, Any]]
     epoch_length: int | str
@@ -32,7 +32,8 @@ class Phase:
 @dataclass(frozen=True)
 class DataPlan:
     """A game's phases (``pretrain``: C's pre-training, when the game has one, and its schedule ``phases`` that says
-    which epochs it takes), its labeled subset size, and whether it validates (a game with a classifier: the datamodule then holds out ``data.val_size`` training images)."""
+    which epochs it takes), its labeled subset size, and whether it validates (a game with a classifier: the datamodule
+    then holds out ``data.val_size`` training images)."""
 
     game: Phase
     pretrain: Phase | None = None
@@ -62,7 +63,8 @@ def declare(
         (isinstance(epoch_length, int) and epoch_length > 0) or epoch_length in sources
     ):
         raise ConfigError(
-            f"model.epoch_length={epoch_length!r}: expects a positive number of iterations or a stream ({sorted(sources)})"
+            f"model.epoch_length={epoch_length!r}: expects a positive number of iterations "
+            f"or a stream ({sorted(sources)})"
         )
     return Phase({name: {"source": sources[name], "batch_size": sizes[name]} for name in sources}, epoch_length)
 

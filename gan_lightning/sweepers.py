@@ -9,8 +9,9 @@ Without a storage the sampler's seed proposes the same parameters in the same or
 the same way and the in-memory study is rebuilt from their stored values.
 
 Pruning (``callbacks.optuna_pruning``, ``gan_lightning.callbacks.OptunaPruning``): every job is told its trial's number
-(``pruning.trial``, with ``pruning.storage`` and ``pruning.study``); each epoch's validation metric is reported to the trial through the study's storage, and a trial
-the pruner stops ends cleanly (its checkpoint written, ``result.json`` saying so) and is told to the study as pruned.
+(``pruning.trial``, with ``pruning.storage`` and ``pruning.study``); each epoch's validation metric is reported to the
+trial through the study's storage, and a trial the pruner stops ends cleanly (its checkpoint written, ``result.json``
+saying so) and is told to the study as pruned.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ class SaveOnInterrupt(L.Callback):
         if trainer.is_global_zero:
             what = "SIGTERM" if isinstance(exception, SIGTERMException) else "interrupted"
             print(
-                f"{what}: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {path}; resume with ckpt_path={path}",
+                f"{what}: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {path}; "
+                f"resume with ckpt_path={path}",
                 file=sys.stderr,
                 flush=True,
             )

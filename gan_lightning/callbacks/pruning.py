@@ -1,4 +1,5 @@
-"""Optuna pruning of a sweep's trial: each epoch's validation metric reported, the trial stopped when the pruner says."""
+"""Optuna pruning of a sweep's trial: each epoch's validation metric reported, the trial stopped when the pruner
+says."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def make_pruner(name: str, warmup_epochs: int) -> Any:
 
 
 class OptunaPruning(L.Callback):
-    """Reports ``monitor`` after every validation to the Optuna trial ``trial`` of ``study_name`` in ``storage`` (a sweep
-    job; ``trial`` null: not a sweep, nothing happens) and stops the run cleanly when ``pruner`` prunes it.
+    """Reports ``monitor`` after every validation to the Optuna trial ``trial`` of ``study_name`` in ``storage`` (a
+    sweep job; ``trial`` null: not a sweep, nothing happens) and stops the run cleanly when ``pruner`` prunes it.
 
     Args:
         monitor: a validation metric (``val/*``: the test set chooses nothing).

@@ -94,7 +94,8 @@ class ScheduleEstimate(L.Callback):
         limit = self._limit(trainer)
         capped = f"; trainer.max_time stops it in {_hms(limit)}" if limit is not None and limit < estimate else ""
         rank_zero_info(
-            f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) would take {_hms(estimate)} at this speed{capped}"
+            f"{phase}: {rate:.2f} it/s; the rest of the run ({left:,} iterations) "
+            f"would take {_hms(estimate)} at this speed{capped}"
         )
 
 

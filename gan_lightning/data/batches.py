@@ -33,7 +33,8 @@ def first_per_class(order: torch.Tensor, labels: torch.Tensor, n_labeled: int, n
 
 
 def balanced_split(labels: torch.Tensor, n_labeled: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Indices of ``n_labeled`` examples, ``n_labeled / num_classes`` per class, chosen by a seeded ``torch.randperm``."""
+    """Indices of ``n_labeled`` examples, ``n_labeled / num_classes`` per class, chosen by a seeded
+    ``torch.randperm``."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     return first_per_class(order, labels, n_labeled, num_classes)
 

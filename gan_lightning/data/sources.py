@@ -15,6 +15,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles CIFAR-10's batches (dicts, lists, strings, numpy arrays) and refuses every other global: a
     pickle can name any callable, so a crafted file could otherwise run code when it is read."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -248,8 +249,8 @@ def _read_svhn(path: Path, verify: bool) -> tuple[np.ndarray, np.ndarray]:
 def load_svhn(
     root: str | Path, download: bool, verify: bool = True, parse: bool = True, extra: bool = False
 ) -> Splits | None:
-    """SVHN (torchvision's layout: ``<root>/train_32x32.mat``, ``test_32x32.mat``, optionally ``extra_32x32.mat`` added to
-    the training set); labels 0-9 (the files' 10 is the digit 0)."""
+    """SVHN (torchvision's layout: ``<root>/train_32x32.mat``, ``test_32x32.mat``, optionally ``extra_32x32.mat`` added
+    to the training set); labels 0-9 (the files' 10 is the digit 0)."""
     root = Path(root)
     names = ["train_32x32.mat", "test_32x32.mat"] + (["extra_32x32.mat"] if extra else [])
     missing = [n for n in names if not (root / n).is_file()]

@@ -10,7 +10,8 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def saliency(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """|d score_y / d x|, the largest over channels, scaled to [0, 1] per image (Simonyan et al. 2014): ``(N, H, W)``."""
+    """|d score_y / d x|, the largest over channels, scaled to [0, 1] per image (Simonyan et al. 2014):
+    ``(N, H, W)``."""
     x = x.clone().requires_grad_(True)
     score = network(x).gather(1, y[:, None]).sum()
     (grad,) = torch.autograd.grad(score, x)

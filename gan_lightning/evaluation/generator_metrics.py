@@ -109,7 +109,8 @@ class GeneratorMetrics:
             raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")
         self.prdc_samples, self.prdc_k = int(prdc_samples), int(prdc_k)
         self.real_features: list[torch.Tensor] = []  # the first prdc_samples real images' features
-        # the literature's Inception-v3 FID/KID/IS, where the user gives its weights (gan_lightning.evaluation.inception)
+        # the literature's Inception-v3 FID/KID/IS, where the user gives its weights
+        # (gan_lightning.evaluation.inception)
         self.inception_net = InceptionMetrics(inception_weights, subset) if inception_weights else None
         self.device = torch.device("cpu")
         self._real_done = False
@@ -223,8 +224,8 @@ class GeneratorMetrics:
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-    """``{name: metrics}`` as a Markdown table (FID, KID, IS, precision, recall, density, coverage, conditional accuracy,
-    mean per-class FID)."""
+    """``{name: metrics}`` as a Markdown table (FID, KID, IS, precision, recall, density, coverage, conditional
+    accuracy, mean per-class FID)."""
     cols = [
         ("FID", "fid", "{:.2f}"),
         ("KID x 1e3", "kid_mean", "{:.2f}"),

@@ -73,7 +73,8 @@ def load_reference(path: str | Path, dataset: str | None = None) -> ReferenceNet
     path = Path(path)
     if not path.is_file():
         hint = (
-            f" (make it: python -m gan_lightning task=reference data={dataset.lower().replace('fashionmnist', 'fashion_mnist')})"
+            " (make it: python -m gan_lightning task=reference "
+            f"data={dataset.lower().replace('fashionmnist', 'fashion_mnist')})"
             if dataset
             else ""
         )

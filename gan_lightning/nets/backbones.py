@@ -93,7 +93,8 @@ class FinetuneNet(nn.Module):
         )
         if trainable_layers < 0 or not backbone_lr > 0:
             raise ConfigError(
-                f"model.classifier.trainable_layers={trainable_layers} must be >= 0 and backbone_lr={backbone_lr} positive"
+                f"model.classifier.trainable_layers={trainable_layers} must be >= 0 "
+                f"and backbone_lr={backbone_lr} positive"
             )
         self.backbone_name, self.backbone_lr = backbone, float(backbone_lr)
         if backbone == "reference":

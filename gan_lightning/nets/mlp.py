@@ -21,7 +21,8 @@ from gan_lightning.nets.blocks import (
 
 
 class MLPGenerator(nn.Module):
-    """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (``output='tanh'``) or [0, 1] (``'sigmoid'``)."""
+    """z (and optionally y) -> hidden LeakyReLU layers -> image in [-1, 1] (``output='tanh'``) or [0, 1]
+    (``'sigmoid'``)."""
 
     def __init__(
         self,

@@ -41,7 +41,8 @@ def _classifier(cfg: DictConfig, network: str, reference: str | None):
             raise ConfigError(f"task.network={network!r} is not one of ['ema', 'c']")
         if model.data_range != "unit":
             raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path}: its classifier takes {model.data_range} images; analysis needs [0, 1] inputs"
+                f"ckpt_path={cfg.ckpt_path}: its classifier takes {model.data_range} images; "
+                "analysis needs [0, 1] inputs"
             )
         net = model.ema.module if network == "ema" else model.classifier
         name = f"{type(model).__name__} {'EMA C' if network == 'ema' else 'C'}"
@@ -157,7 +158,8 @@ def analyze(
     print(json.dumps({k: result[k] for k in ("classifier", "accuracy", "fgsm", "test_error")}))
     for c in confusions:
         print(
-            f"true {c['true']} predicted {c['predicted']}: {c['count']} images ({c['share_of_errors']:.0%} of the errors, "
+            f"true {c['true']} predicted {c['predicted']}: {c['count']} images "
+            f"({c['share_of_errors']:.0%} of the errors, "
             f"{c['share_of_class']:.1%} of class {c['true']})"
         )
     for name in (

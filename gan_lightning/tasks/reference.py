@@ -11,7 +11,8 @@ from gan_lightning.tasks.train import fit
 
 
 def reference(cfg: DictConfig, reference_dir: str) -> float:
-    """Fit ``model=reference`` and save its EMA network as ``<reference_dir>/<dataset>.pt``; returns its test accuracy."""
+    """Fit ``model=reference`` and save its EMA network as ``<reference_dir>/<dataset>.pt``; returns its test
+    accuracy."""
     datamodule, model, _ = fit(cfg)
     network = model.ema.module.cpu()
     acc = analysis.accuracy(network.eval(), datamodule.splits.test_x, datamodule.splits.test_y)

@@ -2,8 +2,9 @@
 
 Runs that differ only by ``seed`` are grouped (mean ± std over seeds) and ranked by the first metric, a validation
 metric (``val/*``: the test set ranks nothing); ``test/*`` columns are shown beside it. Writes ``summary.csv``,
-``summary.md`` and ``summary.png`` (each metric per setting, ranked) into the sweep directory and prints the table. Runs written before the validation set
-existed have their ``val/*`` test errors read as ``test/*`` (``tbread.read_run_scalars``).
+``summary.md`` and ``summary.png`` (each metric per setting, ranked) into the sweep directory and prints the table. Runs
+written before the validation set existed have their ``val/*`` test errors read as ``test/*``
+(``tbread.read_run_scalars``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def summarize(rows: list[dict], metrics: list[str]) -> list[dict]:
 def summary(cfg: DictConfig, dir: str | None = None, metrics: list[str] | None = None) -> None:
     if not dir or not Path(dir).is_dir():
         raise ConfigError(
-            f"task.dir={dir} is not a directory; give a multirun directory, e.g. task.dir=outputs/multirun/<date>/<time>"
+            f"task.dir={dir} is not a directory; give a multirun directory, "
+            "e.g. task.dir=outputs/multirun/<date>/<time>"
         )
     sweep_dir = Path(dir)
     metrics = list(metrics or ["val/best_err_ema", "val/err_ema", "test/err_ema"])

@@ -131,7 +131,8 @@ def fit(cfg: DictConfig):
     )  # per-class FIDs stay in TensorBoard; their mean is shown
     _say(f"done in {(time.time() - start) / 60:.1f} min, {trainer.current_epoch} epochs{': ' + shown if shown else ''}")
     _say(
-        f"run directory: {cfg.paths.output_dir} (checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})"
+        f"run directory: {cfg.paths.output_dir} "
+        f"(checkpoints/last.ckpt, TensorBoard: tensorboard --logdir {cfg.paths.output_dir})"
     )
     return datamodule, model, trainer
 
@@ -164,7 +165,8 @@ def _resume_point(cfg: DictConfig) -> float | bool | None:
         stored = json.loads(result.read_text())
         if stored.get("overrides") != _job_overrides():
             raise ConfigError(
-                f"resume=true: {out} holds a finished run of other overrides ({' '.join(stored.get('overrides') or [])}); "
+                f"resume=true: {out} holds a finished run of other overrides "
+                f"({' '.join(stored.get('overrides') or [])}); "
                 "resume a sweep with its own command and hydra.sweep.dir"
             )
         _say(f"resume=true: {out} finished before ({stored.get('metric')}={stored.get('value')}); not trained again")
