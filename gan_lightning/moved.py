@@ -15,8 +15,10 @@ GROUP_TARGETS = {
     "fidelity": "gan_lightning.models.settings.Fidelity",
     "additions": "gan_lightning.models.settings.Additions",
 }
-_SCHEDULE = ("pretrain_epochs", "pretrain_time_share", "pseudo_label_epoch", "pseudo_label_trigger", "trigger_samples",
-             "adv_warmup_epochs", "adv_warmup_time_share", "lr_anneal_epoch", "lr_anneal_factor", "restart_c_optimizer")  # fmt: skip
+_SCHEDULE = (
+    *("pretrain_epochs", "pretrain_time_share", "pseudo_label_epoch", "pseudo_label_trigger", "trigger_samples"),
+    *("adv_warmup_epochs", "adv_warmup_time_share", "lr_anneal_epoch", "lr_anneal_factor", "restart_c_optimizer"),
+)
 _FIDELITY = ("d_unlabeled_real", "reuse_forwards", "prob_clip", "c_bn_update")
 _ADDITIONS = ("augment", "teacher_augment", "confidence_threshold", "align_distribution", "align_momentum")
 # a game's keys: old name under model. -> new path under model.
@@ -28,7 +30,8 @@ MODEL_KEYS = {
 }
 # other keys: old dotted path -> what to say
 OTHER_KEYS = {
-    "data.streams": "the games' batch sizes moved to model.batch_sizes.<stream>, e.g. model.batch_sizes.d_unlabeled=200",
+    "data.streams": "the games' batch sizes moved to model.batch_sizes.<stream>, "
+    "e.g. model.batch_sizes.d_unlabeled=200",
     "data.pretrain_streams": "moved to model.pretrain_batch_sizes.<stream>",
     "data.n_labeled": "moved to model.n_labeled",
     "data.epoch_length": "moved to model.epoch_length",
