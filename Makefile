@@ -43,7 +43,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" $(ARGS)
 
+# the same checks as .pre-commit-config.yaml: formatting, lint rules, types
 lint: install
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
