@@ -36,6 +36,7 @@ OTHER_KEYS = {
     "data.n_labeled": "moved to model.n_labeled",
     "data.epoch_length": "moved to model.epoch_length",
     "epochs": "moved to model.epochs",
+    "nets": "Triple-GAN's networks moved under the model: model/nets=<choice>, e.g. model/nets=triple_gan_conv",
 }
 
 

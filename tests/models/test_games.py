@@ -370,7 +370,7 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
             [f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))
         ),  # every preset, found on disk
         *([f"model={p.stem}"] for p in sorted((CONF / "model").glob("*.yaml"))),
-        ["model=triple_gan", "nets=triple_gan_conv"],
+        ["model=triple_gan", "model/nets=triple_gan_conv"],
         ["model=triple_gan", "data=fashion_mnist"],
         ["model=dcgan", "data=cifar10"],
         ["model=cdcgan", "data=cifar10"],
