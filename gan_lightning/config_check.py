@@ -99,6 +99,12 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}  # type: ignore[arg-type]
 
 
+def check_multiple(key: str, value: int, of: int, unit: str) -> None:
+    """One line when ``value`` (at ``key``) is not a positive multiple of ``of`` (e.g. a balanced batch's classes)."""
+    if value <= 0 or value % of:
+        raise ConfigError(f"{key}={value} must be a positive multiple of the {of} {unit}")
+
+
 def check_arguments(func: Any, values: dict[str, Any], prefix: str) -> None:
     """Refuse with one line an argument of ``func`` (its ``locals()`` at the top of a constructor: ``values``) outside
     the range or the choices of its annotation; ``prefix`` is where its settings sit in the config, e.g. ``model``."""

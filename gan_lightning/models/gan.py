@@ -74,16 +74,7 @@ class GAN(GeneratorGrid, GameModule):
         self.generator, self.discriminator = generator, discriminator
         self.joint_d = bool(joint_d_forward) and not batch_stat_layers(discriminator)
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
-        gen = torch.Generator().manual_seed(grid_seed)
-        if conditional:  # one row per class, the same z down each column (for sample_images)
-            z = self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu")
-            self.register_buffer("fixed_z", z.repeat(self.num_classes, 1))
-            self.register_buffer("fixed_y", torch.arange(self.num_classes).repeat_interleave(grid_size))
-            self.grid_nrow = grid_size
-        else:
-            self.register_buffer("fixed_z", self.sample_z(grid_size, self.latent_dim, generator=gen, device="cpu"))
-            self.register_buffer("fixed_y", torch.zeros(grid_size, dtype=torch.long))
-            self.grid_nrow = round(grid_size**0.5)
+        self.init_grid(grid_size, grid_seed, self.num_classes if conditional else 0)
 
     def optimized(self) -> dict[str, nn.Module]:
         return {"g": self.generator, "d": self.discriminator}

@@ -22,6 +22,7 @@ class GeneratorGrid:
     # provided by the LightningModule it is mixed into (GameModule)
     to_unit: Callable[[torch.Tensor], torch.Tensor]
     sample_z: Callable[..., torch.Tensor]
+    register_buffer: Callable[..., None]
     device: torch.device
     __call__: Callable[..., torch.Tensor]
 
@@ -38,6 +39,19 @@ class GeneratorGrid:
         images = self.to_unit(self(z, y) if self.is_conditional else self(z)).float()
         self.generator.train(was_training)
         return images.contiguous()
+
+    def init_grid(self, size: int, seed: int, classes: int = 0) -> None:
+        """The fixed codes of the sample grid (buffers: they travel with checkpoints), ``size`` drawn with ``seed``:
+        with ``classes``, one row per class and the same code down each column; else a square of unlabeled samples."""
+        z = self.sample_z(size, self.latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu")
+        if classes:
+            self.register_buffer("fixed_z", z.repeat(classes, 1))
+            self.register_buffer("fixed_y", torch.arange(classes).repeat_interleave(size))
+            self.grid_nrow = size
+        else:
+            self.register_buffer("fixed_z", z)
+            self.register_buffer("fixed_y", torch.zeros(size, dtype=torch.long))
+            self.grid_nrow = round(size**0.5)
 
     @torch.no_grad()
     def read_as_their_class(self, classifier: nn.Module, n: int, batch: int = 500) -> float:

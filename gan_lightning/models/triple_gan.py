@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.config_check import PositiveInt, Range, Share, check_arguments
-from gan_lightning.errors import ConfigError
+from gan_lightning.config_check import PositiveInt, Range, Share, check_arguments, check_multiple
 from gan_lightning.lightning_compat import batches_started
 from gan_lightning.models.base import GameModule, Optimizers
 from gan_lightning.models.evaluation import ClassifierEvaluation
@@ -55,12 +54,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     """
 
     # per iteration: C's labeled and unlabeled batches, D's labeled and unlabeled ones
-    STREAMS: ClassVar[dict] = {
-        "c_labeled": "labeled",
-        "c_unlabeled": "train",
-        "d_labeled": "labeled",
-        "d_unlabeled": "train",
-    }
+    STREAMS: ClassVar = {"c_labeled": "labeled", "c_unlabeled": "train", "d_labeled": "labeled", "d_unlabeled": "train"}
     PRETRAIN_STREAMS: ClassVar[dict[str, str]] = {"c_labeled": "labeled", "c_unlabeled": "train"}
     EPOCH_LENGTH = "c_unlabeled"
     OPTIMIZERS = ("d", "g", "c", "pretrain")
@@ -102,21 +96,14 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         self.weights = check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
         self.additions.check_used(self.weights, self.pretrain_weights)
-        for key, n in (
-            ("generator_batch", generator_batch),
-            ("schedule.trigger_samples", self.schedule.trigger_samples),
-        ):
-            if n % num_classes:
-                raise ConfigError(f"model.{key}={n} must be a positive multiple of the {num_classes} classes")
+        check_multiple("model.generator_batch", generator_batch, num_classes, "classes")
+        check_multiple("model.schedule.trigger_samples", self.schedule.trigger_samples, num_classes, "classes")
         refuse_batch_statistics(discriminator, "model.discriminator", "D's verdicts between D's, G's and C's steps")
         self.classifier, self.generator, self.discriminator = classifier, generator, discriminator
         self.init_terms(num_classes)
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
-        z = self.sample_z(grid_columns, latent_dim, generator=torch.Generator().manual_seed(grid_seed), device="cpu")
-        self.register_buffer("fixed_z", z.repeat(num_classes, 1))  # one row per class, the same z down each column
-        self.register_buffer("fixed_y", torch.arange(num_classes).repeat_interleave(grid_columns))
-        self.grid_nrow = grid_columns
+        self.init_grid(grid_columns, grid_seed, num_classes)
         g_labels = torch.arange(num_classes).repeat_interleave(generator_batch // num_classes)  # G's batch, balanced
         self.register_buffer("g_labels", g_labels, persistent=False)
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # the adversarial warm-up's weight now
