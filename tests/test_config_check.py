@@ -6,6 +6,7 @@ defaults its classes' signatures add) set to 0, to a negative value and to a str
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 from conftest import CONF, compose_cfg, needs_mnist
@@ -86,3 +87,30 @@ def test_every_bad_value_builds_or_is_one_line(option, key, value, tmp_path):
         found = _user_error(err)
         assert isinstance(found, ConfigError), f"{key}={value}: {type(err).__name__}: {err}"
         assert "\n" not in str(found), str(found)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.alpha=1.5", "model.alpha=1.5 must be in [0, 1]"),
+        ("model.objective=mean", "model.objective='mean' is not one of ['argmax', 'integrate']"),
+        ("model.latent_dim=0", "model.latent_dim=0 must be >= 1"),
+        ("model.schedule.pretrain_time_share=1", "model.schedule.pretrain_time_share=1 must be in [0, 1) or null"),
+        ("model.fidelity.c_bn_update=some", "model.fidelity.c_bn_update='some' is not one of ['all', 'unlabeled']"),
+        ("model.additions.align_momentum=1", "model.additions.align_momentum=1 must be in [0, 1)"),
+    ],
+)
+def test_ranges_and_choices_written_in_annotations_are_checked_before_anything_is_built(override, message):
+    """The config check reads the ranges (``Annotated[..., Range]``) and choices (``Literal``) of the constructors
+    and of the settings' dataclasses; building the class from Python says the same (``check_arguments``)."""
+    from hydra.utils import instantiate
+
+    from gan_lightning.config_check import check_config
+
+    cfg = compose_cfg(["model=triple_gan", override])
+    with pytest.raises(ConfigError) as err:
+        check_config(OmegaConf.to_container(cfg, resolve=True))
+    assert str(err.value) == message
+    with pytest.raises(Exception, match=re.escape(message)) as built:  # Hydra wraps the constructor's error
+        instantiate(cfg.model, _convert_="all")
+    assert str(_user_error(built.value)) == message

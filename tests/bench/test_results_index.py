@@ -3,7 +3,8 @@ is untracked run output) has a row in its table, every row names a file that exi
 README or docs/, or by a cited results file, or was written together with a cited file (the JSON and CSV beside a
 cited Markdown table). A citation is a path (`bench/results/profile_cpu.md`), a bare file name (`speed_cuda.md`), a
 pattern (`bench/results/experiments_<study>.{json,md}`), a name without its suffix (`--out bench/results/NAME`) or a
-folder (`bench/results/analysis/`)."""
+folder (`bench/results/analysis/`). Every `bench/results/...` path that the README and docs/ name exists, unless it
+is shown as `git show <rev>:bench/results/...`: a file removed from the tree and kept in the repository's history."""
 
 from __future__ import annotations
 
@@ -85,6 +86,27 @@ def cited(files: list[str]) -> set[str]:
         found |= more
 
 
+def expand_braces(text: str) -> list[str]:
+    """A path with `{a,b}` patterns as the paths it stands for, as the shell expands them."""
+    match = re.search(r"\{([^{}]*)\}", text)
+    if match is None:
+        return [text]
+    head, tail = text[: match.start()], text[match.end() :]
+    return [path for choice in match.group(1).split(",") for path in expand_braces(head + choice + tail)]
+
+
+def named_paths(text: str) -> list[str]:
+    """The `bench/results/...` paths a text names, relative to bench/results/, braces expanded; skipped: the folder
+    itself, untracked run output (runs/), paths with `<...>` placeholders and paths shown as `git show <rev>:...`."""
+    found = []
+    for match in re.finditer(r"(git show \S+:)?bench/results/([^\s`'\"()|]*)", text):
+        token = match.group(2).rstrip(".,;:")
+        if match.group(1) or not token or token.startswith("runs/") or "<" in token:
+            continue
+        found.extend(expand_braces(token))
+    return found
+
+
 def test_every_tracked_results_file_has_a_row_in_the_index():
     missing = sorted(set(tracked()) - set(index_rows()))
     assert not missing, f"bench/results/README.md has no row for: {missing}"
@@ -115,5 +137,24 @@ def test_citations_are_read_as_paths_patterns_names_and_folders():
     assert cites(text, "", "combined.md")
     assert cites(text, "", "analysis/x.json")
     assert not cites(text, "", "profile_cpu.md")  # the bare folder cites nothing
-    assert cites("`paper.csv`", "gpu_tuning", "gpu_tuning/paper.csv")
+    assert cites("`x.json`", "analysis", "analysis/x.json")
     assert not cites("`docs/speed_cuda.md`", "", "speed_cuda.md")
+
+
+def test_every_results_path_the_docs_name_exists():
+    absent = set()
+    for doc in DOCS:
+        for path in named_paths(doc.read_text()):
+            target = path.rstrip("/")
+            if not (any(RESULTS.glob(target)) if "*" in target else (RESULTS / target).exists()):
+                absent.add(f"{doc.relative_to(ROOT)}: bench/results/{path}")
+    assert not absent, f"docs name results files that are not in the tree (cite `git show <rev>:...`): {sorted(absent)}"
+
+
+def test_named_paths_expand_braces_and_skip_history():
+    text = (
+        "`bench/results/speed_{cpu,cuda}.{json,md}`, `bench/results/experiments_<study>.md`, "
+        "`git show 3e69798^:bench/results/old_{before,after}.md`, bench/results/runs/x.json"
+    )
+    assert named_paths(text) == ["speed_cpu.json", "speed_cpu.md", "speed_cuda.json", "speed_cuda.md"]
+    assert expand_braces("a_{,mlp_}{b,c}.md") == ["a_b.md", "a_c.md", "a_mlp_b.md", "a_mlp_c.md"]
