@@ -101,7 +101,7 @@ class GameModule(L.LightningModule):
         # steps without Lightning's hooks and host reads: inside a CUDA graph, or in a loop without a trainer; such
         # steps' (optimizer, network, loss), for ``acceleration.IterationRecorder`` to count and check
         self.bare_steps = False
-        self.bare_stepped: list[Any] = []
+        self.bare_stepped: list[Any] | None = None
         # the latest step's progress-bar values {name: loss}, for the progress bar (``log_step_scalars``)
         self.bar_values: dict[str, torch.Tensor] = {}
 
@@ -217,7 +217,8 @@ class GameModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.bare_stepped.append((opt, net, loss))
+            if self.bare_stepped is not None:  # an IterationRecorder notes what this kind of iteration steps
+                self.bare_stepped.append((opt, net, loss))
             return
         self.check_finite({net: loss})
         opt.zero_grad(set_to_none=True)

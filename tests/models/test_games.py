@@ -390,7 +390,10 @@ def test_report_preset_is_the_simplified_game():
     cfg = compose_cfg(["experiment=triple_gan_report"])
     model = instantiate(cfg.model)
     assert model.alpha == 0.3
-    assert not model.hparams.d_unlabeled_real
+    assert not model.fidelity.d_unlabeled_real
+    assert (
+        model.hparams.fidelity["d_unlabeled_real"] is False
+    )  # the checkpoint's hparams hold the settings as plain values
     assert model.generator.label.mode == "embedding"
     assert model.discriminator.label.mode == "embedding"
     x = model.generator(torch.rand(4, 100), torch.arange(4))
