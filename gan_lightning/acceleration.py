@@ -214,11 +214,15 @@ class IterationRecorder:
 
         def run(inputs: Batch) -> dict:
             game.bare_stepped = []
-            logs = self.eager(inputs, raw, kind)
-            scalar_of = {v.data_ptr(): k for k, v in logs.items()}  # a loss and its detached scalar share memory
-            self.stepped[kind] = [
-                (names[id(o)], net, scalar_of.get(loss.data_ptr(), "")) for o, net, loss in game.bare_stepped
-            ]
+            try:
+                logs = self.eager(inputs, raw, kind)
+                scalar_of = {v.data_ptr(): k for k, v in logs.items()}  # a loss and its detached scalar share memory
+                stepped = [
+                    (names[id(o)], net, scalar_of.get(loss.data_ptr(), "")) for o, net, loss in game.bare_stepped
+                ]
+            finally:
+                game.bare_stepped = None
+            self.stepped[kind] = stepped
             return logs
 
         game.bare_steps = True
