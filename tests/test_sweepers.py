@@ -113,7 +113,7 @@ def test_a_stopped_optuna_study_resumes_with_its_storage(tmp_path):
 
 
 @needs_mnist
-def test_joblib_launcher_runs_the_jobs(tmp_path):
+def test_joblib_launcher_runs_the_jobs_and_a_resumed_sweep_skips_the_finished_ones(tmp_path):
     sweep = tmp_path / "joblib"
     proc = run_cli(
         ["-m", "model=gan", *TINY, "launcher=joblib", "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path / "unused"
@@ -122,6 +122,16 @@ def test_joblib_launcher_runs_the_jobs(tmp_path):
     assert "Joblib" in proc.stdout + proc.stderr
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    # the same sweep again with resume=true: both jobs finished, neither is trained again
+    stamps = {job: (sweep / job / "checkpoints" / "last.ckpt").stat().st_mtime_ns for job in ("0", "1")}
+    again = run_cli(
+        ["-m", "model=gan", *TINY, "launcher=joblib", "seed=1,2", f"hydra.sweep.dir={sweep}", "resume=true"],
+        tmp_path / "unused",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in ("0", "1"):
+        assert f"resume=true: {sweep / job} finished before" in again.stdout + again.stderr
+        assert (sweep / job / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamps[job]
 
 
 def test_slurm_launcher_preset_composes(tmp_path):
