@@ -18,6 +18,8 @@ from gan_lightning.errors import ConfigError
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # shown in docs/reliability.md and docs/configuration.md as examples of what is refused with one line
 REFUSED = {"model.latent_dim=abc", "+model.latnt_dim=10"}
+# the configs docs/extending.md's worked examples add: their commands run in tests/test_extending.py's copy of the tree
+EXAMPLES = {"model=hinge_cdcgan", "data=kmnist"}
 
 
 def commands() -> list[tuple[str, list[str]]]:
@@ -32,7 +34,8 @@ def commands() -> list[tuple[str, list[str]]]:
                     words = shlex.split(rest, comments=True)
                 except ValueError:  # an unbalanced quote: cut at a comment and retry
                     words = shlex.split(rest.split("  #")[0])
-                found.append((f"{path.name}:{line_no}", words))
+                if not EXAMPLES & set(words):
+                    found.append((f"{path.name}:{line_no}", words))
     return found
 
 
