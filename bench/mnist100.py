@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from bench.plots import Line, Panel, color, save, style
+from bench.plots import color, error_curves
 from gan_lightning.tbread import read_run_scalars
 
 RUNS = {
@@ -185,25 +185,10 @@ def summary_table(results: list[dict]) -> str:
 def plot(results: list[dict], path: Path) -> None:
     """EMA C error (validation and test) against wall time: one colour per run, one line style per labeled split."""
     runs = list(dict.fromkeys(r["run"] for r in results))
-    panels = [
-        Panel(
-            f"EMA C error, {title}",
-            "wall time (min)",
-            "error (%)",
-            log=True,
-            lines=[
-                Line(
-                    f"{r['run']}, split {r['label_seed']}",
-                    [(p["wall_s"] / 60, 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
-                    color(runs.index(r["run"])),
-                    style(r["label_seed"]),
-                )
-                for r in results
-            ],
-        )
-        for key, title in (("val_err_ema", "validation"), ("err_ema", "test"))
-    ]
-    save(panels, path, "MNIST, 100 labels", share_y=True)
+    keys = (("val_err_ema", "validation"), ("err_ema", "test"))
+    error_curves(
+        results, path, "MNIST, 100 labels", keys, lambda p: p["wall_s"] / 60, lambda r: color(runs.index(r["run"]))
+    )
 
 
 def combine(reports: list[Path], stem: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,28 @@ def style(i: int) -> str | tuple:
 def color(i: int) -> str:
     """The colour of the ``i``-th setting (0-based), cycling."""
     return COLORS[i % len(COLORS)]
+
+
+def error_curves(
+    runs: Sequence[dict],
+    path: Path,
+    title: str,
+    keys: Sequence[tuple[str, str]],
+    minutes: Callable[[dict], float],
+    colour: Callable[[dict], str],
+) -> None:
+    """EMA C error against wall time, a panel per ``(key, name)`` of ``keys`` (e.g. validation and test), one line per
+    run and labeled split (``runs``: rows with ``run``, ``label_seed`` and a ``curve`` of points)."""
+    panels = [
+        Panel(f"EMA C error, {name}", "wall time (min)", "error (%)", log=True, lines=[
+            Line(f"{r['run']}, split {r['label_seed']}",
+                 [(minutes(p), 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
+                 colour(r), style(r["label_seed"]))
+            for r in runs
+        ])
+        for key, name in keys
+    ]  # fmt: skip
+    save(panels, path, title, share_y=True)
 
 
 def save(panels: Sequence[Panel], path: Path, title: str, share_y: bool = False) -> None:

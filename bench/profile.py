@@ -21,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.mnist100 import cpu_flags
-from bench.speed import MODELS, build, data
+from bench.speed import MODELS, build, data, timed_trainer
 from gan_lightning.acceleration import apply_reuse_cpu_memory
 
 
@@ -38,20 +38,7 @@ def profile_model(name: str, overrides: list[str], iters: int, warmup: int, top:
             prof.stop()
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=1,
-            limit_train_batches=warmup + iters,
-            precision=cfg.trainer.precision,
-            logger=L.pytorch.loggers.TensorBoardLogger(tmp),
-            log_every_n_steps=50,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            callbacks=[Window()],
-        )
+        trainer = timed_trainer(cfg, "cpu", warmup + iters, tmp, Window())
         start = time.perf_counter()
         trainer.fit(model, train_dataloaders=data(cfg, model, warmup + iters + 1, "cpu"))
         wall = time.perf_counter() - start

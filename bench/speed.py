@@ -161,6 +161,25 @@ class _Clock(L.Callback):
             self.wall[batch_idx] = time.time()
 
 
+def timed_trainer(cfg, device: str, batches: int, log_dir: str, callback: L.Callback) -> L.Trainer:
+    """The framework's Lightning run as a benchmark times it: one epoch of ``batches`` batches, the run's precision,
+    TensorBoard logging at its default cadence, no checkpoints, progress bar, summary or validation."""
+    return L.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=batches,
+        precision=cfg.trainer.precision,
+        logger=L.pytorch.loggers.TensorBoardLogger(log_dir),
+        log_every_n_steps=50,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[callback],
+    )
+
+
 def time_framework(
     name,
     overrides,
@@ -178,21 +197,9 @@ def time_framework(
         record_iterations(model)
     clock = clock or _Clock(warmup, warmup + iters - 1, device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = L.Trainer(
-            accelerator="gpu" if device == "cuda" else "cpu",
-            devices=1,
-            max_epochs=1,
-            limit_train_batches=warmup + iters,
-            precision=cfg.trainer.precision,
-            logger=L.pytorch.loggers.TensorBoardLogger(tmp),
-            log_every_n_steps=50,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            callbacks=[clock],
+        timed_trainer(cfg, device, warmup + iters, tmp, clock).fit(
+            model, train_dataloaders=data(cfg, model, warmup + iters, device)
         )
-        trainer.fit(model, train_dataloaders=data(cfg, model, warmup + iters, device))
     # a GAN cycle of max(d_steps, g_steps) batches holds d_steps D and g_steps G updates (1:1: both every batch)
     batches_per_iter = 1 if name == "triple_gan" else max(cfg.model.d_steps, cfg.model.g_steps)
     return iters / (clock.times[warmup + iters - 1] - clock.times[warmup - 1]) / batches_per_iter

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.mnist100 import cpu_flags
-from bench.plots import Line, Panel, color, save, style
+from bench.plots import color, error_curves
 from gan_lightning.tbread import read_run_scalars
 
 RESULTS = Path("bench/results/ssl_study.json")
@@ -278,26 +278,10 @@ def report(rows: list[dict], results: Path) -> str:
 
 def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
     """EMA C error (validation and test) against wall time, game and ablation, one line per split."""
-    panels = [
-        Panel(
-            f"EMA C error, {title}",
-            "wall time (min)",
-            "error (%)",
-            log=True,
-            lines=[
-                Line(
-                    f"{r['run']}, split {r['label_seed']}",
-                    [(p["minutes"], 100 * p[key]) for p in r["curve"] if p.get(key) is not None],
-                    color(r["run"] != "game"),
-                    style(r["label_seed"]),
-                )
-                for r in rows
-                if r["n_labeled"] == n_labeled
-            ],
-        )
-        for key, title in (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))
-    ]
-    save(panels, path, f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)", share_y=True)
+    runs = [r for r in rows if r["n_labeled"] == n_labeled]
+    keys = (("val_err_ema", "validation (held-out training images)"), ("test_err_ema", "test"))
+    title = f"MNIST, {n_labeled} labels: Triple-GAN (blue) against its ablation (orange)"
+    error_curves(runs, path, title, keys, lambda p: p["minutes"], lambda r: color(r["run"] != "game"))
 
 
 def write_report(rows: list[dict], results: Path, report_path: Path, plots: Path) -> None:
