@@ -202,29 +202,19 @@ def test_experiment_report_reads_the_runs_back(tmp_path) -> None:
     assert [over.getpixel((8 + i * 28, 8)) for i in range(4)] == [(v, v, v) for v in (0, 50, 150, 200)]
 
 
+def _speed_smoke(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    """``bench.speed`` on the MLP GAN in fp32 with one warm-up iteration and ``options``, tagged ``smoke``."""
+    cmd = [sys.executable, "-m", "bench.speed", "--models", "gan", "--warmup", "1", *options]
+    cmd += ["--out", str(tmp_path), "--tag", "smoke", "trainer.precision=32-true"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     """``bench.speed`` runs the plain loop and the framework side by side and records both, with the CPU's flags and
     the matmul peak measured before each repeat (read back, not timed)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.speed",
-        "--models",
-        "gan",
-        "--iters",
-        "2",
-        "--warmup",
-        "1",
-        "--repeats",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--tag",
-        "smoke",
-        "trainer.precision=32-true",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _speed_smoke(tmp_path, "--iters", "2", "--repeats", "2")
     assert library_noise(proc.stdout + proc.stderr) == []
     report = json.loads((tmp_path / "speed_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads", "matmul_peak_gflop_s"} <= set(report["meta"])
@@ -245,29 +235,7 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
 def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> None:
     """``bench.speed --sharing 1 2``: one run alone, then two runs in separate processes whose timed spans start
     together (they overlap), the threads shared out; the total is every run's iterations over the common wall time."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.speed",
-        "--models",
-        "gan",
-        "--iters",
-        "3",
-        "--warmup",
-        "1",
-        "--repeats",
-        "1",
-        "--sharing",
-        "1",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--tag",
-        "smoke",
-        "trainer.precision=32-true",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _speed_smoke(tmp_path, "--iters", "3", "--repeats", "1", "--sharing", "1", "2")
     report = json.loads((tmp_path / "speed_sharing_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads"} <= set(report["meta"])
     alone, two = report["rows"]

@@ -174,6 +174,13 @@ def _c_step_metrics(mnist, overrides):
     return rec.metrics[0]
 
 
+def _c_loss_from_terms(m: dict, extra_term: str, extra_weight: float) -> float:
+    """C's loss rebuilt from its logged terms: the official weights (adversarial at alpha 0.5, R_L, entropy 0.3,
+    balance 1e-3, L2 1e-4) plus ``extra_weight`` times ``extra_term``."""
+    official = 0.5 * m["train/c/adv"] + m["train/c/supervised"] + 0.3 * m["train/c/entropy"]
+    return official + 1e-3 * m["train/c/balance"] + 1e-4 * m["train/c/l2"] + extra_weight * m[f"train/c/{extra_term}"]
+
+
 @pytest.mark.parametrize("term,weight", [("c_entropy", 0.3), ("c_balance", 1e-3), ("c_adv", 0.5)])
 def test_switching_a_term_off_removes_exactly_that_term(mnist, term, weight):
     on = _c_step_metrics(mnist, [])
@@ -189,14 +196,7 @@ def test_pseudo_label_term_and_integrate_objective(mnist):
     m = _c_step_metrics(mnist, ["model.schedule.pseudo_label_epoch=1", "model.objective=integrate"])
     assert m["train/c/pseudo"] > 0
     assert math.isfinite(m["train/c/adv"])
-    rebuilt = (
-        0.5 * m["train/c/adv"]
-        + m["train/c/supervised"]
-        + 0.3 * m["train/c/entropy"]
-        + 1e-3 * m["train/c/balance"]
-        + 1e-4 * m["train/c/l2"]
-        + 0.1 * m["train/c/pseudo"]
-    )
+    rebuilt = _c_loss_from_terms(m, "pseudo", 0.1)
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
 
 
@@ -206,14 +206,7 @@ AUGMENT = ["model.additions.augment={_target_:gan_lightning.nets.blocks.RandomTr
 def test_augmented_inputs_and_consistency_term(mnist):
     m = _c_step_metrics(mnist, [*AUGMENT, "model.weights.c_consistency=2.0"])
     assert m["train/c/consistency"] > 0
-    rebuilt = (
-        0.5 * m["train/c/adv"]
-        + m["train/c/supervised"]
-        + 0.3 * m["train/c/entropy"]
-        + 1e-3 * m["train/c/balance"]
-        + 1e-4 * m["train/c/l2"]
-        + 2.0 * m["train/c/consistency"]
-    )
+    rebuilt = _c_loss_from_terms(m, "consistency", 2.0)
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
     plain = _c_step_metrics(mnist, [])
     assert "train/c/consistency" not in plain  # off by default, not computed
@@ -226,14 +219,7 @@ def test_confident_label_term_with_affine_augmentation(mnist):
     # threshold 0: every image gets the teacher's label, so the term is a plain cross-entropy (> 0)
     m = _c_step_metrics(mnist, [*affine, "model.weights.c_confident=0.5", "model.additions.confidence_threshold=0.0"])
     assert m["train/c/confident"] > 0
-    rebuilt = (
-        0.5 * m["train/c/adv"]
-        + m["train/c/supervised"]
-        + 0.3 * m["train/c/entropy"]
-        + 1e-3 * m["train/c/balance"]
-        + 1e-4 * m["train/c/l2"]
-        + 0.5 * m["train/c/confident"]
-    )
+    rebuilt = _c_loss_from_terms(m, "confident", 0.5)
     assert m["train/c/loss"] == pytest.approx(rebuilt, rel=1e-5)
     # threshold 1: an untrained teacher is never that sure, nothing is labelled
     assert (
