@@ -235,7 +235,7 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
 def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> None:
     """``bench.speed --sharing 1 2``: one run alone, then two runs in separate processes whose timed spans start
     together (they overlap), the threads shared out; the total is every run's iterations over the common wall time."""
-    proc = _speed_smoke(tmp_path, "--iters", "3", "--repeats", "1", "--sharing", "1", "2")
+    _speed_smoke(tmp_path, "--iters", "3", "--repeats", "1", "--sharing", "1", "2")
     report = json.loads((tmp_path / "speed_sharing_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads"} <= set(report["meta"])
     alone, two = report["rows"]
