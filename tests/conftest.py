@@ -125,6 +125,13 @@ def run_cli(
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def start_cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    """``python -m gan_lightning ARGS`` started in the background (a test that stops it part-way), output piped."""
+    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(tmp_path / "none")}
+    cmd = [sys.executable, "-m", "gan_lightning", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 NOTICES = re.compile(
     r"\w+Warning: |^\S+\.py:\d+: |litlogger|💡|Tip:|(GPU|TPU|HPU) available:|Total FLOPs", re.IGNORECASE
 )

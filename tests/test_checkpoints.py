@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli
+from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli, start_cli
 
 from gan_lightning.checkpoints import AtomicCheckpointIO
 
@@ -182,7 +182,6 @@ def test_a_killed_multirun_resumes_skipping_finished_jobs_and_continuing_the_int
     """A 2-job sweep killed inside job 2, run again with resume=true: job 1 is not trained again (its value still
     returned to the sweeper), job 2 continues from its last.ckpt and ends bit-identical to an uninterrupted run."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(tmp_path / "none")}
     args = [
         "-m",
         *RUN,
@@ -190,14 +189,7 @@ def test_a_killed_multirun_resumes_skipping_finished_jobs_and_continuing_the_int
         "optimized_metric=train/d/loss",
         f"hydra.sweep.dir={sweep}",
     ]  # job 2: the default seed
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gan_lightning", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, tmp_path)
     _wait_for(sweep / "1" / "checkpoints" / "last.ckpt", proc, timeout=240)  # job 2, after its first epoch
     proc.send_signal(signal.SIGKILL)
     proc.communicate()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import yaml
-from conftest import needs_mnist, run_cli
+from conftest import needs_mnist, run_cli, start_cli
 
 pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
 
@@ -59,13 +59,9 @@ def test_optuna_sweep_optimises_the_best_ema_error(tmp_path):
 def test_a_stopped_optuna_study_resumes_with_its_storage(tmp_path):
     """Killed inside trial 2, then run again with resume=true: trial 1 is not trained again, trial 2's parameters are
     asked again and its job continues from its last.ckpt; the study ends with two finished trials."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     import optuna
-    from conftest import DATA_ROOT, ROOT
 
     sweep, storage = tmp_path / "optuna", f"sqlite:///{tmp_path / 'study.db'}"
     args = [
@@ -81,15 +77,7 @@ def test_a_stopped_optuna_study_resumes_with_its_storage(tmp_path):
         f"hydra.sweeper.storage={storage}",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "GAN_LIGHTNING_DATA": str(DATA_ROOT), "GAN_LIGHTNING_REFERENCE": str(tmp_path / "none")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gan_lightning", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(args, tmp_path)
     deadline = time.time() + 300
     while not (len(list(sweep.glob("*/result.json"))) == 1 and len(list(sweep.glob("*/checkpoints/last.ckpt"))) == 2):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
