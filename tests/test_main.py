@@ -397,3 +397,17 @@ def test_a_bad_trainer_count_is_one_line_before_training(tmp_path, override, exp
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip() == expected, proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@needs_mnist
+def test_a_presets_options_for_a_callback_left_out_are_one_line(tmp_path):
+    """The fast preset tunes the generator metrics; with callbacks=none there are none to tune: one line, not a
+    callback built from a bare dict that fails inside the fit."""
+    proc = run_cli(["experiment=triple_gan_mnist100_fast", "callbacks=none"], tmp_path / "run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        "error: callbacks.generator_metrics sets every_n_epochs, n_samples, but this run has no "
+        "callbacks.generator_metrics (the callbacks option chosen leaves it out): drop it with "
+        "~callbacks.generator_metrics"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -39,6 +39,13 @@ def build(cfg: DictConfig):
     check_config(
         OmegaConf.to_container(cfg, resolve=True)
     )  # unknown keys, wrong types: one line before anything is built
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if node is not None and "_target_" not in node:  # e.g. a preset's options for a callback not selected
+                raise ConfigError(
+                    f"{group}.{name} sets {', '.join(map(str, node))}, but this run has no {group}.{name} (the "
+                    f"{group} option chosen leaves it out): drop it with ~{group}.{name}"
+                )
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")  # plain containers: checkpoints stay loadable with weights_only
     check_capabilities(model)  # a half-implemented capability is one line here, not a feature silently off

@@ -54,6 +54,7 @@ RUNS = {
     "triple_gan_preset": [
         "experiment=triple_gan_mnist100_fast",
         "trainer=debug",
+        "~callbacks.generator_metrics",  # the preset's setting of a callback that callbacks=none leaves out
         *TRIPLE_SMALL,
         "model.schedule.pretrain_epochs=1",
         "model.schedule.pretrain_time_share=null",
