@@ -48,6 +48,7 @@ RUNS = {
         "model.schedule.pseudo_label_epoch=2",
         "model.schedule.adv_warmup_epochs=2",
         "trainer.limit_train_batches=3",
+        "trainer.max_epochs=3",  # one of pre-training, two of the game
     ],
     # the preset's additions (augmentation, consistency, confident labels), its schedule by epochs instead of time,
     # and the integrating objective
@@ -65,6 +66,7 @@ RUNS = {
         "model.epochs=2",
         "trainer.max_time=null",
         "trainer.limit_train_batches=3",
+        "trainer.max_epochs=3",  # one of pre-training, two of the game
     ],
 }
 
