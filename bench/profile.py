@@ -14,6 +14,7 @@ import json
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -23,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.mnist100 import cpu_flags
 from bench.speed import MODELS, build, data, timed_trainer
 from gan_lightning.acceleration import apply_reuse_cpu_memory
+from gan_lightning.console import drop_notices, filter_warnings
 
 
 def profile_model(name: str, overrides: list[str], iters: int, warmup: int, top: int) -> dict:
@@ -63,6 +65,10 @@ def profile_model(name: str, overrides: list[str], iters: int, warmup: int, top:
 
 
 def main() -> None:
+    filter_warnings()  # the library notices a user cannot act on, as the CLI drops them
+    drop_notices()
+    # the timed runs are shorter than the default logging interval on purpose (the logging cadence of a real run)
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--iters", type=int, default=10)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from gan_lightning.acceleration import (
     make_capturable,
     record_iterations,
 )
+from gan_lightning.console import drop_notices, filter_warnings
 from gan_lightning.data import StreamBatches
 from gan_lightning.nets.blocks import MaskDropout
 from gan_lightning.schema import register
@@ -448,6 +450,10 @@ def summary(values: list[float]) -> dict:
 
 
 def main() -> None:
+    filter_warnings()  # the library notices a user cannot act on, as the CLI drops them
+    drop_notices()
+    # the timed runs are shorter than the default logging interval on purpose (the logging cadence of a real run)
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -13,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from gan_lightning.console import drop_notices, filter_warnings
 from gan_lightning.errors import ConfigError, TrainingError
 from gan_lightning.moved import hint as moved_hint
 from gan_lightning.schema import register
@@ -62,17 +62,6 @@ def run(cfg: DictConfig) -> float | None:
         sys.exit(2 if isinstance(found, ConfigError) else 3)
 
 
-# which accelerators exist (the run's config says which one it uses); that the project's model summary
-# replaces Lightning's
-DEVICE_NOTICES = (
-    "GPU available:",
-    "TPU available:",
-    "HPU available:",
-    "IPU available:",
-    "Trainer already configured with model summary",
-)
-
-
 def _quiet_lightning() -> None:
     """Drop Lightning's notices a user cannot act on (product tips, which accelerators exist: the run's config says
     which one it uses), and send its messages through Hydra's handlers (console and the run's log file). Called inside
@@ -88,20 +77,7 @@ def _quiet_lightning() -> None:
                     own.removeHandler(console)
                 own.propagate = True
 
-    def keep(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "litlogger" not in message.lower() and not message.startswith(DEVICE_NOTICES)
-
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.fabric.utilities.rank_zero",
-        "lightning.pytorch",
-        "",
-    ):
-        logger = logging.getLogger(name)
-        logger.addFilter(keep)
-        for handler in logger.handlers:
-            handler.addFilter(keep)
+    drop_notices()
 
 
 def _check_overrides(argv: list[str]) -> None:
@@ -129,22 +105,7 @@ def _check_overrides(argv: list[str]) -> None:
 
 def main() -> None:
     _check_overrides(sys.argv[1:])
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # emitted inside Lightning, not actionable here
-    # the games move uint8 batches to the device themselves (GameModule.transfer_batch_to_device), on purpose
-    warnings.filterwarnings("ignore", message=r".*overridden `transfer_batch_to_device`.*")
-    # the model summary's size estimate under bf16 autocast: a remark about the summary, not the run
-    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
-    # the GANs have no test error to validate; the datamodule serves every model the same validation set
-    warnings.filterwarnings("ignore", message=r".*You passed in a `val_dataloader` but have no `validation_step`.*")
-    # the games convert uint8 batches on the device on purpose (see GameModule.on_after_batch_transfer)
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    # a run resumed mid-epoch continues its epoch where it stopped (ImageDataModule.train_dataloader skips the done
-    # batches)
-    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
-    # validation metrics are torchmetrics objects, already reduced across processes when they are computed
-    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
-    # torchmetrics' notice that KID/IS keep their features: they are bounded by the configured sample counts
-    warnings.filterwarnings("ignore", message=r".*will save all extracted features in buffer.*")
+    filter_warnings()  # gan_lightning/console.py: each with its reason
     run()
 
 

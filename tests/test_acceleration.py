@@ -72,7 +72,7 @@ def test_channels_last_gives_the_losses_of_the_plain_layout(model, keys, tmp_pat
 @pytest.mark.parametrize(
     "model,optimizers,keys",
     [
-        (["model=gan"], ["optimizer_g"], ["train/d/loss", "train/g/loss"]),  # optimizer_d follows optimizer_g
+        (["model=gan"], ["optimizers.g"], ["train/d/loss", "train/g/loss"]),  # optimizers.d is optimizers.g
         (
             [
                 "model=triple_gan",
@@ -83,7 +83,7 @@ def test_channels_last_gives_the_losses_of_the_plain_layout(model, keys, tmp_pat
                 "model.objective=integrate",
                 "model.fidelity.d_unlabeled_real=false",
             ],
-            ["optimizer_c", "optimizer_pretrain"],
+            ["optimizers.c", "optimizers.d", "optimizers.g", "optimizers.pretrain"],
             ["pretrain/c/loss", "train/d/loss", "train/g/loss", "train/c/loss"],
         ),
     ],

@@ -94,7 +94,7 @@ def test_every_bad_value_builds_or_is_one_line(option, key, value, tmp_path):
     [
         ("model.alpha=1.5", "model.alpha=1.5 must be in [0, 1]"),
         ("model.objective=mean", "model.objective='mean' is not one of ['argmax', 'integrate']"),
-        ("model.latent_dim=0", "model.latent_dim=0 must be >= 1"),
+        ("model.generator_batch=0", "model.generator_batch=0 must be >= 1"),
         ("model.schedule.pretrain_time_share=1", "model.schedule.pretrain_time_share=1 must be in [0, 1) or null"),
         ("model.fidelity.c_bn_update=some", "model.fidelity.c_bn_update='some' is not one of ['all', 'unlabeled']"),
         ("model.additions.align_momentum=1", "model.additions.align_momentum=1 must be in [0, 1)"),

@@ -67,6 +67,9 @@ def test_the_datamodule_serves_the_games_plan_per_phase():
     dm.setup()
     assert dm.n_labeled == 100
     assert len(dm.labeled_set[0]) == 100
+    batch = next(iter(dm.train_dataloader()))  # epoch 0: the game's schedule says C's pre-training
+    assert {k: len(v[0]) for k, v in batch.items()} == {"c_labeled": 100, "c_unlabeled": 500}
+    model.schedule.pretrain_end = 0  # as when pre-training has ended (the schedule is the one the datamodule reads)
     batch = next(iter(dm.train_dataloader()))
     assert {k: len(v[0]) for k, v in batch.items()} == {
         "c_labeled": 100,

@@ -100,6 +100,7 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
         "model.schedule.pretrain_epochs=1",
         "model.epochs=1",
         "trainer.limit_train_batches=2",
+        "trainer.log_every_n_steps=1",  # a 2-batch epoch logs its steps (the default interval is longer)
         "trainer.precision=32-true",
         # the preset's generator metrics, on a few samples: the benchmark's columns are read, not their quality
         "trainer.limit_val_batches=1",

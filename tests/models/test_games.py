@@ -366,7 +366,8 @@ def test_baseline_classifier_learns_from_100_labels(mnist):
 def test_every_preset_builds_its_model(overrides):
     cfg = compose_cfg(overrides)
     model = instantiate(cfg.model)
-    assert cfg.trainer.max_epochs == cfg.model.epochs + (cfg.model.get("pretrain_epochs") or 0)
+    pretrain_epochs = cfg.model.schedule.pretrain_epochs if "schedule" in cfg.model else 0
+    assert cfg.trainer.max_epochs == cfg.model.epochs + pretrain_epochs
     assert model.plan is not None
     assert set(model.plan.game.streams) == set(type(model).STREAMS)
     assert sum(p.numel() for p in model.parameters()) > 0
