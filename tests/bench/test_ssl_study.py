@@ -118,3 +118,16 @@ def test_report_writes_the_tables_and_one_plot_per_setting(tmp_path):
 def test_changed_runs_must_name_their_preset(tmp_path):
     with pytest.raises(SystemExit, match="name them with --preset"):
         ssl_study.main(["--results", str(tmp_path / "rows.json"), "--game-extra", "model.alpha=0.3"])
+
+
+def test_a_preset_laid_out_anew_continues_the_queue_of_its_earlier_version():
+    """The preset's version is a digest of its composed config; a version that only moved keys names the earlier one
+    (``SAME_PRESET``) and files its rows there. Each such earlier version holds rows of the results file, and the
+    version of today's preset is one the queue knows (its own digest, or the earlier one it continues)."""
+    filed = {row["preset"] for row in ssl_study.load_rows(ssl_study.RESULTS)}
+    assert set(ssl_study.SAME_PRESET.values()) <= filed
+    assert not set(ssl_study.SAME_PRESET) & set(ssl_study.SAME_PRESET.values())  # one step: no chains
+    version = ssl_study.preset_version()
+    assert len(version) == 10
+    assert int(version, 16) >= 0
+    assert version not in ssl_study.SAME_PRESET  # always the earlier version's name
