@@ -214,7 +214,6 @@ def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
             f"paths.reference_dir={reference_run[0] / 'refs'}",
         ],
         tmp_path / "e",
-        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert library_noise(proc.stdout + proc.stderr) == []  # no library warning or notice on a task's console
