@@ -3,9 +3,9 @@
 This process imports the CLI once (torch, Lightning, Hydra and the config schemas: most of a short run's start-up
 time), then reads one request per line on stdin: ``{"args", "env", "cwd", "stdout", "stderr", "timeout"}``. For
 each it forks a child that takes the request's environment, working directory and command line, writes its output
-to the request's files and runs the CLI's ``main()`` exactly as ``python -m gan_lightning`` does, up to a normal
-interpreter exit (exit status, ``atexit`` handlers, buffered files). The child's exit status (or ``null`` after a
-timeout, when the child was killed) goes back as one line of JSON.
+to the request's files and runs the CLI's ``main()`` exactly as ``python -m gan_lightning`` does, up to what a normal
+interpreter exit shows (exit status, ``atexit`` handlers, buffered files; not the teardown of every module). The
+child's exit status (or ``null`` after a timeout, when the child was killed) goes back as one line of JSON.
 
 What a child cannot show: warnings emitted while modules are imported (they happen here, once). Tests about the
 console of a fresh interpreter run ``python -m gan_lightning`` itself (``run_cli(..., fresh=True)``).
@@ -13,11 +13,13 @@ console of a fresh interpreter run ``python -m gan_lightning`` itself (``run_cli
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import sys
 import time
+import traceback
 
 import gan_lightning.__main__ as cli
 
@@ -57,8 +59,22 @@ def child(request: dict) -> None:
         os.dup2(target, fd)
         os.close(target)
     sys.argv = [cli.__file__, *request["args"]]
-    cli.main()  # its SystemExit (or exception) ends this child as it would end `python -m gan_lightning`
-    sys.exit(0)
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as stop:  # what `python -m gan_lightning` would exit with
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if stop.code is not None and not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - an uncaught exception of any kind: its traceback and status 1, as Python would
+        traceback.print_exc()
+        code = 1
+    # a normal exit's observable part: atexit handlers, flushed files; the interpreter's teardown of every module
+    # (a second or more with torch loaded) is left out
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
