@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -69,6 +70,8 @@ def child(request: dict) -> None:
     except BaseException:  # noqa: BLE001 - an uncaught exception of any kind: its traceback and status 1, as Python would
         traceback.print_exc()
         code = 1
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)  # threads to join first (e.g. a process pool's manager): the interpreter's own exit does it
     # a normal exit's observable part: atexit handlers, flushed files; the interpreter's teardown of every module
     # (a second or more with torch loaded) is left out
     atexit._run_exitfuncs()
