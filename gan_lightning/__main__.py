@@ -98,8 +98,10 @@ def _check_overrides(argv: list[str]) -> None:
         options = [line.strip() for line in text.splitlines() if line.startswith(("\t", "  ")) and line.strip()]
         lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() not in options]
         message = "; ".join(line.rstrip(".") for line in lines) + (" " + ", ".join(options) if options else "")
-        moved = next((said for said in map(moved_hint, argv) if said), None)
-        print("error: " + message + (f" ({moved})" if moved else ""), file=sys.stderr)
+        moved = next(((arg, said) for arg in argv if (said := moved_hint(arg))), None)
+        if moved:  # a key of an earlier release: where it is now (Hydra's advice to append it would not help)
+            message = f"{moved[0].lstrip('+~').split('=', 1)[0]}: {moved[1]}"
+        print("error: " + message, file=sys.stderr)
         sys.exit(2)
 
 

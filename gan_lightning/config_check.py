@@ -254,7 +254,7 @@ def check_node(node: Any, where: str) -> None:
             if key not in params and not takes_any and params:
                 name, moved = str(target).rsplit(".", 1)[-1], moved_hint(f"{where}.{key}")
                 if moved:
-                    raise ConfigError(f"{where}.{key}: {name} has no such setting ({moved})")
+                    raise ConfigError(f"{where}.{key}: {moved}")
                 raise ConfigError(f"{where}.{key}: {name} has no such setting; its settings are {', '.join(own)}")
             hint = hints.get(key, inspect.Parameter.empty)
             if _accepts(hint, value) is False:

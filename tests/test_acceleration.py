@@ -25,18 +25,12 @@ class _Losses(L.Callback):
         )  # nan: not logged yet
 
 
+# a few batches, every step's scalars logged, no logger or callbacks: the runs these tests compare step by step
+STEPWISE = ["trainer=debug", "trainer.log_every_n_steps=1", "logger=none", "callbacks=none"]
+
+
 def _losses(overrides: list[str], keys: list[str], tmp_path) -> torch.Tensor:
-    cfg = compose_cfg(
-        [
-            "trainer=debug",
-            "trainer.max_epochs=1",
-            "trainer.log_every_n_steps=1",
-            "logger=none",
-            "callbacks=none",
-            *overrides,
-        ],
-        output_dir=tmp_path,
-    )
+    cfg = compose_cfg([*STEPWISE, "trainer.max_epochs=1", *overrides], output_dir=tmp_path)
     datamodule, model, trainer = build(cfg)
     record = _Losses(keys)
     trainer.callbacks.append(record)
@@ -113,18 +107,8 @@ def test_reused_generator_forward_gives_the_losses_of_a_fresh_one(model, tmp_pat
     keys = ["train/d/loss", "train/d/real", "train/d/fake", "train/g/loss"]
     runs = {}
     for reuse in (True, False):
-        cfg = compose_cfg(
-            [
-                "trainer=debug",
-                "trainer.max_epochs=1",
-                "trainer.log_every_n_steps=1",
-                "logger=none",
-                "callbacks=none",
-                *model,
-                f"model.reuse_g_forward={str(reuse).lower()}",
-            ],
-            output_dir=tmp_path / str(reuse),
-        )
+        overrides = [*STEPWISE, "trainer.max_epochs=1", *model, f"model.reuse_g_forward={str(reuse).lower()}"]
+        cfg = compose_cfg(overrides, output_dir=tmp_path / str(reuse))
         datamodule, game, trainer = build(cfg)
         record = _Losses(keys)
         trainer.callbacks.append(record)
@@ -324,17 +308,7 @@ def _graphed_and_eager(overrides: list[str], tmp_path):
     every step."""
     values = []
     for graphs in (True, False):
-        cfg = compose_cfg(
-            [
-                "trainer=debug",
-                "trainer.log_every_n_steps=1",
-                "logger=none",
-                "callbacks=none",
-                *overrides,
-                f"trainer.cuda_graphs={graphs}",
-            ],
-            output_dir=tmp_path / str(graphs),
-        )
+        cfg = compose_cfg([*STEPWISE, *overrides, f"trainer.cuda_graphs={graphs}"], output_dir=tmp_path / str(graphs))
         datamodule, model, trainer = build(cfg)
         record = _Steps()
         trainer.callbacks.append(record)

@@ -135,12 +135,12 @@ def test_unknown_group_values_list_the_choices(tmp_path, args, expected):
         # keys of earlier releases name where they moved
         (
             ["epochs=3"],
-            "error: Could not override 'epochs'; To append to your config use +epochs=3 (moved to model.epochs)",
+            "error: epochs: moved to model.epochs",
         ),
         (
             ["model=gan", "data.streams.real.batch_size=8"],
-            "error: Could not override 'data.streams.real.batch_size'; To append to your "
-            "config use +data.streams.real.batch_size=8 (the games' batch sizes moved to model.batch_sizes.<stream>",
+            "error: data.streams.real.batch_size: the games' batch sizes moved to model.batch_sizes.<stream>, "
+            "e.g. model.batch_sizes.d_unlabeled=200",
         ),
     ],
 )

@@ -67,13 +67,14 @@ class Recorder(L.Callback):
         self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
-def fit(model, data, steps, callbacks=(), val=None):
+def fit(model, data, steps, callbacks=(), val=None, logger=False, log_every_n_steps=1):
+    """One epoch of ``steps`` batches on the CPU, without checkpoints, progress bar or summary."""
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=1,
         limit_train_batches=steps,
-        logger=False,
-        log_every_n_steps=1,
+        logger=logger,
+        log_every_n_steps=log_every_n_steps,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -418,19 +419,8 @@ def test_step_scalars_reach_lightning_on_logging_steps_and_the_progress_bar_on_e
     L.seed_everything(0)
     model = instantiate(cfg.model)
     shown = Shown()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=6,
-        log_every_n_steps=3,
-        enable_checkpointing=False,
-        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version=""),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[shown],
-        limit_val_batches=0,
-    )
-    trainer.fit(model, train_dataloaders=batches(mnist, model, 6))
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="", version="")
+    fit(model, batches(mnist, model, 6), 6, [shown], logger=logger, log_every_n_steps=3)
     g = [bar["g_loss"] for bar in shown.bars]
     assert len(set(g)) == 6  # a fresh G loss on the bar after every step
     assert [m.get("g_loss") for m in shown.logged] == [
@@ -462,19 +452,8 @@ def test_triple_gan_shows_cs_loss_on_the_progress_bar_in_pretraining_and_in_the_
         L.seed_everything(0)
         model = instantiate(cfg.model)
         shown = Shown()
-        trainer = L.Trainer(
-            accelerator="cpu",
-            max_epochs=1,
-            limit_train_batches=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            log_every_n_steps=50,
-            callbacks=[shown],
-        )
-        trainer.fit(model, train_dataloaders=batches(mnist, model, 2, pretraining=bool(pretrain_epochs)))
+        data = batches(mnist, model, 2, pretraining=bool(pretrain_epochs))
+        trainer = fit(model, data, 2, [shown], log_every_n_steps=50)
         assert [set(bar) for bar in shown.bars] == [
             {"c_loss"},
             {"c_loss"},
