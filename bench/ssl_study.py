@@ -2,6 +2,7 @@
 
     python -m bench.ssl_study                           # run the queue's next pairs, appending each pair's rows
     python -m bench.ssl_study --stop-by 23:40 --commit  # start a pair only if it ends by 23:40; commit each pair's rows
+    python -m bench.ssl_study --splits 5 --max-pairs 1  # the next pair on labeled split 5, ahead of the queue's order
     python -m bench.ssl_study --report                  # tables and plots from the results file, no runs
     python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json \\
         --game-extra model.schedule.adv_warmup_epochs=2  # a short proxy study, to choose a setting by validation error
@@ -60,8 +61,9 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 # the same values): its rows continue the earlier version's queue. Each entry is backed by the same-seed test of the
 # games' losses (tests/models/test_same_losses.py), which passed on the code of both.
 SAME_PRESET: dict[str, str] = {
-    "7b58972d05": "b311edfd11"
-}  # settings moved into model.schedule, .fidelity, ...; nets under model
+    "7b58972d05": "b311edfd11",  # settings moved into model.schedule, .fidelity, ...; nets under model
+    "64a112d450": "b311edfd11",  # n_labeled moved from model to data
+}
 
 
 def preset_version() -> str:
@@ -118,7 +120,7 @@ def overrides(run: str, pair: dict, extra: list[str], game_extra: list[str]) -> 
     max_time = f"00:{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:{round(60 * (minutes % 1)):02d}"
     return [
         *RUNS[run],
-        f"model.n_labeled={pair['n_labeled']}",
+        f"data.n_labeled={pair['n_labeled']}",
         f"data.label_seed={pair['label_seed']}",
         f"trainer.max_time={max_time}",
         *extra,
@@ -309,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-by", metavar="HH:MM", help="start a pair only if it can end by this time of day")
     parser.add_argument("--commit", action="store_true", help="git-commit the results file after each pair")
     parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
+    parser.add_argument("--splits", nargs="+", type=int, metavar="SEED", help="only these labeled splits (label seeds)")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for both runs")
     parser.add_argument("--game-extra", nargs="*", default=[], help="overrides for the game only")
     parser.add_argument(
@@ -348,7 +351,9 @@ def main(argv: list[str] | None = None) -> None:
     todo = [
         p
         for p in queue(args.minutes, args.preset or preset_version())
-        if pair_key(p) not in done and (not args.only or p["n_labeled"] in args.only)
+        if pair_key(p) not in done
+        and (not args.only or p["n_labeled"] in args.only)
+        and (not args.splits or p["label_seed"] in args.splits)
     ]
     print(f"{len(todo)} pairs of {args.minutes:g} min to run ({len(done)} done in {args.results})", flush=True)
     for i, pair in enumerate(todo[: args.max_pairs]):

@@ -69,7 +69,7 @@ def check_resumable(
             f"{what} holds {held}; this run is {expected}: resume with the config the checkpoint was "
             "written with (its run directory's .hydra/config.yaml)"
         )
-    _check_same_split(stored.get("data") or {}, run_config.get("data") or {}, what)
+    _check_same_split(upgrade(stored).get("data") or {}, run_config.get("data") or {}, what)
     if model is not None:
         saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
         current = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -90,7 +90,8 @@ def check_resumable(
             )
 
 
-SPLIT_KEYS = {"val_size": 0, "val_seed": 0, "label_seed": 1, "label_split": "official"}  # key: default of older runs
+# key: default of older runs (n_labeled: compared when the checkpoint states it)
+SPLIT_KEYS = {"n_labeled": None, "val_size": 0, "val_seed": 0, "label_seed": 1, "label_split": "official"}
 
 
 def _check_same_split(stored: dict, current: dict, what: str) -> None:
@@ -98,7 +99,7 @@ def _check_same_split(stored: dict, current: dict, what: str) -> None:
     that differs (runs written before the validation set existed have ``val_size: 0``)."""
     for key, default in SPLIT_KEYS.items():
         held, now = stored.get(key, default), current.get(key, default)
-        if key in current and held != now:
+        if key in current and held != now and (key in stored or key != "n_labeled"):
             raise ConfigError(
                 f"{what} was trained with data.{key}={held}; this run has data.{key}={now}: resume with "
                 f"data.{key}={held} (the images it trains, validates and is labeled on stay the same)"
@@ -149,7 +150,6 @@ LEGACY_DATA_KEYS = (
     "pretrain_streams",
     "pretrain_epochs",
     "pretrain_epoch_length",
-    "n_labeled",
 )
 
 

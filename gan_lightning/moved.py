@@ -28,12 +28,14 @@ MODEL_KEYS = {
     **{k: f"fidelity.{k}" for k in _FIDELITY},
     **{k: f"additions.{k}" for k in _ADDITIONS},
 }
+# a game's keys that moved to the data: model.<key> -> data.<key>
+DATA_KEYS = ("n_labeled",)
 # other keys: old dotted path -> what to say
 OTHER_KEYS = {
     "data.streams": "the games' batch sizes moved to model.batch_sizes.<stream>, "
     "e.g. model.batch_sizes.d_unlabeled=200",
     "data.pretrain_streams": "moved to model.pretrain_batch_sizes.<stream>",
-    "data.n_labeled": "moved to model.n_labeled",
+    "model.n_labeled": "moved to data.n_labeled (the labeled split is the data's, beside data.label_seed)",
     "data.epoch_length": "moved to model.epoch_length",
     "epochs": "moved to model.epochs",
     "nets": "Triple-GAN's networks moved under the model: model/nets=<choice>, e.g. model/nets=triple_gan_conv",
@@ -55,10 +57,16 @@ def hint(key: str) -> str | None:
 def upgrade(run_config: dict[str, Any]) -> dict[str, Any]:
     """A stored run config (a checkpoint's) with the game's moved keys in their new places (unchanged if none)."""
     model = run_config.get("model")
-    if not isinstance(model, dict) or not any(k in model for k in MODEL_KEYS):
+    if not isinstance(model, dict) or not any(k in model for k in (*MODEL_KEYS, *DATA_KEYS)):
         return run_config
     run_config = copy.deepcopy(run_config)
     model = run_config["model"]
+    data = run_config.setdefault("data", {})
+    for key in DATA_KEYS:
+        if key in model:
+            value = model.pop(key)
+            if isinstance(data, dict):
+                data[key] = value
     for old, new in MODEL_KEYS.items():
         if old in model:
             group, name = new.split(".")

@@ -1,4 +1,4 @@
-"""What a game draws from the data: its streams, what one epoch is, its phases and how many images carry a label.
+"""What a game draws from the data: its streams, what one epoch is and its phases.
 
 A game class names the streams its ``training_step`` reads and where each comes from (``STREAMS``: name -> source,
 ``train`` or ``labeled``); its config gives their batch sizes (``model.batch_sizes``). The datamodule serves the
@@ -32,17 +32,27 @@ class Phase:
 @dataclass(frozen=True)
 class DataPlan:
     """A game's phases (``pretrain``: C's pre-training, when the game has one, and its schedule ``phases`` that says
-    which epochs it takes), its labeled subset size, and whether it validates (a game with a classifier: the datamodule
-    then holds out ``data.val_size`` training images)."""
+    which epochs it takes) and whether it validates (a game with a classifier: the datamodule then holds out
+    ``data.val_size`` training images). A game that reads the ``labeled`` source learns from ``data.n_labeled``
+    labeled images; one that does not, from the training images (with all their labels, for a conditional game)."""
 
     game: Phase
     pretrain: Phase | None = None
-    n_labeled: int | None = None
     validates: bool = False
     phases: Phases | None = None  # which epochs are pre-training (the game's schedule), when it has a pre-training
 
     def phase(self, pretraining: bool) -> Phase:
         return self.pretrain if pretraining and self.pretrain is not None else self.game
+
+    @property
+    def reads_labeled(self) -> bool:
+        """Whether any of its streams draws from the labeled subset (a semi-supervised or supervised game)."""
+        return any(
+            spec["source"] == "labeled"
+            for phase in (self.game, self.pretrain)
+            if phase
+            for spec in phase.streams.values()
+        )
 
 
 def declare(
@@ -67,11 +77,3 @@ def declare(
             f"or a stream ({sorted(sources)})"
         )
     return Phase({name: {"source": sources[name], "batch_size": sizes[name]} for name in sources}, epoch_length)
-
-
-def check_n_labeled(n_labeled: Any) -> int | None:
-    if n_labeled is None:
-        return None
-    if isinstance(n_labeled, bool) or not isinstance(n_labeled, int) or n_labeled <= 0:
-        raise ConfigError(f"model.n_labeled={n_labeled!r}: expects a positive integer (or null for all labels)")
-    return n_labeled

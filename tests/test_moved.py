@@ -18,7 +18,7 @@ from gan_lightning.safe_build import build_stored
         ("model.optimizer_c.lr=1e-3", "moved to model.optimizers.c.lr"),
         ("model.reuse_forwards=true", "moved to model.fidelity.reuse_forwards"),
         ("+model.augment={_target_:torch.nn.Identity}", "moved to model.additions.augment"),
-        ("data.n_labeled=100", "moved to model.n_labeled"),
+        ("model.n_labeled=50", "moved to data.n_labeled (the labeled split is the data's, beside data.label_seed)"),
     ],
 )
 def test_an_old_key_on_the_command_line_says_where_it_moved(override, said, tmp_path):
@@ -48,11 +48,13 @@ def _flattened(model_cfg: dict) -> dict:
 
 def test_an_older_checkpoints_config_builds_the_same_game():
     cfg = OmegaConf.to_container(compose_cfg(["experiment=triple_gan_mnist100_fast"]), resolve=True)
-    older = {**cfg, "model": _flattened(cfg["model"])}
+    data = {k: v for k, v in cfg["data"].items() if k != "n_labeled"}
+    older = {**cfg, "model": {**_flattened(cfg["model"]), "n_labeled": 50}, "data": data}
     assert "pretrain_epochs" in older["model"]
     assert "schedule" not in older["model"]
     upgraded = upgrade(older)
     assert upgraded["model"] == cfg["model"]
+    assert upgraded["data"] == {**cfg["data"], "n_labeled": 50}  # the labeled split moved to the data
     assert older["model"]["pretrain_epochs"] == 30  # the stored config itself is left as it was
     game = build_stored(upgraded["model"], "checkpoint", "model")
     assert game.schedule.pretrain_time_share == 0.4

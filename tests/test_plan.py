@@ -35,7 +35,6 @@ def test_each_model_config_gives_a_size_to_every_stream_its_game_reads(name):
             "model.epoch_length=fakes",
             r"model.epoch_length='fakes': expects a positive number of iterations or a stream",
         ),
-        ("model.n_labeled=0", r"model.n_labeled=0: expects a positive integer"),
     ],
 )
 def test_batch_sizes_that_do_not_fit_the_game_are_refused(override, message):
@@ -46,7 +45,8 @@ def test_batch_sizes_that_do_not_fit_the_game_are_refused(override, message):
 
 def test_triple_gan_declares_its_pretraining_phase_and_labels():
     model = instantiate(compose_cfg(["model=triple_gan", "model.pretrain_batch_sizes.c_unlabeled=50"]).model)
-    assert model.plan.n_labeled == 100
+    assert model.plan.reads_labeled
+    assert not instantiate(compose_cfg(["model=cgan"]).model).plan.reads_labeled  # all labels, no labeled subset
     assert {k: v["batch_size"] for k, v in model.plan.phase(pretraining=True).streams.items()} == {
         "c_labeled": 100,
         "c_unlabeled": 50,
@@ -62,7 +62,7 @@ def test_triple_gan_declares_its_pretraining_phase_and_labels():
 @needs_mnist
 def test_the_datamodule_serves_the_games_plan_per_phase():
     model = instantiate(compose_cfg(["model=triple_gan", "model.batch_sizes.d_unlabeled=40"]).model)
-    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False)
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False)
     dm.serve(model)
     dm.setup()
     assert dm.n_labeled == 100
@@ -82,7 +82,8 @@ def test_the_datamodule_serves_the_games_plan_per_phase():
     assert dm.iterations_per_epoch(pretraining=True) == 110
     assert len(dm.val_set[0]) == 5000
     assert dm.eval_sets == ("val", "test")
-    dm.serve(DataPlan(Phase({"x": {"source": "train", "batch_size": 10}}, 7)))  # another game: all labels, 7 iterations
+    # another game, reading no labeled examples: every training image, with its label; 7 iterations an epoch
+    dm.serve(DataPlan(Phase({"x": {"source": "train", "batch_size": 10}}, 7)))
     dm.setup()
     assert dm.n_labeled is None
     assert len(dm.labeled_set[0]) == 60000

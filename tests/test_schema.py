@@ -46,8 +46,8 @@ def test_a_schema_has_each_argument_with_its_signature_default():
 
 
 def test_subclass_arguments_follow_kwargs_into_the_base():
-    # TripleGAN(**plan) forwards batch_sizes, n_labeled, epochs, epoch_length to GameModule
-    assert {"batch_sizes", "n_labeled", "epochs", "epoch_length", "alpha"} <= set(defaults_of(TripleGAN))
+    # TripleGAN(**plan) forwards batch_sizes, epochs, epoch_length to GameModule
+    assert {"batch_sizes", "epochs", "epoch_length", "alpha"} <= set(defaults_of(TripleGAN))
     assert defaults_of(TripleGAN)["weights"] == dict(DEFAULT_WEIGHTS)
 
 

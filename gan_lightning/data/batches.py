@@ -19,14 +19,14 @@ from gan_lightning.errors import ConfigError
 def first_per_class(order: torch.Tensor, labels: torch.Tensor, n_labeled: int, num_classes: int) -> torch.Tensor:
     """The first ``n_labeled / num_classes`` indices of each class in ``order`` (a permutation), sorted."""
     if n_labeled <= 0 or n_labeled % num_classes:
-        raise ConfigError(f"model.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
+        raise ConfigError(f"data.n_labeled={n_labeled} must be a positive multiple of the {num_classes} classes")
     per_class = n_labeled // num_classes
     chosen = []
     for c in range(num_classes):
         of_class = order[labels[order] == c]
         if len(of_class) < per_class:
             raise ConfigError(
-                f"model.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}"
+                f"data.n_labeled={n_labeled} asks {per_class} examples of class {c}, the set has {len(of_class)}"
             )
         chosen.append(of_class[:per_class])
     return torch.cat(chosen).sort().values

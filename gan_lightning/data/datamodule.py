@@ -21,7 +21,10 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         data_dir: data root (torchvision's layout underneath).
         image_shape, num_classes: what the config promises the models (checked against the dataset).
-        label_seed: which training images carry a label when the game asks for ``model.n_labeled`` of them.
+        n_labeled: how many training images carry a label for a game that reads labeled examples (semi-supervised:
+            Triple-GAN, the classifier), balanced per class; null: every one. Games that read no labeled examples
+            (the GANs) train on every training image whatever it says.
+        label_seed: which ``n_labeled`` training images carry a label.
         label_split: how ``label_seed`` picks the labeled subset: ``official`` (the official Triple-GAN scripts' numpy
             permutation of the whole training set: the same images for the same seed) or ``torch`` (a seeded
             ``torch.randperm``).
@@ -49,6 +52,7 @@ class ImageDataModule(L.LightningDataModule):
         data_dir: str,
         image_shape: tuple[int, int, int] | list[int],
         num_classes: int,
+        n_labeled: int | None = None,
         label_seed: int = 1,
         label_split: str = "official",
         val_size: int | float = 5000,
@@ -67,6 +71,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         self.data_dir = str(data_dir)
         self.plan: DataPlan | None = None  # the game's, from serve()
+        self.labels = n_labeled  # what the config asks; ``n_labeled`` is what the game served draws
         self.label_seed, self.val_size, self.val_seed = int(label_seed), val_size, int(val_seed)
         self.label_split = label_split
         self.eval_batch_size, self.download, self.verify = int(eval_batch_size), bool(download), bool(verify_checksums)
@@ -80,7 +85,9 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def n_labeled(self) -> int | None:
-        return self.plan.n_labeled if self.plan is not None else None
+        """Training images with a label for the game served: ``data.n_labeled`` when it reads labeled examples, else
+        None (every training image, with its label)."""
+        return self.labels if self.plan is not None and self.plan.reads_labeled else None
 
     def serve(self, game: object) -> None:
         """Take the game's data plan (its streams per phase, how many images carry a label; a game or a ``DataPlan``)
@@ -98,11 +105,15 @@ class ImageDataModule(L.LightningDataModule):
                         f"{type(game).__name__} reads stream '{name}' from '{spec['source']}'; "
                         f"{self.name or type(self).__name__} serves {list(SOURCES)}"
                     )
-        if self.splits is not None and (plan.n_labeled, plan.validates) != (self.n_labeled, self.validates):
-            self.splits = None  # set up for another labeled subset: the next setup() draws this one
+        before = (self.n_labeled, self.validates)
         self.plan = plan
+        if self.splits is not None and before != (self.n_labeled, self.validates):
+            self.splits = None  # set up for another labeled subset: the next setup() draws this one
 
     def _validate_config(self) -> None:
+        n = self.labels
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+            raise ConfigError(f"data.n_labeled={n!r}: expects a positive integer (or null for all labels)")
         if self.label_split not in LABEL_SPLITS:
             raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
         if self.eval_batch_size <= 0:
@@ -132,7 +143,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         n_labeled = self.n_labeled
         if n_labeled is not None and n_labeled > len(splits.train_y):
-            raise ConfigError(f"model.n_labeled={n_labeled} is larger than the training set ({len(splits.train_y)})")
+            raise ConfigError(f"data.n_labeled={n_labeled} is larger than the training set ({len(splits.train_y)})")
         # the labeled subset is drawn from the whole training set (the official splits keep their images), then the
         # validation set from the images left; the game trains on everything but the validation set
         labeled = (

@@ -21,7 +21,7 @@ from gan_lightning.config_check import Count, Settings, check_arguments
 from gan_lightning.errors import ConfigError, TrainingError
 from gan_lightning.lightning_compat import logs_this_step
 from gan_lightning.models.state import rng_states, set_rng_states
-from gan_lightning.plan import DataPlan, check_n_labeled, declare
+from gan_lightning.plan import DataPlan, declare
 from gan_lightning.strategies import average_gradients
 
 RANGES = {"tanh": (-1.0, 1.0), "unit": (0.0, 1.0)}
@@ -48,7 +48,6 @@ class GameModule(L.LightningModule):
         batch_sizes: the batch size of each stream the game reads (``STREAMS``), e.g. ``{real: 64}``.
         pretrain_batch_sizes: those of its pre-training's streams (``PRETRAIN_STREAMS``), for a game that has one.
         epoch_length: iterations per epoch, or the stream whose pass over its source is one; null: ``EPOCH_LENGTH``.
-        n_labeled: training images that carry a label (balanced per class, chosen by ``data.label_seed``); null: all.
         epochs: epochs of the game (after any pre-training): the trainer's ``max_epochs`` follows from them.
 
     A game declares in its class what it draws from the data: ``STREAMS`` (the names ``training_step`` reads and
@@ -73,7 +72,6 @@ class GameModule(L.LightningModule):
         batch_sizes: Mapping[str, int] | None = None,
         pretrain_batch_sizes: Mapping[str, int] | None = None,
         epoch_length: int | str | None = None,
-        n_labeled: int | None = None,
         epochs: Count = 100,
     ) -> None:
         super().__init__()
@@ -92,7 +90,6 @@ class GameModule(L.LightningModule):
                 )
                 if pretrain
                 else None,
-                n_labeled=check_n_labeled(n_labeled),
                 validates=self.VALIDATES,
             )
         self.automatic_optimization = False

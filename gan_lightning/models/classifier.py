@@ -18,7 +18,7 @@ class Classifier(ClassifierEvaluation, GameModule):
     classifier: the network (logits); optimizer: its optimizer factory.
     l2_weight: weight of the L2 penalty on the classifier's last layer (``classifier.head``).
     ema_decay: decay of the evaluated EMA copy.
-    batch_sizes ({labeled: N}), epoch_length, n_labeled, epochs: what it draws from the data (``GameModule``).
+    batch_sizes ({labeled: N}), epoch_length, epochs: what it draws from the data (``GameModule``).
     """
 
     STREAMS: ClassVar[dict[str, str]] = {"labeled": "labeled"}

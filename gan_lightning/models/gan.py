@@ -34,7 +34,7 @@ class GAN(GeneratorGrid, GameModule):
         step scores them detached and G's step trains through them (as PyTorch's DCGAN example). The losses are
         those of a fresh G forward in G's step (same z, G unchanged in between); G's batch-norm running
         statistics move once per batch instead of twice. false: G runs again in its step.
-    data_range, latent_dist, channels_last, batch_sizes ({real: N}), epoch_length, n_labeled, epochs: ``GameModule``.
+    data_range, latent_dist, channels_last, batch_sizes ({real: N}), epoch_length, epochs: ``GameModule``.
     """
 
     STREAMS: ClassVar[dict[str, str]] = {"real": "train"}  # one batch of real images (with labels if conditional)

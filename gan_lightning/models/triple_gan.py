@@ -50,7 +50,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
     grid_columns, grid_seed: the fixed-noise grid, one row per class.
     data_range, latent_dist and the data (``GameModule``): batch_sizes of the game's four streams, pretrain_batch_sizes
-        of the pre-training's two, n_labeled, epochs of the game (one epoch: one pass of C's unlabeled stream).
+        of the pre-training's two, epochs of the game (one epoch: one pass of C's unlabeled stream).
     """
 
     # per iteration: C's labeled and unlabeled batches, D's labeled and unlabeled ones

@@ -76,8 +76,12 @@ def test_the_queue_goes_on_where_it_stopped_and_appends_each_pair(tmp_path, monk
         ["--results", str(results), "--max-pairs", "1", "--only", "20", "--runs-dir", str(tmp_path / "runs")]
     )
     assert ran[-1] == (20, 1)
+    ssl_study.main(
+        ["--results", str(results), "--max-pairs", "1", "--splits", "5", "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert ran[-1] == (100, 5)  # ahead of split 4
     rows = json.loads(results.read_text())["rows"]
-    assert len(rows) == 3 + 2 * 3
+    assert len(rows) == 3 + 2 * 4
     assert {(r["n_labeled"], r["label_seed"], r["run"]) for r in rows} >= {
         (100, 3, "ablation"),
         (20, 1, "game"),
@@ -90,7 +94,7 @@ def test_the_queue_goes_on_where_it_stopped_and_appends_each_pair(tmp_path, monk
     monkeypatch.setattr(ssl_study, "preset_version", lambda: "def5678")
     ssl_study.main(["--results", str(results), "--max-pairs", "1", "--runs-dir", str(tmp_path / "runs")])
     assert ran[-1] == (100, 1)
-    assert len(ran) == 5
+    assert len(ran) == 6
 
 
 def test_the_queue_starts_no_pair_that_would_end_after_stop_by(tmp_path, monkeypatch, capsys):

@@ -22,12 +22,12 @@ STREAMS = {"real": {"source": "train", "batch_size": 64}}
 PLAN = DataPlan(Phase(STREAMS, "real"))
 
 
-def make_dm(cls, root, streams=STREAMS, epoch_length="real", n_labeled=None, **kw):
+def make_dm(cls, root, streams=STREAMS, epoch_length="real", **kw):
     """A datamodule serving a game that draws ``streams`` (as ``model.batch_sizes`` would make them)."""
     args = {"data_dir": str(root), "image_shape": cls.image_shape, "num_classes": 10, "download": False}
     args.update(kw)
     dm = cls(**args)
-    dm.serve(DataPlan(Phase(streams, epoch_length), n_labeled=n_labeled))
+    dm.serve(DataPlan(Phase(streams, epoch_length)))
     return dm
 
 
@@ -160,8 +160,16 @@ def test_stream_batches_cycle_small_sources_and_shard_by_rank():
 def test_a_plan_the_datamodule_cannot_serve_is_one_line(data_root):
     with pytest.raises(ConfigError, match=r"reads stream 'real' from 'nowhere'; MNIST serves \['train', 'labeled'\]"):
         make_dm(MNISTDataModule, data_root, streams={"real": {"source": "nowhere", "batch_size": 4}})
-    with pytest.raises(ConfigError, match=r"model\.n_labeled=70000 is larger than the training set"):
-        make_dm(MNISTDataModule, data_root, n_labeled=70000).setup()
+    labeled = {"l": {"source": "labeled", "batch_size": 4}}
+    with pytest.raises(ConfigError, match=r"data\.n_labeled=70000 is larger than the training set"):
+        make_dm(MNISTDataModule, data_root, labeled, "l", n_labeled=70000).setup()
+    with pytest.raises(ConfigError, match=r"data\.n_labeled=0: expects a positive integer \(or null for all labels\)"):
+        make_dm(MNISTDataModule, data_root, n_labeled=0)
+    # a game reading no labeled examples trains on every image, whatever data.n_labeled says
+    dm = make_dm(MNISTDataModule, data_root, n_labeled=100)
+    dm.setup()
+    assert dm.n_labeled is None
+    assert len(dm.labeled_set[0]) == 60000
     dm = make_dm(MNISTDataModule, data_root)
     with pytest.raises(ConfigError, match=r"has no data plan: give model\.batch_sizes"):
         dm.serve(object())
@@ -321,7 +329,7 @@ def test_image_folder_errors_are_one_line(tmp_path, problem, message):
         ImageFolderDataModule(str(tmp_path), (3, 16, 16), 3 if problem == "classes" else 2, folder=folder).setup()
 
 
-VALIDATED_100 = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"), n_labeled=100, validates=True)
+VALIDATED = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"), validates=True)
 
 
 @needs_mnist
@@ -329,10 +337,10 @@ def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_p
     from gan_lightning.data.batches import official_split
 
     index = tmp_path / "idx.json"
-    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, index_file=str(index))
-    dm.serve(VALIDATED_100)
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False, index_file=str(index))
+    dm.serve(VALIDATED)
     dm.setup()
-    whole = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False)
+    whole = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False)
     whole.setup()  # without a game: every training image, nothing held out
     full_x, full_y = whole.splits.train_x, whole.splits.train_y
     saved = json.loads(index.read_text())
@@ -354,18 +362,18 @@ def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_p
     assert [loader.name for loader in loaders] == ["val", "test"]
     assert sum(len(x) for x, _ in loaders[1]) == 10000
     # another labeled split: the same validation set, less the few images that split labels
-    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=2, download=False)
-    other.serve(VALIDATED_100)
+    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, label_seed=2, download=False)
+    other.serve(VALIDATED)
     other.setup()
     assert len(set(other.val_idx.tolist()) & set(val.tolist())) > 4950
     # a share, or none (then only the test set is evaluated)
-    share = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0.1)
-    share.serve(VALIDATED_100)
+    share = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False, val_size=0.1)
+    share.serve(VALIDATED)
     share.setup()
     assert len(share.val_idx) == 6000
     assert share.has_validation
-    none = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=0)
-    none.serve(VALIDATED_100)
+    none = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False, val_size=0)
+    none.serve(VALIDATED)
     none.setup()
     assert none.eval_sets == ("test",)
     assert not none.has_validation
@@ -378,12 +386,12 @@ def test_a_bad_validation_size_is_one_line(value):
     with pytest.raises(
         ConfigError, match=r"data.val_size=.* must be a whole number of images >= 0 or a share in \(0, 1\)"
     ):
-        MNISTDataModule("unused", (1, 28, 28), 10, val_size=value)
+        MNISTDataModule("unused", (1, 28, 28), 10, n_labeled=100, val_size=value)
 
 
 @needs_mnist
 def test_a_validation_set_too_large_for_a_class_is_one_line():
-    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, download=False, val_size=59000)
-    dm.serve(VALIDATED_100)
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, download=False, val_size=59000)
+    dm.serve(VALIDATED)
     with pytest.raises(ConfigError, match=r"data.val_size=59000 asks 5900 validation images of class 4; 5832 are left"):
         dm.setup()

@@ -34,7 +34,7 @@ SMALL = [
 ]
 
 
-HUNDRED_LABELS = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"), n_labeled=100)
+LABELED = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,10 @@ def _model(overrides=()):
 def test_official_label_split_matches_an_independent_computation(mnist):
     labels = mnist.train_y.numpy()
     for seed in (1, 2):
-        dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=seed, label_split="official", download=False)
-        dm.serve(HUNDRED_LABELS)
+        dm = MNISTDataModule(
+            str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, label_seed=seed, label_split="official", download=False
+        )
+        dm.serve(LABELED)
         dm.setup()
         # the official script: permute the training set with numpy's RandomState(seed), keep the first 10 of each class
         perm = np.random.RandomState(seed).permutation(len(labels))
@@ -73,12 +75,14 @@ def test_official_label_split_matches_an_independent_computation(mnist):
                 count[labels[i]] += 1
                 expected.append(int(i))
         assert sorted(expected) == dm.labeled_idx.tolist()
-    other = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_seed=1, label_split="torch", download=False)
-    other.serve(HUNDRED_LABELS)
+    other = MNISTDataModule(
+        str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, label_seed=1, label_split="torch", download=False
+    )
+    other.serve(LABELED)
     other.setup()
     assert other.labeled_idx.tolist() != dm.labeled_idx.tolist()  # the torch split is another set of images
     with pytest.raises(ConfigError, match=r"data\.label_split='numpy' is not one of"):
-        MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, label_split="numpy")
+        MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=100, label_split="numpy")
 
 
 def test_triple_gan_presets_use_the_official_split():

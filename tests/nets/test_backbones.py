@@ -40,7 +40,6 @@ def test_frozen_backbone_stays_and_the_head_learns_on_an_image_folder(tmp_path):
             "data.num_classes=2",
             "model.classifier.backbone=reference",
             f"model.classifier.weights={REFERENCE}",
-            "model.n_labeled=null",
             "model.batch_sizes.labeled=8",
             "model.optimizer.lr=0.05",
         ]
@@ -124,7 +123,7 @@ def test_finetuned_checkpoint_is_analysed_without_reading_the_backbone_file(tmp_
         [
             "model=finetune",
             "data=fashion_mnist",
-            "model.n_labeled=100",
+            "data.n_labeled=100",
             "model.classifier.backbone=reference",
             f"model.classifier.weights={weights}",
             "trainer=debug",
