@@ -3,6 +3,7 @@ sampled and evaluated through the CLI of that copy: the recipes' file lists are 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -49,12 +50,13 @@ def run(tree: Path, args: list[str], run_dir: Path, data_root: Path) -> subproce
     return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_the_page_has_a_worked_example_for_a_game_and_a_dataset():
+def test_the_page_has_a_worked_example_for_a_game_a_dataset_and_a_metric():
     assert set(examples()) == {
         "gan_lightning/models/hinge_gan.py",
         "conf/model/hinge_cdcgan.yaml",
         "gan_lightning/data/datamodule.py",
         "conf/data/kmnist.yaml",
+        "gan_lightning/evaluation/diversity.py",
     }
 
 
@@ -99,4 +101,47 @@ def test_the_new_dataset_serves_a_semi_supervised_run(tree, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     scalars = read_scalars(tmp_path / "run" / "tb")
     assert {"val/err_ema", "test/err_ema"} <= set(scalars)
-    assert (tmp_path / "run" / "labeled_indices.json").is_file()
+    indices = json.loads((tmp_path / "run" / "labeled_indices.json").read_text())
+    assert (indices["dataset"], indices["n_labeled"], indices["val_size"]) == ("KMNIST", 100, 500)
+
+
+def _printed_override(key: str) -> str:
+    """The page's command-line override that adds ``key`` (as printed, without the shell's quotes)."""
+    return re.search(rf"'(\+{re.escape(key)}=[^']*)'", (ROOT / "docs" / "extending.md").read_text()).group(1)
+
+
+def test_the_new_metric_is_logged_in_training_and_a_torchmetrics_one_by_evaluate(tree, tmp_path):
+    reference = ROOT / "gan_lightning" / "references" / "MNIST.pt"
+    metrics = [
+        f"callbacks.generator_metrics.reference={reference}",
+        "callbacks.generator_metrics.required=true",
+        "callbacks.generator_metrics.n_samples=500",
+        "callbacks.generator_metrics.n_real=1000",
+    ]
+    extra = _printed_override("callbacks.generator_metrics.extra.diversity")
+    proc = run(tree, ["model=gan", "trainer=debug", *metrics, extra], tmp_path / "train", DATA_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scalars = read_scalars(tmp_path / "train" / "tb")
+    diversity = [value for _, _, value in scalars["gen/diversity"]]
+    assert diversity
+    assert all(0.0 < v < 2.0 for v in diversity)
+    assert "gen/fid" in scalars  # beside the built-in metrics
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    args = ["task=evaluate", f"ckpt_path={ckpt}", f"task.reference={reference}", "task.n_samples=200"]
+    args += ["task.n_real=500", _printed_override("task.extra.mifid")]
+    proc = run(tree, args, tmp_path / "evaluate", DATA_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())["metrics"].values()
+    assert row["mifid"] > 0
+    assert (tmp_path / "evaluate" / "evaluation.md").read_text().splitlines()[0].endswith("| mifid |")
+    # a class that compares nothing is refused when the run is built, in one line
+    bad = "+callbacks.generator_metrics.extra.mean={_target_: torchmetrics.MeanMetric, _partial_: true}"
+    proc = run(tree, ["model=gan", "trainer=debug", bad], tmp_path / "bad", DATA_ROOT)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: callbacks.generator_metrics.extra.mean: MeanMetric does not compare real and generated images"
+        )
+    )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import Metric
 
 from gan_lightning.capabilities import CanGenerate, HasPhases
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, reference_path
+from gan_lightning.evaluation.generator_metrics import check_comparing
 
 
 class GeneratorEvaluation(L.Callback):
@@ -23,6 +27,8 @@ class GeneratorEvaluation(L.Callback):
         n_real: real test images compared with (the first N; null: the whole test set).
         n_samples, kid_subset_size, per_class, batch_size, prdc_samples: see ``GeneratorMetrics`` (``prdc_samples``:
             images for precision, recall, density and coverage; 0: none).
+        extra: more metrics, logged as ``gen/<name>``: ``{name: a torchmetrics Metric class comparing real and
+            generated images as FID does}`` (``GeneratorMetrics``'s ``extra``; checked when the callback is built).
     """
 
     def __init__(
@@ -37,9 +43,13 @@ class GeneratorEvaluation(L.Callback):
         per_class: bool = True,
         batch_size: int = 1000,
         prdc_samples: int = 5000,
+        extra: Mapping[str, Callable[..., Metric]] | None = None,
     ) -> None:
         if every_n_epochs <= 0:
             raise ConfigError(f"callbacks.generator_metrics.every_n_epochs={every_n_epochs} must be positive")
+        for name, factory in (extra or {}).items():
+            check_comparing(name, factory, "callbacks.generator_metrics.extra")
+        self.extra = dict(extra or {})
         self.reference_dir, self.reference, self.required = reference_dir, reference, bool(required)
         self.every_n_epochs, self.n_samples, self.kid_subset_size = (
             int(every_n_epochs),
@@ -78,6 +88,7 @@ class GeneratorEvaluation(L.Callback):
             per_class=self.per_class,
             batch_size=self.batch_size,
             prdc_samples=self.prdc_samples,
+            extra=self.extra,
         )
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict | None:

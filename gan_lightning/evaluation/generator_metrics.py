@@ -1,13 +1,17 @@
 """How good is a generator, measured offline: FID, KID and Inception Score (torchmetrics) in the feature space of
 the dataset's reference network, and for conditional generators the conditional accuracy (does the reference
-net see class y in G(z, y)?) and the FID of each class."""
+net see class y in G(z, y)?) and the FID of each class; plus any metric that compares real and generated images the
+way torchmetrics' FID does (``extra``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
@@ -49,6 +53,24 @@ class ReferenceFeatures(nn.Module):
         return self.shared(x)[self.index]
 
 
+def check_comparing(name: str, factory: object, key: str) -> None:
+    """A metric of ``extra`` must be a torchmetrics ``Metric`` comparing real and generated images as FID does: built
+    with ``feature=`` (the network whose features it compares) and ``reset_real_features=``, updated with
+    ``update(images, real)``. One line at build time otherwise."""
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    allowed = "a torchmetrics Metric class (given with _partial_: true) taking feature= and reset_real_features="
+    if not (inspect.isclass(cls) and issubclass(cls, Metric)):
+        raise ConfigError(f"{key}.{name}: {cls!r} is not {allowed}")
+    params = inspect.signature(cls).parameters
+    missing = [p for p in ("feature", "reset_real_features") if p not in params]
+    if missing or "real" not in inspect.signature(cls.update).parameters:
+        what = f"its constructor has no {missing[0]}=" if missing else "its update() takes no real="
+        raise ConfigError(
+            f"{key}.{name}: {cls.__name__} does not compare real and generated images ({what}); "
+            f"expected {allowed} and update(images, real)"
+        )
+
+
 class GeneratorMetrics:
     """Evaluate generators against ``real`` images (uint8 ``(N, C, H, W)`` and labels) of one dataset.
 
@@ -63,6 +85,10 @@ class GeneratorMetrics:
         prdc_samples: real and generated images for precision, recall, density and coverage (k = ``prdc_k``) in the
             reference features (``gan_lightning.evaluation.prdc``); 0: not computed.
         batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
+        extra: more metrics by name, each a torchmetrics ``Metric`` class (or a partial of one) that compares real
+            and generated images as FID does (``check_comparing``): built here with the reference network's
+            features, given the real images once, reported as ``<name>`` (a pair of values: ``<name>``,
+            ``<name>_std``).
     """
 
     def __init__(
@@ -79,7 +105,10 @@ class GeneratorMetrics:
         prdc_samples: int = 5000,
         prdc_k: int = 3,
         inception_weights: str | None = None,
+        extra: Mapping[str, Callable[..., Metric]] | None = None,
     ) -> None:
+        for name, factory in (extra or {}).items():
+            check_comparing(name, factory, "extra")
         if n_samples < 2 * reference.num_classes:
             raise ConfigError(
                 f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed"
@@ -105,6 +134,9 @@ class GeneratorMetrics:
             FrechetInceptionDistance(feature=feats, reset_real_features=False, **local) for _ in range(self.num_classes)
         )
         self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro", **local)
+        self.extra = {
+            name: factory(feature=feats, reset_real_features=False, **local) for name, factory in (extra or {}).items()
+        }
         if prdc_samples < 0 or prdc_k < 1:
             raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")
         self.prdc_samples, self.prdc_k = int(prdc_samples), int(prdc_k)
@@ -125,6 +157,7 @@ class GeneratorMetrics:
             self.class_fid,
             self.cond_acc,
             self.inception_net,
+            *self.extra.values(),
         ):
             if m is not None:
                 m.to(self.device)
@@ -141,8 +174,8 @@ class GeneratorMetrics:
     def _add_real(self) -> None:
         kept = 0
         for xb, yb in self._batches(self.real_x, self.real_y):
-            self.fid.update(xb, real=True)
-            self.kid.update(xb, real=True)
+            for m in (self.fid, self.kid, *self.extra.values()):
+                m.update(xb, real=True)
             if kept < self.prdc_samples:
                 self.real_features.append(
                     self.shared(xb)[0][: self.prdc_samples - kept].cpu()
@@ -166,15 +199,15 @@ class GeneratorMetrics:
         """Metrics of given images in [0, 1] (``labels``: the asked classes, or None for unconditional ones)."""
         if not self._real_done:
             self._add_real()
-        for m in (self.fid, self.kid, self.inception, self.cond_acc, *self.class_fid):
+        for m in (self.fid, self.kid, self.inception, self.cond_acc, *self.class_fid, *self.extra.values()):
             m.reset()
         if labels is None:
             labels = torch.full((len(images),), -1, dtype=torch.long)
         fake_features: list[torch.Tensor] = []
         kept = 0
         for xb, yb in self._batches(images, labels):
-            self.fid.update(xb, real=False)
-            self.kid.update(xb, real=False)
+            for m in (self.fid, self.kid, *self.extra.values()):
+                m.update(xb, real=False)
             self.inception.update(xb)
             if kept < self.prdc_samples:
                 fake_features.append(self.shared(xb)[0][: self.prdc_samples - kept].cpu())
@@ -194,6 +227,12 @@ class GeneratorMetrics:
             "is_mean": float(is_mean),
             "is_std": float(is_std),
         }
+        for name, metric in self.extra.items():
+            value = metric.compute()
+            if isinstance(value, tuple | list):
+                out[name], out[f"{name}_std"] = float(value[0]), float(value[1])
+            else:
+                out[name] = float(value)
         if self.inception_net is not None:
             if not self.inception_net.real_done:
                 self.inception_net.add_real(xb for xb, _ in self._batches(self.real_x, self.real_y))
@@ -223,9 +262,9 @@ class GeneratorMetrics:
         return self.evaluate_images(images, y if conditional else None)
 
 
-def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+def markdown_table(rows: dict[str, dict[str, float]], extra: Sequence[str] = ()) -> str:
     """``{name: metrics}`` as a Markdown table (FID, KID, IS, precision, recall, density, coverage, conditional
-    accuracy, mean per-class FID)."""
+    accuracy, mean per-class FID, then the ``extra`` metrics by name)."""
     cols = [
         ("FID", "fid", "{:.2f}"),
         ("KID x 1e3", "kid_mean", "{:.2f}"),
@@ -238,6 +277,7 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
         ("Inception IS", "inception_is", "{:.2f}"),
         ("cond. acc", "cond_acc", "{:.2%}"),
         ("mean class FID", "fid_class_mean", "{:.2f}"),
+        *((name, name, "{:.4g}") for name in extra),
     ]
     cols = [c for c in cols if any(c[1] in m for m in rows.values())]  # e.g. the Inception columns only when computed
     lines = ["| model | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---|" * len(cols)]

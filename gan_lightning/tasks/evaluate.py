@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from torchmetrics import Metric
 
 from gan_lightning.capabilities import CanGenerate
 from gan_lightning.checkpoints import build_datamodule, load_game
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_table, reference_path
+from gan_lightning.evaluation.generator_metrics import check_comparing
 from gan_lightning.evaluation.inception import check_weights
 
 
@@ -31,9 +34,12 @@ def evaluate(
     device: str = "cpu",
     out_dir: str | None = None,
     inception_weights: str | None = None,
+    extra: Mapping[str, Callable[..., Metric]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set; with
     ``inception_weights`` (or ``$GAN_LIGHTNING_INCEPTION``) also the literature's Inception-v3 FID, KID and IS."""
+    for name, factory in (extra or {}).items():
+        check_comparing(name, factory, "task.extra")
     inception_weights = inception_weights or os.environ.get("GAN_LIGHTNING_INCEPTION") or None
     if inception_weights:
         check_weights(inception_weights)  # one line before any checkpoint is read
@@ -64,13 +70,14 @@ def evaluate(
                 n_samples=n_samples,
                 kid_subset_size=kid_subset_size,
                 inception_weights=inception_weights,
+                extra=extra,
             ).to(device)
         rows[name] = evaluators[dm_name].evaluate(model.to(device))
         print(
             f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in rows[name].items() if not k.startswith("fid_class/")),
             flush=True,
         )
-    table = markdown_table(rows)
+    table = markdown_table(rows, extra=list(extra or {}))
     out = Path(out_dir or cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(
