@@ -139,6 +139,27 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     png = stem.with_suffix(".png").read_bytes()  # the error curves, one line per split
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 5000
+    # where the trained classifiers err on their validation sets (bench.split_errors), from the same two runs
+    dirs = [runs / f"triple_gan_fast_labels{ls}" for ls in (2, 3)]
+    errors = tmp_path / "split_errors"
+    cmd = [sys.executable, "-m", "bench.split_errors", "--runs", *map(str, dirs), "--out", str(errors)]
+    cmd += ["--figure", str(tmp_path / "split_errors.png")]
+    env = {**os.environ, "GAN_LIGHTNING_DATA": str(data_root)}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    analysed = json.loads(errors.with_suffix(".json").read_text())
+    for ls, run_dir in zip((2, 3), dirs):
+        r, split = analysed[run_dir.name], splits[ls]
+        wrong = set(r["wrong_indices"])
+        assert len(wrong) == round(r["val_err_ema"] * 5000)
+        assert wrong <= set(split["val_indices"])  # validation images only, none of them labeled
+        assert sum(r["val_err_per_class"]) / 10 == pytest.approx(r["val_err_ema"], abs=1e-3)  # balanced classes
+        assert {c["index"] for c in r["culprits"]} <= set(split["indices"])  # culprits are labeled images
+        assert sum(t != p for t, p, _ in r["confusions"]) == len(r["confusions"])
+        assert len(r["g_cond_acc_per_class"]) == 10  # one game epoch played: G and D are analysed
+        assert 0.0 <= r["d_prefers_true_label"] <= 1.0
+        assert r["wrong_in_every_run"] == len(wrong & set(analysed[dirs[1 - (ls - 2)].name]["wrong_indices"]))
+    assert errors.with_suffix(".md").read_text().count("| triple_gan_fast_labels") == 2
 
 
 def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
