@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import DATA_ROOT, ROOT, needs_mnist, run_cli, start_cli
 
-from gan_lightning.checkpoints import AtomicCheckpointIO
+from gan_lightning.checkpoints import AtomicCheckpointIO, check_resumable
+from gan_lightning.errors import ConfigError
 
 pytestmark = [needs_mnist, pytest.mark.slow, pytest.mark.xdist_group("resume")]  # CLI runs sharing an uninterrupted run
 RUN = [
@@ -218,3 +219,31 @@ def test_resume_refuses_a_directory_holding_another_finished_run(uninterrupted_d
     assert proc.returncode == 2
     assert "error: resume=true: " in proc.stderr
     assert "holds a finished run of other overrides (seed=7)" in proc.stderr
+
+
+def _run_config(model: dict | None = None, **data) -> dict:
+    game = {"_target_": "gan_lightning.models.triple_gan.TripleGAN", **(model or {})}
+    return {"model": game, "data": {"_target_": "gan_lightning.data.MNISTDataModule", "num_classes": 10, **data}}
+
+
+@pytest.mark.parametrize(
+    "stored,current,refused",
+    [
+        (_run_config(n_labeled=100, label_seed=1), _run_config(n_labeled=100, label_seed=1), None),
+        (_run_config(n_labeled=100, label_seed=1), _run_config(n_labeled=100, label_seed=2), "data.label_seed=1"),
+        (_run_config(n_labeled=100), _run_config(n_labeled=50), "data.n_labeled=100"),
+        # a run of a release where the labeled split was the model's: read in its new place
+        (_run_config({"n_labeled": 100}), _run_config(n_labeled=100), None),
+        (_run_config({"n_labeled": 100}), _run_config(n_labeled=20), "data.n_labeled=100"),
+        (_run_config(), _run_config(n_labeled=20), None),  # older still: it did not say, nothing to compare
+        (_run_config(val_size=5000), _run_config(val_size=0), "data.val_size=5000"),
+    ],
+)
+def test_a_resumed_run_keeps_its_labeled_split_and_validation_set(stored, current, refused):
+    ckpt = {"run_config": stored, "state_dict": {}}
+    if refused is None:
+        check_resumable(ckpt, current)
+        return
+    with pytest.raises(ConfigError, match=rf"was trained with {refused}; this run has data\.") as err:
+        check_resumable(ckpt, current)
+    assert len(str(err.value).splitlines()) == 1
