@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bench.plots import write
 from gan_lightning.data.batches import held_out_per_class, official_split
 from gan_lightning.data.sources import load_idx
 from gan_lightning.evaluation.reference import load_reference
@@ -149,10 +150,7 @@ def figure(out: dict, data_root: str, path: Path) -> None:
         "red: the reference net reads another class or is < 90 % sure",
         fontsize=8,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    write(fig, path, dpi=130)
 
 
 def main(argv: list[str] | None = None) -> None:

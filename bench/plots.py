@@ -84,7 +84,14 @@ def save(panels: Sequence[Panel], path: Path, title: str, share_y: bool = False)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
+    write(fig, path, dpi=110)
+
+
+def write(fig, path: Path, dpi: int) -> None:
+    """A finished matplotlib figure to a PNG at ``path`` (its folder made), then closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.plots import write
 from gan_lightning.checkpoints import load_game
 from gan_lightning.data.sources import load_idx
 from gan_lightning.errors import ConfigError
@@ -185,10 +186,7 @@ def figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
         "reference network's (red: it disagrees with the label too)",
         fontsize=7,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    write(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
