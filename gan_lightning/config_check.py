@@ -52,6 +52,7 @@ class Range:
 Share = Annotated[float, Range(0, 1)]  # a share or a probability, [0, 1]
 PositiveInt = Annotated[int, Range(1)]
 Count = Annotated[int, Range(0)]  # a whole number >= 0 (epochs, steps)
+Decay = Annotated[float, Range(0, 1, high_open=True)]  # of an exponential moving average, [0, 1)
 
 
 def _limits(hint: Any) -> tuple[list[Range], tuple | None, bool]:

@@ -5,18 +5,17 @@ as a mean teacher; confusion matrices at the end."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from gan_lightning.errors import ConfigError
+from gan_lightning.models.averaging import average_into, averaged_copy
 
 
 @contextmanager
@@ -32,23 +31,6 @@ def batch_stats_frozen(module: nn.Module, frozen: bool = True) -> Iterator[None]
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-
-
-def ema_with_warmup(decay: float) -> Callable:
-    """``multi_avg_fn`` for ``AveragedModel``: exponential moving average whose decay grows as
-    ``min(decay, (1 + n) / (10 + n))`` over the first updates ``n``. Without the warm-up the copy keeps the
-    initial weights and BN statistics (running variance 1) for about ``1 / (1 - decay)`` steps and, with BN,
-    classifies everything as one class long after the network itself has learnt. Integer buffers are copied."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():
-            torch._foreach_copy_(averaged, current)
-            return
-        weight = 1.0 - torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay).to(averaged[0].dtype)
-        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
-
-    return update
 
 
 EVAL_SETS = ("val", "test")  # the names of the evaluation passes (``EvalBatches.name``), the prefix of their metrics
@@ -72,8 +54,7 @@ class ClassifierEvaluation:
         if not 0.0 <= ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={ema_decay} must be in [0, 1)")
         self.num_classes = num_classes
-        self.ema = AveragedModel(copy.deepcopy(classifier), multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
-        self.ema.requires_grad_(False)
+        self.ema = averaged_copy(classifier, ema_decay)
         self.eval_acc = nn.ModuleDict(
             {
                 s: nn.ModuleDict({k: MulticlassAccuracy(num_classes, average="micro") for k in ("c", "ema")})
@@ -97,21 +78,8 @@ class ClassifierEvaluation:
             self.ema.train(was_training)
 
     def update_ema(self) -> None:
-        """One EMA update. With ``bare_steps`` (inside a CUDA graph) the averaging function is applied directly:
-        ``AveragedModel.update_parameters`` reads its counter back to the host; the copy has been initialised by
-        an earlier update."""
-        if not (self.bare_steps and getattr(self, "_ema_started", False)):
-            self.ema.update_parameters(self.classifier)
-            self._ema_started = True
-            return
-        averaged = [*self.ema.module.parameters(), *self.ema.module.buffers()]
-        current = [*self.classifier.parameters(), *self.classifier.buffers()]
-        floats = [(a.detach(), c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
-        others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
-        self.ema.multi_avg_fn(*map(list, zip(*floats)), self.ema.n_averaged)
-        if others:
-            torch._foreach_copy_(*map(list, zip(*others)))
-        self.ema.n_averaged += 1
+        """One update of C's EMA copy (also inside a CUDA graph: ``average_into``)."""
+        average_into(self.ema, self.classifier, self.bare_steps)
 
     def on_validation_epoch_start(self) -> None:
         loaders = self.trainer.val_dataloaders

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.config_check import PositiveInt, check_arguments
+from gan_lightning.config_check import Decay, PositiveInt, check_arguments
 from gan_lightning.errors import ConfigError
 from gan_lightning.lightning_compat import total_batch_index
 from gan_lightning.models.base import GameModule, Optimizers
@@ -28,6 +28,7 @@ class GAN(GeneratorGrid, GameModule):
         1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
     conditional: pass labels to both networks; fakes get labels drawn uniformly.
     grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
+    g_ema_decay: decay of an EMA copy of G that renders the grids, samples and generator metrics (null: G itself).
     joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
         same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
     reuse_g_forward: on a batch with both a D and a G step, G's samples are generated once, with their graph: D's
@@ -56,6 +57,7 @@ class GAN(GeneratorGrid, GameModule):
         conditional: bool = False,
         grid_size: PositiveInt = 64,
         grid_seed: int = 0,
+        g_ema_decay: Decay | None = None,
         joint_d_forward: bool = True,
         reuse_g_forward: bool = True,
         **game: Any,
@@ -74,7 +76,7 @@ class GAN(GeneratorGrid, GameModule):
         self.generator, self.discriminator = generator, discriminator
         self.joint_d = bool(joint_d_forward) and not batch_stat_layers(discriminator)
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
-        self.init_grid(grid_size, grid_seed, self.num_classes if conditional else 0)
+        self.init_grid(grid_size, grid_seed, self.num_classes if conditional else 0, g_ema_decay)
 
     def optimized(self) -> dict[str, nn.Module]:
         return {"g": self.generator, "d": self.discriminator}
@@ -152,5 +154,6 @@ class GAN(GeneratorGrid, GameModule):
                 fake_logits = self._d(self(z, y_fake) if fake_g is None else fake_g, y_fake)
                 loss_g = losses.g_loss(fake_logits, self.hparams.loss)
                 self.step(opt.g, loss_g, "generator")
+            self.update_generator_ema()
             scalars["train/g/loss"] = loss_g.detach()
         return scalars

@@ -1,4 +1,5 @@
-"""Mixin of the games that can generate: the fixed-noise grid and ``generate(z, y)`` in [0, 1]."""
+"""Mixin of the games that can generate: the fixed-noise grid, ``generate(z, y)`` in [0, 1], and optionally an EMA copy
+of G that renders them."""
 
 from __future__ import annotations
 
@@ -6,14 +7,25 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from gan_lightning.errors import ConfigError
+from gan_lightning.models.averaging import average_into, averaged_copy
 
 
 class GeneratorGrid:
     """Mixin for games with a generator: ``generate(z, y)`` renders images in [0, 1] with G in eval mode;
     ``sample_images()`` renders the fixed codes ``self.fixed_z``, ``self.fixed_y`` (buffers, so they travel with
-    checkpoints) for the ``SampleGrid`` callback. ``conditional`` games take labels (integers or class weights)."""
+    checkpoints) for the ``SampleGrid`` callback. ``conditional`` games take labels (integers or class weights).
+
+    With an EMA copy of G (``init_grid(..., g_ema_decay=...)``, updated by the game after each G step: call
+    ``update_generator_ema()``) every image the game renders for the outside (grids, generator metrics, ``task=sample``)
+    comes from the copy, the average of G's recent weights, as GANs are usually sampled (BigGAN, StyleGAN); the game
+    itself trains and samples G."""
 
     generator: nn.Module
+    g_ema: AveragedModel | None
+    bare_steps: bool
     grid_nrow: int
     latent_dim: int
     num_classes: int
@@ -31,18 +43,29 @@ class GeneratorGrid:
         """Whether G takes labels (a game whose G may not overrides this)."""
         return True
 
+    def update_generator_ema(self) -> None:
+        """After a G step: the EMA copy of G one step closer to G (nothing without a copy)."""
+        if self.g_ema is not None:
+            average_into(self.g_ema, self.generator, self.bare_steps)
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z[, y]) in [0, 1], G in eval mode (BN running statistics), its previous mode restored."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.to_unit(self(z, y) if self.is_conditional else self(z)).float()
-        self.generator.train(was_training)
+        """G(z[, y]) in [0, 1] (G's EMA copy when the game keeps one), in eval mode (BN running statistics), its
+        previous mode restored."""
+        net = self.g_ema.module if self.g_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        images = self.to_unit(net(z, y) if self.is_conditional else net(z)).float()
+        net.train(was_training)
         return images.contiguous()
 
-    def init_grid(self, size: int, seed: int, classes: int = 0) -> None:
+    def init_grid(self, size: int, seed: int, classes: int = 0, g_ema_decay: float | None = None) -> None:
         """The fixed codes of the sample grid (buffers: they travel with checkpoints), ``size`` drawn with ``seed``:
-        with ``classes``, one row per class and the same code down each column; else a square of unlabeled samples."""
+        with ``classes``, one row per class and the same code down each column; else a square of unlabeled samples.
+        ``g_ema_decay``: keep an EMA copy of G with this decay, which renders (None: G renders)."""
+        if g_ema_decay is not None and not 0.0 <= g_ema_decay < 1.0:
+            raise ConfigError(f"model.g_ema_decay={g_ema_decay} must be in [0, 1) (or null: no EMA copy of G)")
+        self.g_ema = None if g_ema_decay is None else averaged_copy(self.generator, g_ema_decay)
         z = self.sample_z(size, self.latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu")
         if classes:
             self.register_buffer("fixed_z", z.repeat(classes, 1))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.config_check import PositiveInt, Range, Share, check_arguments, check_multiple
+from gan_lightning.config_check import Decay, PositiveInt, Range, Share, check_arguments, check_multiple
 from gan_lightning.lightning_compat import batches_started
 from gan_lightning.models.base import GameModule, Optimizers
 from gan_lightning.models.evaluation import ClassifierEvaluation
@@ -49,6 +49,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     generator_batch: size of G's batch, class-balanced (generator_batch / num_classes per class).
     ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
     grid_columns, grid_seed: the fixed-noise grid, one row per class.
+    g_ema_decay: an EMA copy of G renders grids, samples and generator metrics (null: G; the game and R_P use G).
     data_range, latent_dist and the data (``GameModule``): batch_sizes of the game's four streams, pretrain_batch_sizes
         of the pre-training's two, epochs of the game (one epoch: one pass of C's unlabeled stream).
     """
@@ -81,6 +82,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         ema_decay: float = 0.99,
         grid_columns: PositiveInt = 10,
         grid_seed: int = 0,
+        g_ema_decay: Decay | None = None,
         data_range: Literal["tanh", "unit"] = "unit",
         latent_dist: Literal["normal", "uniform"] = "uniform",
         **game: Any,
@@ -103,7 +105,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         self.init_terms(num_classes)
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
-        self.init_grid(grid_columns, grid_seed, num_classes)
+        self.init_grid(grid_columns, grid_seed, num_classes, g_ema_decay)
         g_labels = torch.arange(num_classes).repeat_interleave(generator_batch // num_classes)  # G's batch, balanced
         self.register_buffer("g_labels", g_labels, persistent=False)
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # the adversarial warm-up's weight now
@@ -194,6 +196,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
             g_adv = losses.g_adversarial(self.discriminator(x_g, y_g))
             loss_g = w["g_adv"] * (1.0 - a) * g_adv
             self.step(opt.g, loss_g, "generator")
+            self.update_generator_ema()
 
         # ---- C step: fool the updated D on (x_u, y ~ C) + R_L + regularisers [+ R_P], the adversarial and
         # pseudo-label weights scaled by the warm-up's ramp.

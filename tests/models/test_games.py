@@ -322,6 +322,30 @@ def test_ema_batch_norm_statistics_follow_the_network_early(mnist):
     assert model.ema.module.features[1].running_var.max() < 0.02
 
 
+@pytest.mark.parametrize("game", [["model=cdcgan", "model.batch_sizes.real=16"], SMALL_TRIPLE])
+def test_an_ema_copy_of_g_renders_and_travels_in_checkpoints(mnist, game):
+    """decay 0: the copy is G after each of its steps; 0.5: it lags G. What the game renders comes from the copy."""
+    for decay in (0.0, 0.5):
+        L.seed_everything(0)
+        model = instantiate(compose_cfg([*game, f"model.g_ema_decay={decay}"]).model)
+        rec = Recorder(["generator"])
+        fit(model, batches(mnist, model, 3), 3, [rec])
+        assert sum(changed == {"generator"} for _, changed in rec.events) == 3  # three G steps, averaged
+        same = all(torch.equal(a, b) for a, b in zip(model.g_ema.module.parameters(), model.generator.parameters()))
+        assert same == (decay == 0.0)
+        z, y = model.fixed_z[:20], model.fixed_y[:20]
+        model.generator.eval()
+        model.g_ema.module.eval()
+        with torch.no_grad():
+            from_copy = model.to_unit(model.g_ema.module(z, y))
+            from_g = model.to_unit(model.generator(z, y))
+        assert torch.allclose(model.generate(z, y), from_copy)
+        assert torch.allclose(model.generate(z, y), from_g) == (decay == 0.0)
+    fresh = instantiate(compose_cfg([*game, "model.g_ema_decay=0.5"]).model)
+    fresh.load_state_dict(model.state_dict(), strict=True)  # as a checkpoint is loaded: the copy's weights in it
+    assert torch.allclose(fresh.generate(z, y), model.generate(z, y), atol=1e-6)  # (another memory layout)
+
+
 def test_bad_model_settings_are_config_errors():
     for overrides, message in [
         (["model.alpha=1.5"], "alpha=1.5"),
@@ -329,6 +353,7 @@ def test_bad_model_settings_are_config_errors():
         (["+model.weights.c_entrpy=1"], "unknown terms \\['c_entrpy'\\]"),
         (["model.generator_batch=25"], "multiple of the 10 classes"),
         (["model.ema_decay=1.0"], "ema_decay"),
+        (["model.g_ema_decay=1.0"], r"model.g_ema_decay=1.0 must be in \[0, 1\)"),
     ]:
         with pytest.raises(Exception, match=message) as err:
             instantiate(compose_cfg(overrides).model)

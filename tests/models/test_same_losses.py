@@ -83,19 +83,19 @@ class StepScalars(L.Callback):
         )
 
 
-def record(name: str, tmp: Path) -> dict:
+def record(name: str, tmp: Path, extra: tuple[str, ...] = ()) -> dict:
     from gan_lightning.tasks.train import build
 
     torch.set_num_threads(1)
-    cfg = compose_cfg([*RUNS[name], *COMMON, "trainer.precision=32-true"], tmp)
+    cfg = compose_cfg([*RUNS[name], *COMMON, "trainer.precision=32-true", *extra], tmp)
     datamodule, model, trainer = build(cfg)
     scalars = StepScalars()
     trainer.callbacks.append(scalars)
     trainer.fit(model, datamodule=datamodule)
     sums = {
         net: float(sum(p.detach().double().sum() for p in getattr(model, net).parameters()))
-        for net in ("generator", "discriminator", "classifier")
-        if hasattr(model, net)
+        for net in ("generator", "discriminator", "classifier", "g_ema")
+        if getattr(model, net, None) is not None
     }
     return {"steps": scalars.steps, "parameter_sums": sums}
 
@@ -116,3 +116,18 @@ def test_a_fixed_seed_gives_the_recorded_losses(name, tmp_path):
             assert math.isclose(g[key], e[key], rel_tol=2e-4, abs_tol=1e-5), (name, i, key, g[key], e[key])
     for net, value in expected["parameter_sums"].items():
         assert math.isclose(got["parameter_sums"][net], value, rel_tol=1e-4, abs_tol=1e-3), (name, net)
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dcgan", "triple_gan_preset"])
+def test_an_ema_copy_of_g_changes_no_loss(name, tmp_path):
+    """G's EMA copy renders; the game trains exactly as without it (no random draw, no gradient of its own)."""
+    got = record(name, tmp_path, ("model.g_ema_decay=0.9",))
+    expected = json.loads(GOLDEN.read_text())[name]
+    for i, (g, e) in enumerate(zip(got["steps"], expected["steps"], strict=True)):
+        for key in e:
+            assert math.isclose(g[key], e[key], rel_tol=2e-4, abs_tol=1e-5), (name, i, key, g[key], e[key])
+    sums = got["parameter_sums"]
+    assert math.isclose(sums["generator"], expected["parameter_sums"]["generator"], rel_tol=1e-4, abs_tol=1e-3)
+    assert not math.isclose(sums["g_ema"], sums["generator"], rel_tol=1e-6)  # the average lags G
