@@ -117,7 +117,8 @@ def check_arguments(func: Any, values: dict[str, Any], prefix: str) -> None:
                 raise ConfigError(problem)
 
 
-def _resolve(target: str):
+def resolve(target: str):
+    """The object a ``_target_`` names, or None where it cannot be imported."""
     module_name, _, name = target.rpartition(".")
     try:
         obj = importlib.import_module(module_name)
@@ -245,7 +246,7 @@ def check_node(node: Any, where: str) -> None:
     if not isinstance(node, dict):
         return
     target = node.get("_target_")
-    cls = _resolve(target) if isinstance(target, str) else None
+    cls = resolve(target) if isinstance(target, str) else None
     if cls is not None and callable(cls):
         params, hints, takes_any = arguments_of(cls)
         own = [n for n in params if n not in ("self", "args", "kwargs")]

@@ -77,3 +77,25 @@ def test_each_documented_command_composes_and_passes_the_checks(where, words):
             check_config(container)
     else:
         check_config(container)
+
+
+def test_the_table_of_config_groups_lists_every_choice():
+    """docs/configuration.md's table of groups names every file of each group in conf/, and nothing else."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w/]+)` \| (.*) \|$", text, re.M))
+    groups = (
+        "task",
+        "model",
+        "data",
+        "model/nets",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+        "sweep",
+        "launcher",
+    )
+    for group in groups:
+        files = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
+        named = set(re.findall(r"`(\w+)`", rows[group]))
+        assert named == files, (group, sorted(files - named), sorted(named - files))

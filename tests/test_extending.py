@@ -135,7 +135,7 @@ def test_the_new_metric_is_logged_in_training_and_a_torchmetrics_one_by_evaluate
     assert row["mifid"] > 0
     assert (tmp_path / "evaluate" / "evaluation.md").read_text().splitlines()[0].endswith("| mifid |")
     # a class that compares nothing is refused when the run is built, in one line
-    bad = "+callbacks.generator_metrics.extra.mean={_target_: torchmetrics.MeanMetric, _partial_: true}"
+    bad = "+callbacks.generator_metrics.extra.mean={_target_: torchmetrics.MeanMetric}"
     proc = run(tree, ["model=gan", "trainer=debug", bad], tmp_path / "bad", DATA_ROOT)
     assert proc.returncode == 2
     assert (

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics import Metric
 
 from gan_lightning.capabilities import CanGenerate, HasPhases
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, reference_path
-from gan_lightning.evaluation.generator_metrics import check_comparing
+from gan_lightning.evaluation.generator_metrics import extra_metrics
 
 
 class GeneratorEvaluation(L.Callback):
@@ -27,8 +27,9 @@ class GeneratorEvaluation(L.Callback):
         n_real: real test images compared with (the first N; null: the whole test set).
         n_samples, kid_subset_size, per_class, batch_size, prdc_samples: see ``GeneratorMetrics`` (``prdc_samples``:
             images for precision, recall, density and coverage; 0: none).
-        extra: more metrics, logged as ``gen/<name>``: ``{name: a torchmetrics Metric class comparing real and
-            generated images as FID does}`` (``GeneratorMetrics``'s ``extra``; checked when the callback is built).
+        extra: more metrics, logged as ``gen/<name>``: ``{name: {_target_: a torchmetrics Metric class comparing real
+            and generated images as FID does, ...its settings}}`` (``evaluation.extra_metrics``; checked, and built
+            as partials, when the callback is built: its config node is not built recursively).
     """
 
     def __init__(
@@ -43,13 +44,11 @@ class GeneratorEvaluation(L.Callback):
         per_class: bool = True,
         batch_size: int = 1000,
         prdc_samples: int = 5000,
-        extra: Mapping[str, Callable[..., Metric]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         if every_n_epochs <= 0:
             raise ConfigError(f"callbacks.generator_metrics.every_n_epochs={every_n_epochs} must be positive")
-        for name, factory in (extra or {}).items():
-            check_comparing(name, factory, "callbacks.generator_metrics.extra")
-        self.extra = dict(extra or {})
+        self.extra = extra_metrics(extra, "callbacks.generator_metrics.extra")
         self.reference_dir, self.reference, self.required = reference_dir, reference, bool(required)
         self.every_n_epochs, self.n_samples, self.kid_subset_size = (
             int(every_n_epochs),

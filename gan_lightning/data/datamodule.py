@@ -201,7 +201,7 @@ class ImageDataModule(L.LightningDataModule):
     def _write_index_file(self) -> None:
         if (
             not self.index_file
-            or self.n_labeled is None
+            or (self.n_labeled is None and self.val_idx is None)  # every image labeled, nothing held out: no record
             or (self.trainer is not None and self.trainer.global_rank != 0)
         ):
             return
@@ -215,7 +215,8 @@ class ImageDataModule(L.LightningDataModule):
             "n_labeled": len(self.labeled_idx),
             "label_seed": self.label_seed,
             "label_split": self.label_split,
-            "indices": self.train_idx[self.labeled_idx].tolist(),
+            # null when every training image outside the validation set is labeled (data.n_labeled=null)
+            "indices": None if self.n_labeled is None else self.train_idx[self.labeled_idx].tolist(),
             "val_size": 0 if self.val_idx is None else len(self.val_idx),
             "val_seed": self.val_seed,
             "val_indices": [] if self.val_idx is None else self.val_idx.tolist(),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import hydra
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -17,6 +19,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gan_lightning.config_check import resolve
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation.inception import InceptionMetrics
 from gan_lightning.evaluation.prdc import precision_recall_density_coverage
@@ -53,21 +56,43 @@ class ReferenceFeatures(nn.Module):
         return self.shared(x)[self.index]
 
 
-def check_comparing(name: str, factory: object, key: str) -> None:
-    """A metric of ``extra`` must be a torchmetrics ``Metric`` comparing real and generated images as FID does: built
-    with ``feature=`` (the network whose features it compares) and ``reset_real_features=``, updated with
-    ``update(images, real)``. One line at build time otherwise."""
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    allowed = "a torchmetrics Metric class (given with _partial_: true) taking feature= and reset_real_features="
+def extra_metrics(extra: Mapping[str, Any] | None, key: str) -> dict[str, Callable[..., Metric]]:
+    """The ``extra`` metrics by name as factories, checked before anything is built: each a config node
+    (``{_target_: <Metric class>, <its settings>}``, built as a partial) or a class or partial of one. Each must be a
+    torchmetrics ``Metric`` that compares real and generated images as FID does: built with ``feature=`` (the network
+    whose features it compares), ``reset_real_features=`` and the ``Metric`` keywords (``**kwargs``), updated with
+    ``update(images, real)``. One line naming the entry otherwise."""
+    out = {}
+    for name, spec in (extra or {}).items():
+        where = f"{key}.{name}"
+        if isinstance(spec, Mapping):
+            target = spec.get("_target_")
+            if not isinstance(target, str):
+                raise ConfigError(f"{where}: give the metric's class as _target_ (and its settings beside it)")
+            cls = resolve(target)
+            if cls is None:
+                raise ConfigError(f"{where}._target_={target}: no such class")
+            _check_comparing(where, cls)
+            out[name] = hydra.utils.instantiate(spec, _partial_=True)
+        else:
+            _check_comparing(where, spec.func if isinstance(spec, functools.partial) else spec)
+            out[name] = spec
+    return out
+
+
+def _check_comparing(where: str, cls: object) -> None:
+    allowed = "a torchmetrics Metric class taking feature=, reset_real_features= and **kwargs"
     if not (inspect.isclass(cls) and issubclass(cls, Metric)):
-        raise ConfigError(f"{key}.{name}: {cls!r} is not {allowed}")
+        raise ConfigError(f"{where}: {cls!r} is not {allowed}")
     params = inspect.signature(cls).parameters
-    missing = [p for p in ("feature", "reset_real_features") if p not in params]
+    missing = [f"{p}=" for p in ("feature", "reset_real_features") if p not in params]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and "sync_on_compute" not in params:
+        missing.append("**kwargs")
     if missing or "real" not in inspect.signature(cls.update).parameters:
-        what = f"its constructor has no {missing[0]}=" if missing else "its update() takes no real="
+        what = f"its constructor takes no {missing[0]}" if missing else "its update() takes no real="
         raise ConfigError(
-            f"{key}.{name}: {cls.__name__} does not compare real and generated images ({what}); "
-            f"expected {allowed} and update(images, real)"
+            f"{where}: {cls.__name__} does not compare real and generated images ({what}); "
+            f"expected {allowed}, and update(images, real)"
         )
 
 
@@ -85,10 +110,9 @@ class GeneratorMetrics:
         prdc_samples: real and generated images for precision, recall, density and coverage (k = ``prdc_k``) in the
             reference features (``gan_lightning.evaluation.prdc``); 0: not computed.
         batch_size: images per forward pass. seed: the latent codes are the same at every evaluation.
-        extra: more metrics by name, each a torchmetrics ``Metric`` class (or a partial of one) that compares real
-            and generated images as FID does (``check_comparing``): built here with the reference network's
-            features, given the real images once, reported as ``<name>`` (a pair of values: ``<name>``,
-            ``<name>_std``).
+        extra: more metrics by name (``extra_metrics``: a config node, a class or a partial of one) that compare
+            real and generated images as FID does: built here with the reference network's features, given the real
+            images once, reported as ``<name>`` (a pair of values: ``<name>``, ``<name>_std``).
     """
 
     def __init__(
@@ -105,10 +129,9 @@ class GeneratorMetrics:
         prdc_samples: int = 5000,
         prdc_k: int = 3,
         inception_weights: str | None = None,
-        extra: Mapping[str, Callable[..., Metric]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        for name, factory in (extra or {}).items():
-            check_comparing(name, factory, "extra")
+        factories = extra_metrics(extra, "extra")
         if n_samples < 2 * reference.num_classes:
             raise ConfigError(
                 f"n_samples={n_samples} is too small: at least 2 per class ({2 * reference.num_classes}) are needed"
@@ -135,7 +158,7 @@ class GeneratorMetrics:
         )
         self.cond_acc = MulticlassAccuracy(self.num_classes, average="micro", **local)
         self.extra = {
-            name: factory(feature=feats, reset_real_features=False, **local) for name, factory in (extra or {}).items()
+            name: factory(feature=feats, reset_real_features=False, **local) for name, factory in factories.items()
         }
         if prdc_samples < 0 or prdc_k < 1:
             raise ConfigError(f"prdc_samples={prdc_samples} must be >= 0 and prdc_k={prdc_k} >= 1")

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torchmetrics import Metric
 
 from gan_lightning.capabilities import CanGenerate
 from gan_lightning.checkpoints import build_datamodule, load_game
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, markdown_table, reference_path
-from gan_lightning.evaluation.generator_metrics import check_comparing
+from gan_lightning.evaluation.generator_metrics import extra_metrics
 from gan_lightning.evaluation.inception import check_weights
 
 
@@ -34,12 +34,13 @@ def evaluate(
     device: str = "cpu",
     out_dir: str | None = None,
     inception_weights: str | None = None,
-    extra: Mapping[str, Callable[..., Metric]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics of each checkpoint (``{name: path}``, or ``ckpt_path``) against its dataset's test set; with
     ``inception_weights`` (or ``$GAN_LIGHTNING_INCEPTION``) also the literature's Inception-v3 FID, KID and IS."""
-    for name, factory in (extra or {}).items():
-        check_comparing(name, factory, "task.extra")
+    extra = extra_metrics(
+        extra, "task.extra"
+    )  # checked, then built as partials (task=evaluate is not built recursively)
     inception_weights = inception_weights or os.environ.get("GAN_LIGHTNING_INCEPTION") or None
     if inception_weights:
         check_weights(inception_weights)  # one line before any checkpoint is read

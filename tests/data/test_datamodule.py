@@ -333,6 +333,19 @@ VALIDATED = DataPlan(Phase({"l": {"source": "labeled", "batch_size": 10}}, "l"),
 
 
 @needs_mnist
+def test_a_fully_labeled_run_records_its_validation_set(tmp_path):
+    index = tmp_path / "idx.json"
+    dm = MNISTDataModule(str(DATA_ROOT), (1, 28, 28), 10, n_labeled=None, download=False, index_file=str(index))
+    dm.serve(VALIDATED)
+    dm.setup()
+    saved = json.loads(index.read_text())
+    assert saved["indices"] is None  # every other training image is labeled
+    assert saved["n_labeled"] == 55000
+    assert sorted(saved["val_indices"]) == dm.val_idx.sort().values.tolist()
+    assert len(saved["val_indices"]) == 5000
+
+
+@needs_mnist
 def test_the_validation_set_is_held_out_balanced_and_in_no_training_stream(tmp_path):
     from gan_lightning.data.batches import official_split
 

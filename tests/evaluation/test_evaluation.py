@@ -12,7 +12,6 @@ import torch
 from conftest import DATA_ROOT, library_noise, needs_mnist, run_cli
 from PIL import Image
 from torchmetrics import MeanMetric
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance as MiFID
 
 from gan_lightning.callbacks import GeneratorEvaluation
@@ -115,7 +114,11 @@ def test_fid_matches_a_direct_computation(reference, mnist_test):
 
 def test_an_extra_metric_gets_the_reference_features_and_the_real_images_once(reference, mnist_test):
     x, y = mnist_test
-    extra = {"fid_again": functools.partial(FrechetInceptionDistance), "mifid": functools.partial(MiFID)}
+    # a config node (built as a partial, as from a command line) and a partial (from Python)
+    extra = {
+        "fid_again": {"_target_": "torchmetrics.image.fid.FrechetInceptionDistance"},
+        "mifid": functools.partial(MiFID),
+    }
     metrics = GeneratorMetrics(reference, x[:2000], y[:2000], n_samples=2000, per_class=False, extra=extra)
     first = metrics.evaluate_images(x[4000:6000].float() / 255.0, None)
     assert first["fid_again"] == pytest.approx(first["fid"], rel=1e-6)  # the same features, the same real images
@@ -130,9 +133,11 @@ def test_an_extra_metric_gets_the_reference_features_and_the_real_images_once(re
     [
         (
             functools.partial(MeanMetric),
-            r"extra.m: MeanMetric does not compare real and generated images \(its "
-            r"constructor has no feature=\)",
+            r"extra.m: MeanMetric does not compare real and generated images \(its constructor takes no feature=\)",
         ),
+        ({"_target_": "torchmetrics.MeanMetric"}, r"extra.m: MeanMetric does not compare real and generated images"),
+        ({"_target_": "torchmetrics.NoSuchMetric"}, r"extra.m._target_=torchmetrics.NoSuchMetric: no such class"),
+        ({"feature": 3}, r"extra.m: give the metric's class as _target_"),
         (len, r"extra.m: <built-in function len> is not a torchmetrics Metric class"),
     ],
 )
