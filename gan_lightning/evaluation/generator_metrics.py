@@ -82,7 +82,7 @@ def extra_metrics(extra: Mapping[str, Any] | None, key: str) -> dict[str, Callab
 
 def _check_comparing(where: str, cls: object) -> None:
     allowed = "a torchmetrics Metric class taking feature=, reset_real_features= and **kwargs"
-    if not (inspect.isclass(cls) and issubclass(cls, Metric)):
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
         raise ConfigError(f"{where}: {cls!r} is not {allowed}")
     params = inspect.signature(cls).parameters
     missing = [f"{p}=" for p in ("feature", "reset_real_features") if p not in params]
