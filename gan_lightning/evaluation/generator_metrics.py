@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -82,13 +82,13 @@ def extra_metrics(extra: Mapping[str, Any] | None, key: str) -> dict[str, Callab
 
 def _check_comparing(where: str, cls: object) -> None:
     allowed = "a torchmetrics Metric class taking feature=, reset_real_features= and **kwargs"
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+    if not isinstance(cls, type) or not issubclass(cls, Metric):
         raise ConfigError(f"{where}: {cls!r} is not {allowed}")
     params = inspect.signature(cls).parameters
     missing = [f"{p}=" for p in ("feature", "reset_real_features") if p not in params]
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and "sync_on_compute" not in params:
         missing.append("**kwargs")
-    if missing or "real" not in inspect.signature(cls.update).parameters:
+    if missing or "real" not in inspect.signature(cast(type[Metric], cls).update).parameters:
         what = f"its constructor takes no {missing[0]}" if missing else "its update() takes no real="
         raise ConfigError(
             f"{where}: {cls.__name__} does not compare real and generated images ({what}); "
