@@ -117,6 +117,8 @@ def test_the_new_metric_is_logged_in_training_and_a_torchmetrics_one_by_evaluate
         "callbacks.generator_metrics.required=true",
         "callbacks.generator_metrics.n_samples=500",
         "callbacks.generator_metrics.n_real=1000",
+        "callbacks.generator_metrics.per_class=false",
+        "+callbacks.generator_metrics.prdc_samples=0",
     ]
     extra = _printed_override("callbacks.generator_metrics.extra.diversity")
     proc = run(tree, ["model=gan", "trainer=debug", *metrics, extra], tmp_path / "train", DATA_ROOT)
