@@ -12,8 +12,9 @@ the run's own validation set (held-out training images):
 - for a game (Triple-GAN) also **G**, per class: the share of G(z, y) the shipped reference network reads as y
   (its conditional accuracy, class by class), and **D** on the mistakes: the share where D scores the pair with the
   true label above the pair with the classifier's label (D then pushes C the right way).
-Writes ``<out>.json`` (every number), ``<out>.md`` (one table, one row per run) and a figure of the validation images
-every run gets wrong (``--figure``).
+Writes ``<out>.json`` (every number), ``<out>.md`` (one table, one row per run), a figure of the validation images
+every run gets wrong (``--figure``) and one of each run's top confusion beside its labeled images of that class
+(``--confusions``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def analyse_run(run_dir: Path, train_x: torch.Tensor, train_y: torch.Tensor, ref
         if len(wrong)
         else None,
     }
+    out["labeled_indices"] = labeled.tolist()
     out["wrong_indices"] = val[wrong].tolist()  # in the official training set's numbering
     out["wrong_pred"] = pred[wrong].tolist()
     epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
@@ -189,6 +191,34 @@ def figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
     write(fig, path, dpi=120)
 
 
+def confusion_figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: torch.Tensor, path: Path) -> None:
+    """One row per run: its labeled images of the class it confuses most, then validation images of that class it
+    reads as the other (its top confusion): what the labels show of the class, and what they leave out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(name, r) for name, r in results.items() if r["confusions"]]
+    if not rows:
+        return
+    per = 10
+    fig, axes = plt.subplots(len(rows), 2 * per + 1, figsize=(11.5, 0.75 * len(rows) + 0.5), squeeze=False)
+    for (name, r), row in zip(rows, axes):
+        true, pred, count = r["confusions"][0]
+        labeled = [i for i in r["labeled_indices"] if int(y[i]) == true][:per]
+        wrong = [i for i, p in zip(r["wrong_indices"], r["wrong_pred"]) if int(y[i]) == true and p == pred][:per]
+        for ax in row:
+            ax.axis("off")
+        for ax, i in zip(row[:per], labeled):
+            ax.imshow(x[i, 0], cmap="gray_r")
+        for ax, i in zip(row[per + 1 :], wrong):
+            ax.imshow(x[i, 0], cmap="Reds")
+        row[0].set_title(f"{name}: its labeled {true}s", fontsize=6, loc="left")
+        row[per + 1].set_title(f"validation {true}s it reads as {pred} ({count} of them)", fontsize=6, loc="left")
+    write(fig, path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, help="run directories (default: every run of --runs-dir)")
@@ -196,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=os.environ.get("GAN_LIGHTNING_DATA", "data"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/split_errors"))
     parser.add_argument("--figure", type=Path, default=Path("docs/split_errors.png"))
+    parser.add_argument("--confusions", type=Path, default=Path("docs/split_confusions.png"))
     args = parser.parse_args(argv)
     runs = args.runs or (find_runs(args.runs_dir) if args.runs_dir.is_dir() else [])
     if not runs:
@@ -215,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(text + "\n")
     figure(results, data.train_x, data.train_y, reference, args.figure)
+    confusion_figure(results, data.train_x, data.train_y, args.confusions)
     print(text)
 
 

@@ -143,7 +143,7 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     dirs = [runs / f"triple_gan_fast_labels{ls}" for ls in (2, 3)]
     errors = tmp_path / "split_errors"
     cmd = [sys.executable, "-m", "bench.split_errors", "--runs", *map(str, dirs), "--out", str(errors)]
-    cmd += ["--figure", str(tmp_path / "split_errors.png")]
+    cmd += ["--figure", str(tmp_path / "split_errors.png"), "--confusions", str(tmp_path / "confusions.png")]
     env = {**os.environ, "GAN_LIGHTNING_DATA": str(data_root)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -160,6 +160,9 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
         assert 0.0 <= r["d_prefers_true_label"] <= 1.0
         assert r["wrong_in_every_run"] == len(wrong & set(analysed[dirs[1 - (ls - 2)].name]["wrong_indices"]))
     assert errors.with_suffix(".md").read_text().count("| triple_gan_fast_labels") == 2
+    for r in analysed.values():
+        assert set(r["labeled_indices"]) == set(splits[2 if "labels2" in r["run_dir"] else 3]["indices"])
+    assert (tmp_path / "confusions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the top confusion of each run
 
 
 def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
