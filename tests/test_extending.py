@@ -110,7 +110,7 @@ def _printed_override(key: str) -> str:
     return re.search(rf"'(\+{re.escape(key)}=[^']*)'", (ROOT / "docs" / "extending.md").read_text()).group(1)
 
 
-def test_the_new_metric_is_logged_in_training_and_a_torchmetrics_one_by_evaluate(tree, tmp_path):
+def test_the_new_metric_is_logged_in_training(tree, tmp_path):
     reference = ROOT / "gan_lightning" / "references" / "MNIST.pt"
     metrics = [
         f"paths.reference_dir={reference.parent}",  # the shipped MNIST reference network
@@ -126,24 +126,5 @@ def test_the_new_metric_is_logged_in_training_and_a_torchmetrics_one_by_evaluate
     scalars = read_scalars(tmp_path / "train" / "tb")
     diversity = [value for _, _, value in scalars["gen/diversity"]]
     assert diversity
-    assert all(0.0 < v < 2.0 for v in diversity)
+    assert all(0.0 < v < 2.0 for v in diversity)  # a ratio of mean distances
     assert "gen/fid" in scalars  # beside the built-in metrics
-    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    args = ["task=evaluate", f"ckpt_path={ckpt}", f"task.reference={reference}", "task.n_samples=200"]
-    args += ["task.n_real=500", _printed_override("task.extra.mifid")]
-    proc = run(tree, args, tmp_path / "evaluate", DATA_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())["metrics"].values()
-    assert row["mifid"] > 0
-    assert (tmp_path / "evaluate" / "evaluation.md").read_text().splitlines()[0].endswith("| mifid |")
-    # a class that compares nothing is refused when the run is built, in one line
-    bad = "+callbacks.generator_metrics.extra.mean={_target_: torchmetrics.MeanMetric}"
-    proc = run(tree, ["model=gan", "trainer=debug", bad], tmp_path / "bad", DATA_ROOT)
-    assert proc.returncode == 2
-    assert (
-        proc.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            "error: callbacks.generator_metrics.extra.mean: MeanMetric does not compare real and generated images"
-        )
-    )

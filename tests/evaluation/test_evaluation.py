@@ -253,18 +253,27 @@ def test_evaluate_task_prints_the_table(cgan_run, reference_run, tmp_path):
             "task.kid_subset_size=100",
             "task.n_real=1000",
             f"paths.reference_dir={reference_run[0] / 'refs'}",
+            # a metric of torchmetrics joins by name (docs/extending.md)
+            "+task.extra.mifid={_target_: torchmetrics.image.mifid.MemorizationInformedFrechetInceptionDistance}",
         ],
         tmp_path / "e",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert library_noise(proc.stdout + proc.stderr) == []  # no library warning or notice on a task's console
-    assert (
-        "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |"
-        in proc.stdout
-    )
+    header = "| model | FID | KID x 1e3 | IS | precision | recall | density | coverage | cond. acc | mean class FID |"
+    assert f"{header} mifid |" in proc.stdout
     saved = json.loads((tmp_path / "e" / "evaluation.json").read_text())
     ((_name, row),) = saved["metrics"].items()
     assert {"fid", "kid_mean", "is_mean", "cond_acc", "fid_class_mean"} <= set(row)
+    assert row["mifid"] >= row["fid"] * 0.999  # MiFID scales FID up, never down
+    # a class that compares nothing is refused before anything is built, in one line
+    bad = run_cli(
+        ["task=evaluate", "ckpt_path=x.ckpt", "+task.extra.mean={_target_: torchmetrics.MeanMetric}"], tmp_path / "b"
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith(
+        "error: task.extra.mean: MeanMetric does not compare real and generated images"
+    )
 
 
 def test_analyze_task_on_a_classifier_checkpoint(reference_run, mnist_test, tmp_path):
