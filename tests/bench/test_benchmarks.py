@@ -12,6 +12,7 @@ import sys
 import pytest
 from conftest import ROOT, compose_cfg, library_noise, needs_mnist
 
+from bench import split_errors
 from bench.mnist100 import combine, summary_table
 
 pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
@@ -142,11 +143,10 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     # where the trained classifiers err on their validation sets (bench.split_errors), from the same two runs
     dirs = [runs / f"triple_gan_fast_labels{ls}" for ls in (2, 3)]
     errors = tmp_path / "split_errors"
-    cmd = [sys.executable, "-m", "bench.split_errors", "--runs", *map(str, dirs), "--out", str(errors)]
-    cmd += ["--figure", str(tmp_path / "split_errors.png"), "--confusions", str(tmp_path / "confusions.png")]
-    env = {**os.environ, "GAN_LIGHTNING_DATA": str(data_root)}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = ["--runs", *map(str, dirs), "--out", str(errors), "--data", str(data_root)]
+    split_errors.main(
+        [*args, "--figure", str(tmp_path / "errors.png"), "--confusions", str(tmp_path / "confusions.png")]
+    )
     analysed = json.loads(errors.with_suffix(".json").read_text())
     for ls, run_dir in zip((2, 3), dirs):
         r, split = analysed[run_dir.name], splits[ls]
