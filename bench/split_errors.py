@@ -33,6 +33,7 @@ from bench.plots import write
 from gan_lightning.checkpoints import load_game
 from gan_lightning.data.sources import load_idx
 from gan_lightning.errors import ConfigError
+from gan_lightning.evaluation.analysis import top_confusions
 from gan_lightning.evaluation.reference import load_reference
 
 SHIPPED = Path(__file__).resolve().parent.parent / "gan_lightning" / "references" / "MNIST.pt"
@@ -52,15 +53,6 @@ def last_layer_features(network: nn.Module, x: torch.Tensor, batch: int = 1000) 
     finally:
         hook.remove()
     return torch.cat(seen), logits
-
-
-def confusions(pred: torch.Tensor, y: torch.Tensor, k: int, top: int = 3) -> list[tuple[int, int, int]]:
-    """The ``top`` most frequent mistakes as (true, predicted, count)."""
-    matrix = torch.zeros(k, k, dtype=torch.long)
-    matrix.index_put_((y, pred), torch.ones_like(y), accumulate=True)
-    matrix.fill_diagonal_(0)
-    values, index = matrix.flatten().topk(top)
-    return [(int(i) // k, int(i) % k, int(v)) for v, i in zip(values, index) if v > 0]
 
 
 def analyse_run(run_dir: Path, train_x: torch.Tensor, train_y: torch.Tensor, reference: nn.Module) -> dict[str, Any]:
@@ -87,7 +79,7 @@ def analyse_run(run_dir: Path, train_x: torch.Tensor, train_y: torch.Tensor, ref
         "run_dir": str(run_dir),
         "val_err_ema": round(float((pred != y).float().mean()), 4),
         "val_err_per_class": per_class,
-        "confusions": confusions(pred, y, k),
+        "confusions": [(c["true"], c["predicted"], c["count"]) for c in top_confusions(pred, y, k, 3)],
         "culprits": culprits,
         "mistakes_nearest_a_label_of_the_predicted_class": round(
             float((train_y[nearest] == pred[wrong]).float().mean()), 3
