@@ -114,6 +114,8 @@ class ImageDataModule(L.LightningDataModule):
         n = self.labels
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
             raise ConfigError(f"data.n_labeled={n!r}: expects a positive integer (or null for all labels)")
+        if n is not None and n % self.num_classes:
+            raise ConfigError(f"data.n_labeled={n} must be a positive multiple of the {self.num_classes} classes")
         if self.label_split not in LABEL_SPLITS:
             raise ConfigError(f"data.label_split={self.label_split!r} is not one of {list(LABEL_SPLITS)}")
         if self.eval_batch_size <= 0:

@@ -165,6 +165,8 @@ def test_a_plan_the_datamodule_cannot_serve_is_one_line(data_root):
         make_dm(MNISTDataModule, data_root, labeled, "l", n_labeled=70000).setup()
     with pytest.raises(ConfigError, match=r"data\.n_labeled=0: expects a positive integer \(or null for all labels\)"):
         make_dm(MNISTDataModule, data_root, n_labeled=0)
+    with pytest.raises(ConfigError, match=r"data\.n_labeled=55 must be a positive multiple of the 10 classes"):
+        make_dm(MNISTDataModule, data_root, n_labeled=55)  # when built, before any file is read
     # a game reading no labeled examples trains on every image, whatever data.n_labeled says
     dm = make_dm(MNISTDataModule, data_root, n_labeled=100)
     dm.setup()
