@@ -50,8 +50,9 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
     grid_columns, grid_seed: the fixed-noise grid, one row per class.
     g_ema_decay: an EMA copy of G renders grids, samples and generator metrics (null: G; the game and R_P use G).
-    data_range, latent_dist and the data (``GameModule``): batch_sizes of the game's four streams, pretrain_batch_sizes
-        of the pre-training's two, epochs of the game (one epoch: one pass of C's unlabeled stream).
+    data_range, latent_dist (set by the networks' group, conf/model/nets/) and the data (``GameModule``):
+        batch_sizes of the game's four streams, pretrain_batch_sizes of the pre-training's two, epochs of the game
+        (one epoch: one pass of C's unlabeled stream).
     """
 
     # per iteration: C's labeled and unlabeled batches, D's labeled and unlabeled ones
@@ -83,12 +84,10 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         grid_columns: PositiveInt = 10,
         grid_seed: int = 0,
         g_ema_decay: Decay | None = None,
-        data_range: Literal["tanh", "unit"] = "unit",
-        latent_dist: Literal["normal", "uniform"] = "uniform",
         **game: Any,
     ) -> None:
         check_arguments(TripleGAN.__init__, locals(), "model")
-        super().__init__(data_range=data_range, latent_dist=latent_dist, **game)
+        super().__init__(**game)
         self.schedule = copy(schedule) if schedule is not None else Schedule()  # this run's: it takes decisions
         self.fidelity, self.additions = fidelity or Fidelity(), additions or Additions()
         if self.plan is not None:  # the datamodule serves each epoch the streams of its phase
