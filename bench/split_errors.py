@@ -13,8 +13,8 @@ the run's own validation set (held-out training images):
   (its conditional accuracy, class by class), and **D** on the mistakes: the share where D scores the pair with the
   true label above the pair with the classifier's label (D then pushes C the right way).
 Writes ``<out>.json`` (every number), ``<out>.md`` (one table, one row per run), a figure of the validation images
-every run gets wrong (``--figure``) and one of each run's top confusion beside its labeled images of that class
-(``--confusions``).
+every run gets wrong (``--figure``, the first 90) and one of each run's top confusion beside its labeled images of
+that class (``--confusions``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from gan_lightning.evaluation.analysis import top_confusions
 from gan_lightning.evaluation.reference import load_reference
 
 SHIPPED = Path(__file__).resolve().parent.parent / "gan_lightning" / "references" / "MNIST.pt"
+FIGURE_MAX = 90  # images in the figure of the mistakes every run makes (10 rows)
 RUN_NAME = re.compile(
     r"mnist(?P<n>\d+)_split(?P<split>\d+)_(?P<minutes>[\d.]+)min(?:_(?P<preset>\w+?))?_(?P<run>game|ablation)$"
 )
@@ -164,20 +165,22 @@ def figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: torch.Tensor,
     common = sorted(i for i, preds in said.items() if len(preds) == len(results))
     if not common:
         return
+    shown = common[:FIGURE_MAX]  # an untrained run's thousands of mistakes: the first ones say enough
     with torch.no_grad():
-        ref = reference(x[common].float() / 255).argmax(1).tolist()
+        ref = reference(x[shown].float() / 255).argmax(1).tolist()
     cols = 9
-    rows = (len(common) + cols - 1) // cols
+    rows = (len(shown) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.15 + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i, r in zip(axes.flat, common, ref):
+    for ax, i, r in zip(axes.flat, shown, ref):
         runs = max(set(said[i]), key=said[i].count)
         ax.imshow(x[i, 0], cmap="gray_r")
         ax.set_title(f"{int(y[i])}: runs {runs}, ref {r}", fontsize=6, color="black" if r == int(y[i]) else "red")
     fig.suptitle(
-        f"The {len(common)} validation images all {len(results)} runs get wrong: label, the runs' answer, the "
-        "reference network's (red: it disagrees with the label too)",
+        f"The {len(common)} validation images all {len(results)} runs get wrong"
+        + (f" (the first {len(shown)})" if len(shown) < len(common) else "")
+        + ": label, the runs' answer, the reference network's (red: it disagrees with the label too)",
         fontsize=7,
     )
     write(fig, path, dpi=120)

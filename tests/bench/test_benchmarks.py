@@ -163,6 +163,11 @@ def test_bench_runs_each_split(tmp_path, data_root) -> None:
     for r in analysed.values():
         assert set(r["labeled_indices"]) == set(splits[2 if "labels2" in r["run_dir"] else 3]["indices"])
     assert (tmp_path / "confusions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the top confusion of each run
+    # the two barely trained runs share thousands of mistakes; the figure shows the first FIGURE_MAX (10 rows)
+    assert min(r["wrong_in_every_run"] for r in analysed.values()) > split_errors.FIGURE_MAX
+    png = (tmp_path / "errors.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[20:24], "big") <= 10 * 1.15 * 120 + 0.4 * 120  # its height in pixels: 10 rows at most
 
 
 def test_every_report_experiment_composes_and_passes_the_checks(tmp_path) -> None:
