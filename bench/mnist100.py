@@ -63,7 +63,7 @@ RUNS = {
         ".RandomAffine,degrees:10,translate:2,scale:[0.9,1.1]},{_target_:gan_lightning.nets.blocks.RandomErase,size:10}]}",
         "model.additions.teacher_augment={_target_:gan_lightning.nets.blocks.RandomAffine,degrees:10,translate:2,"
         "scale:[0.9,1.1]}",
-        "model.g_ema_decay=0.999",
+        "model.samples.g_ema_decay=0.999",
     ],
     "triple_gan_fast_cheap_rp": [
         "experiment=triple_gan_mnist100_fast",

@@ -65,6 +65,8 @@ SAME_PRESET: dict[str, str] = {
     # n_labeled moved from model to data; model.g_ema_decay (null: off, as before); the generator metrics' config node
     # not built recursively (its extra metrics: none here)
     "12c21de7e3": "b311edfd11",
+    # grid_columns, grid_seed and g_ema_decay moved into model.samples (grid: null, 10 columns for a conditional game)
+    "5042538fe4": "b311edfd11",
 }
 
 

@@ -14,6 +14,7 @@ GROUP_TARGETS = {
     "schedule": "gan_lightning.models.schedule.Schedule",
     "fidelity": "gan_lightning.models.settings.Fidelity",
     "additions": "gan_lightning.models.settings.Additions",
+    "samples": "gan_lightning.models.generation.Samples",
 }
 _SCHEDULE = (
     *("pretrain_epochs", "pretrain_time_share", "pseudo_label_epoch", "pseudo_label_trigger", "trigger_samples"),
@@ -27,6 +28,8 @@ MODEL_KEYS = {
     **{k: f"schedule.{k}" for k in _SCHEDULE},
     **{k: f"fidelity.{k}" for k in _FIDELITY},
     **{k: f"additions.{k}" for k in _ADDITIONS},
+    **{"grid_size": "samples.grid", "grid_columns": "samples.grid", "grid_seed": "samples.seed"},
+    "g_ema_decay": "samples.g_ema_decay",
 }
 # a game's keys that moved to the data: model.<key> -> data.<key>
 DATA_KEYS = ("n_labeled",)

@@ -10,7 +10,7 @@ bases). A YAML file of ``conf/`` starts from the schema of the class it configur
       - /schema@generator: MLPGenerator    # a nested network (conf/model/gan.yaml)
       - _self_
 
-so ``python -m gan_lightning model.grid_seed=3`` works for every argument, ``--cfg job`` lists every setting with its
+so ``python -m gan_lightning model.samples.seed=3`` works for every argument, ``--cfg job`` lists every setting with its
 value, and changing a default in the code changes it everywhere. Types and ranges stay with the classes:
 ``config_check`` checks the composed values against the annotations, then the
 constructors check the ranges, each with one line. A config that swaps a network for another class replaces its

@@ -19,6 +19,8 @@ from gan_lightning.safe_build import build_stored
         ("model.reuse_forwards=true", "moved to model.fidelity.reuse_forwards"),
         ("+model.augment={_target_:torch.nn.Identity}", "moved to model.additions.augment"),
         ("model.n_labeled=50", "moved to data.n_labeled (the labeled split is the data's, beside data.label_seed)"),
+        ("model.grid_seed=3", "moved to model.samples.seed"),
+        ("model.g_ema_decay=0.999", "moved to model.samples.g_ema_decay"),
     ],
 )
 def test_an_old_key_on_the_command_line_says_where_it_moved(override, said, tmp_path):
@@ -41,7 +43,7 @@ def _flattened(model_cfg: dict) -> dict:
         group, name = new.split(".")
         if isinstance(old.get(group), dict) and name in old[group]:
             old[key] = old[group][name]
-    for group in ("schedule", "fidelity", "additions", "optimizers"):
+    for group in ("schedule", "fidelity", "additions", "optimizers", "samples"):
         old.pop(group, None)
     return old
 
@@ -59,4 +61,6 @@ def test_an_older_checkpoints_config_builds_the_same_game():
     game = build_stored(upgraded["model"], "checkpoint", "model")
     assert game.schedule.pretrain_time_share == 0.4
     assert game.additions.augment is not None
+    assert game.samples.seed == 0  # the grid's keys moved into model.samples
+    assert game.grid_nrow == 10
     assert upgrade(cfg) is cfg  # a current config is taken as it is

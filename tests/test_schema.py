@@ -133,8 +133,8 @@ def test_no_file_repeats_a_default_of_the_class_it_configures(group):
 
 
 def test_a_setting_no_file_writes_is_overridable_and_typed_by_its_annotation(tmp_path):
-    cfg = compose_cfg(["model=triple_gan", "model.grid_seed=7", "model.weights.c_entropy=0.5"])
-    assert cfg.model.grid_seed == 7
+    cfg = compose_cfg(["model=triple_gan", "model.samples.seed=7", "model.weights.c_entropy=0.5"])
+    assert cfg.model.samples.seed == 7
     assert cfg.model.weights.c_entropy == 0.5
     assert cfg.model.weights.c_adv == 1.0
     assert cfg.model.discriminator.label_twice_first is True  # ConcatLabelDiscriminator's default, from its signature

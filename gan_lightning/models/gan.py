@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.config_check import Decay, PositiveInt, check_arguments
+from gan_lightning.config_check import PositiveInt, check_arguments
 from gan_lightning.errors import ConfigError
 from gan_lightning.lightning_compat import total_batch_index
 from gan_lightning.models.base import GameModule, Optimizers
-from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.models.generation import GeneratorGrid, Samples
 from gan_lightning.nets.blocks import batch_stat_layers
 
 
@@ -27,8 +27,8 @@ class GAN(GeneratorGrid, GameModule):
     d_steps, g_steps: D and G updates per cycle of ``max(d_steps, g_steps)`` batches, D before G within a batch:
         1:1 updates both on every batch (DCGAN), 5:1 updates D on 5 batches and G on the 5th, 1:5 the reverse.
     conditional: pass labels to both networks; fakes get labels drawn uniformly.
-    grid_size: samples in the fixed-noise image grid (conditional: columns per class row).
-    g_ema_decay: decay of an EMA copy of G that renders the grids, samples and generator metrics (null: G itself).
+    samples: how G's samples are rendered for the outside: the grid's size and seed, an EMA copy of G
+        (``generation.Samples``).
     joint_d_forward: D scores the real and the fake batch in one forward pass when it has no batch statistics (the
         same scores, larger matrix products); false, or a D with batch norm (DCGAN): one forward each.
     reuse_g_forward: on a batch with both a D and a G step, G's samples are generated once, with their graph: D's
@@ -55,17 +55,15 @@ class GAN(GeneratorGrid, GameModule):
         d_steps: PositiveInt = 1,
         g_steps: PositiveInt = 1,
         conditional: bool = False,
-        grid_size: PositiveInt = 64,
-        grid_seed: int = 0,
-        g_ema_decay: Decay | None = None,
+        samples: Samples | None = None,
         joint_d_forward: bool = True,
         reuse_g_forward: bool = True,
         **game: Any,
     ) -> None:
         check_arguments(GAN.__init__, locals(), "model")
         super().__init__(**game)
-        # networks and optimizer factories stay out of the hparams (checkpoints load with weights_only)
-        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizers"])
+        self.samples = samples or Samples()
+        self.save_settings(samples=self.samples)
         self.set_optimizer_factories(optimizers)
         if conditional != (getattr(generator, "label", None) is not None) or conditional != (
             getattr(discriminator, "label", None) is not None
@@ -76,7 +74,8 @@ class GAN(GeneratorGrid, GameModule):
         self.generator, self.discriminator = generator, discriminator
         self.joint_d = bool(joint_d_forward) and not batch_stat_layers(discriminator)
         self.latent_dim, self.num_classes, self.conditional = int(latent_dim), int(num_classes), conditional
-        self.init_grid(grid_size, grid_seed, self.num_classes if conditional else 0, g_ema_decay)
+        s = self.samples
+        self.init_grid(s.grid, s.seed, self.num_classes if conditional else 0, s.g_ema_decay)
 
     def optimized(self) -> dict[str, nn.Module]:
         return {"g": self.generator, "d": self.discriminator}

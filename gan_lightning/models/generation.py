@@ -1,16 +1,37 @@
 """Mixin of the games that can generate: the fixed-noise grid, ``generate(z, y)`` in [0, 1], and optionally an EMA copy
-of G that renders them."""
+of G that renders them; their settings (``model.samples``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from gan_lightning.config_check import Decay, PositiveInt, Settings
 from gan_lightning.errors import ConfigError
 from gan_lightning.models.averaging import average_into, averaged_copy
+
+
+@dataclass
+class Samples(Settings):
+    """How a game renders G's samples for the outside (the sample grids, the generator metrics, ``task=sample``); the
+    game itself trains and samples G.
+
+    grid: samples in the fixed-noise grid: a square of ``grid`` unlabeled samples, or for a conditional game ``grid``
+        columns in each class's row (null: 64, or 10 a row).
+    seed: the seed of the grid's fixed latent codes.
+    g_ema_decay: decay of an EMA copy of G, updated after each G step, that renders them (null: G itself).
+    """
+
+    PREFIX: ClassVar[str] = "model.samples"
+
+    grid: PositiveInt | None = None
+    seed: int = 0
+    g_ema_decay: Decay | None = None
 
 
 class GeneratorGrid:
@@ -59,13 +80,15 @@ class GeneratorGrid:
         net.train(was_training)
         return images.contiguous()
 
-    def init_grid(self, size: int, seed: int, classes: int = 0, g_ema_decay: float | None = None) -> None:
+    def init_grid(self, size: int | None, seed: int, classes: int = 0, g_ema_decay: float | None = None) -> None:
         """The fixed codes of the sample grid (buffers: they travel with checkpoints), ``size`` drawn with ``seed``:
-        with ``classes``, one row per class and the same code down each column; else a square of unlabeled samples.
-        ``g_ema_decay``: keep an EMA copy of G with this decay, which renders (None: G renders)."""
+        with ``classes``, one row per class and the same code down each column (``size`` None: 10 columns); else a
+        square of unlabeled samples (``size`` None: 64). ``g_ema_decay``: keep an EMA copy of G with this decay, which
+        renders (None: G renders)."""
         if g_ema_decay is not None and not 0.0 <= g_ema_decay < 1.0:
-            raise ConfigError(f"model.g_ema_decay={g_ema_decay} must be in [0, 1) (or null: no EMA copy of G)")
+            raise ConfigError(f"model.samples.g_ema_decay={g_ema_decay} must be in [0, 1) (or null: no EMA copy of G)")
         self.g_ema = None if g_ema_decay is None else averaged_copy(self.generator, g_ema_decay)
+        size = size or (10 if classes else 64)
         z = self.sample_z(size, self.latent_dim, generator=torch.Generator().manual_seed(seed), device="cpu")
         if classes:
             self.register_buffer("fixed_z", z.repeat(classes, 1))

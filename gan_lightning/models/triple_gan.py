@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from gan_lightning import losses
-from gan_lightning.config_check import Decay, PositiveInt, Range, Share, check_arguments, check_multiple
+from gan_lightning.config_check import PositiveInt, Range, Share, check_arguments, check_multiple
 from gan_lightning.lightning_compat import batches_started
 from gan_lightning.models.base import GameModule, Optimizers
 from gan_lightning.models.evaluation import ClassifierEvaluation
-from gan_lightning.models.generation import GeneratorGrid
+from gan_lightning.models.generation import GeneratorGrid, Samples
 from gan_lightning.models.schedule import Schedule
 from gan_lightning.models.semi_supervised import ClassifierTerms
 from gan_lightning.models.settings import DEFAULT_WEIGHTS, PRETRAIN_WEIGHTS, Additions, Fidelity, check_weights
@@ -48,8 +48,8 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         (``settings.Fidelity``); additions: the semi-supervised additions (``settings.Additions``).
     generator_batch: size of G's batch, class-balanced (generator_batch / num_classes per class).
     ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
-    grid_columns, grid_seed: the fixed-noise grid, one row per class.
-    g_ema_decay: an EMA copy of G renders grids, samples and generator metrics (null: G; the game and R_P use G).
+    samples: how G's samples are rendered for the outside (``generation.Samples``): the grid (one row per class), its
+        seed, an EMA copy of G (null: G; the game and R_P use G).
     data_range, latent_dist (set by the networks' group, conf/model/nets/) and the data (``GameModule``):
         batch_sizes of the game's four streams, pretrain_batch_sizes of the pre-training's two, epochs of the game
         (one epoch: one pass of C's unlabeled stream).
@@ -81,9 +81,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         additions: Additions | None = None,
         generator_batch: PositiveInt = 200,
         ema_decay: float = 0.99,
-        grid_columns: PositiveInt = 10,
-        grid_seed: int = 0,
-        g_ema_decay: Decay | None = None,
+        samples: Samples | None = None,
         **game: Any,
     ) -> None:
         check_arguments(TripleGAN.__init__, locals(), "model")
@@ -92,7 +90,10 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         self.fidelity, self.additions = fidelity or Fidelity(), additions or Additions()
         if self.plan is not None:  # the datamodule serves each epoch the streams of its phase
             self.plan = replace(self.plan, phases=self.schedule)
-        self.save_settings(schedule=self.schedule, fidelity=self.fidelity, additions=self.additions)
+        self.samples = samples or Samples()
+        self.save_settings(
+            schedule=self.schedule, fidelity=self.fidelity, additions=self.additions, samples=self.samples
+        )
         self.set_optimizer_factories(optimizers)
         self.weights = check_weights(weights, DEFAULT_WEIGHTS, "weights")
         self.pretrain_weights = check_weights(pretrain_weights, PRETRAIN_WEIGHTS, "pretrain_weights")
@@ -104,7 +105,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
         self.init_terms(num_classes)
         self.init_evaluation(classifier, num_classes, ema_decay)
         self.latent_dim, self.alpha, self.objective = int(latent_dim), float(alpha), objective
-        self.init_grid(grid_columns, grid_seed, num_classes, g_ema_decay)
+        self.init_grid(self.samples.grid, self.samples.seed, num_classes, self.samples.g_ema_decay)
         g_labels = torch.arange(num_classes).repeat_interleave(generator_batch // num_classes)  # G's batch, balanced
         self.register_buffer("g_labels", g_labels, persistent=False)
         self.register_buffer("ramp", torch.ones(()), persistent=False)  # the adversarial warm-up's weight now

@@ -327,7 +327,7 @@ def test_an_ema_copy_of_g_renders_and_travels_in_checkpoints(mnist, game):
     """decay 0: the copy is G after each of its steps; 0.5: it lags G. What the game renders comes from the copy."""
     for decay in (0.0, 0.5):
         L.seed_everything(0)
-        model = instantiate(compose_cfg([*game, f"model.g_ema_decay={decay}"]).model)
+        model = instantiate(compose_cfg([*game, f"model.samples.g_ema_decay={decay}"]).model)
         rec = Recorder(["generator"])
         fit(model, batches(mnist, model, 3), 3, [rec])
         assert sum(changed == {"generator"} for _, changed in rec.events) == 3  # three G steps, averaged
@@ -341,7 +341,7 @@ def test_an_ema_copy_of_g_renders_and_travels_in_checkpoints(mnist, game):
             from_g = model.to_unit(model.generator(z, y))
         assert torch.allclose(model.generate(z, y), from_copy)
         assert torch.allclose(model.generate(z, y), from_g) == (decay == 0.0)
-    fresh = instantiate(compose_cfg([*game, "model.g_ema_decay=0.5"]).model)
+    fresh = instantiate(compose_cfg([*game, "model.samples.g_ema_decay=0.5"]).model)
     fresh.load_state_dict(model.state_dict(), strict=True)  # as a checkpoint is loaded: the copy's weights in it
     assert torch.allclose(fresh.generate(z, y), model.generate(z, y), atol=1e-6)  # (another memory layout)
 
@@ -353,7 +353,7 @@ def test_bad_model_settings_are_config_errors():
         (["+model.weights.c_entrpy=1"], "unknown terms \\['c_entrpy'\\]"),
         (["model.generator_batch=25"], "multiple of the 10 classes"),
         (["model.ema_decay=1.0"], "ema_decay"),
-        (["model.g_ema_decay=1.0"], r"model.g_ema_decay=1.0 must be in \[0, 1\)"),
+        (["model.samples.g_ema_decay=1.0"], r"model.samples.g_ema_decay=1.0 must be in \[0, 1\)"),
     ]:
         with pytest.raises(Exception, match=message) as err:
             instantiate(compose_cfg(overrides).model)

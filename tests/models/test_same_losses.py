@@ -123,7 +123,7 @@ def test_a_fixed_seed_gives_the_recorded_losses(name, tmp_path):
 @pytest.mark.parametrize("name", ["triple_gan_preset"])  # a GAN's: tests/models/test_games.py
 def test_an_ema_copy_of_g_changes_no_loss(name, tmp_path):
     """G's EMA copy renders; the game trains exactly as without it (no random draw, no gradient of its own)."""
-    got = record(name, tmp_path, ("model.g_ema_decay=0.9",))
+    got = record(name, tmp_path, ("model.samples.g_ema_decay=0.9",))
     expected = json.loads(GOLDEN.read_text())[name]
     for i, (g, e) in enumerate(zip(got["steps"], expected["steps"], strict=True)):
         for key in e:
