@@ -449,11 +449,7 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def main() -> None:
-    filter_warnings()  # the library notices a user cannot act on, as the CLI drops them
-    drop_notices()
-    # the timed runs are shorter than the default logging interval on purpose (the logging cadence of a real run)
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -493,15 +489,19 @@ def main() -> None:
         nargs="*",
         help="config overrides for the framework and the plain loop (e.g. model.channels_last=false)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.cuda_graphs and args.device != "cuda":
         parser.error("--cuda-graphs needs --device cuda")
+    if args.sharing and min(args.sharing) < 1:
+        parser.error("--sharing takes run counts >= 1")
+    filter_warnings()  # the library notices a user cannot act on, as the CLI drops them
+    drop_notices()
+    # the timed runs are shorter than the default logging interval on purpose (the logging cadence of a real run)
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     if args.worker:
         sharing_worker(args)
         return
     if args.sharing:
-        if min(args.sharing) < 1:
-            parser.error("--sharing takes run counts >= 1")
         sharing(args)
         return
     if args.scaling:

@@ -280,14 +280,11 @@ def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> No
     assert "| gan | 2 |" in (tmp_path / "speed_sharing_cpu_smoke.md").read_text()
 
 
-def test_speed_benchmark_refuses_a_run_count_below_one(tmp_path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.speed", "--sharing", "0", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "--sharing takes run counts >= 1" in proc.stderr
+def test_speed_benchmark_refuses_a_run_count_below_one(tmp_path, capsys) -> None:
+    from bench import speed
+
+    with pytest.raises(SystemExit) as stop:
+        speed.main(["--sharing", "0", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--sharing takes run counts >= 1" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
