@@ -62,8 +62,8 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 # games' losses (tests/models/test_same_losses.py), which passed on the code of both.
 SAME_PRESET: dict[str, str] = {
     "7b58972d05": "b311edfd11",  # settings moved into model.schedule, .fidelity, ...; nets under model
-    # n_labeled moved from model to data; model.g_ema_decay (null: off, as before); the generator metrics' config node
-    # not built recursively (its extra metrics: none here)
+    # n_labeled moved from model to data; G's EMA copy (then model.g_ema_decay; null: off, as before); the generator
+    # metrics' config node not built recursively (its extra metrics: none here)
     "12c21de7e3": "b311edfd11",
     # grid_columns, grid_seed and g_ema_decay moved into model.samples (grid: null, 10 columns for a conditional game)
     "5042538fe4": "b311edfd11",

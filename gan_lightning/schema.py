@@ -69,7 +69,7 @@ def defaults_of(cls: type) -> dict[str, Any]:
 
 def schema_of(cls: type) -> dict[str, Any]:
     """The config node of ``cls``: its ``_target_`` and each argument with its default (see ``defaults_of``). A plain
-    node, not a dataclass: a config may still delete or replace a key (``~model.augment``), and the types are
+    node, not a dataclass: a config may still delete or replace a key (``~model.additions.augment``), and the types are
     checked against the annotations by ``config_check`` with the project's one-line errors."""
     return {"_target_": f"{cls.__module__}.{cls.__name__}", **defaults_of(cls)}
 

@@ -50,7 +50,7 @@ class TripleGAN(ClassifierTerms, GeneratorGrid, ClassifierEvaluation, GameModule
     ema_decay: decay of the EMA copy of C that is evaluated alongside C (the official 'avg' model: 0.99).
     samples: how G's samples are rendered for the outside (``generation.Samples``): the grid (one row per class), its
         seed, an EMA copy of G (null: G; the game and R_P use G).
-    data_range, latent_dist (set by the networks' group, conf/model/nets/) and the data (``GameModule``):
+    data_range, latent_dist (the MLP networks' groups set ``unit``, ``uniform``) and the data (``GameModule``):
         batch_sizes of the game's four streams, pretrain_batch_sizes of the pre-training's two, epochs of the game
         (one epoch: one pass of C's unlabeled stream).
     """
