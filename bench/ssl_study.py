@@ -277,8 +277,9 @@ def report(rows: list[dict], results: Path) -> str:
             if test["diff"]
             else "–"
         )
+        n = len(test["splits"])
         lines.append(
-            f"| mean ± SD ({len(test['splits'])} splits) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
+            f"| mean ± SD ({n} split{'s' if n > 1 else ''}) | {_ms(test['game'])} | {_ms(test['ablation'])} | {diff} "
             f"| {_ms(val['game'])} | {_ms(val['ablation'])} "
             f"| {_ms([r['g_cond_acc'] for r in games if r['g_cond_acc'] is not None])} "
             f"| {_ms([r['g_fid'] for r in games if r['g_fid'] is not None], 1.0, '')} | |"
