@@ -4,6 +4,7 @@
     python -m bench.ssl_study --stop-by 23:40 --commit  # start a pair only if it ends by 23:40; commit each pair's rows
     python -m bench.ssl_study --splits 5 --max-pairs 1  # the next pair on labeled split 5, ahead of the queue's order
     python -m bench.ssl_study --report                  # tables and plots from the results file, no runs
+    python -m bench.ssl_study --report --preset b311edfd11  # an earlier preset version's: ssl_study_b311edfd11.md, ...
     python -m bench.ssl_study --minutes 15 --results bench/results/runs/proxy.json \\
         --game-extra model.schedule.adv_warmup_epochs=2  # a short proxy study, to choose a setting by validation error
 
@@ -300,11 +301,11 @@ def plot(rows: list[dict], n_labeled: int, path: Path) -> None:
     error_curves(runs, path, title, keys, lambda p: p["minutes"], lambda r: color(r["run"] != "game"))
 
 
-def write_report(rows: list[dict], results: Path, report_path: Path, plots: Path) -> None:
+def write_report(rows: list[dict], results: Path, report_path: Path, plots: Path, stem: str = "ssl_study") -> None:
     text = report(rows, results)
     report_path.write_text(text + "\n")
     for n_labeled in sorted({r["n_labeled"] for r in rows}):
-        plot(rows, n_labeled, plots / f"ssl_study_{n_labeled}labels.png")
+        plot(rows, n_labeled, plots / f"{stem}_{n_labeled}labels.png")
     print(text)
 
 
@@ -337,13 +338,16 @@ def main(argv: list[str] | None = None) -> None:
         rows = load_rows(args.results)
         if not rows:
             raise SystemExit(f"error: {args.results} holds no rows; run the study first")
-        preset = args.preset or rows[-1]["preset"]  # the preset of the latest rows, unless asked for another
+        latest = rows[-1]["preset"]
+        preset = args.preset or latest  # the preset of the latest rows, unless asked for another
         rows = [r for r in rows if r["preset"] == preset]
+        if not rows:
+            raise SystemExit(f"error: {args.results} holds no rows of preset version {preset}")
+        # an earlier version's report and plots are named after it, so that they never replace the latest's
+        default = REPORT if args.results == RESULTS else args.results.with_suffix(".md")
+        suffix = "" if preset == latest else f"_{preset}"
         write_report(
-            rows,
-            args.results,
-            args.report_to or (REPORT if args.results == RESULTS else args.results.with_suffix(".md")),
-            args.plots,
+            rows, args.results, args.report_to or default.with_stem(default.stem + suffix), args.plots, "ssl_study" + suffix
         )
         return
     if (args.extra or args.game_extra) and not args.preset:

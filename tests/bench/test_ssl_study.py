@@ -119,6 +119,21 @@ def test_report_writes_the_tables_and_one_plot_per_setting(tmp_path):
         assert len(png) > 10_000
 
 
+def test_an_earlier_preset_versions_report_is_named_after_it(tmp_path):
+    """The latest version's report keeps the plain names; an earlier one's never replaces them."""
+    results = tmp_path / "rows.json"
+    old = [{**_row(run, 100, 1, 0.02, 0.02), "preset": "0ld0000000"} for run in ("game", "ablation")]
+    ssl_study.append_rows(results, [*old, *(_row(run, 100, 1, 0.01, 0.01) for run in ("game", "ablation"))])
+    plots = tmp_path / "plots"
+    ssl_study.main(["--results", str(results), "--report", "--plots", str(plots)])
+    ssl_study.main(["--results", str(results), "--report", "--plots", str(plots), "--preset", "0ld0000000"])
+    assert "preset version abc1234" in (tmp_path / "rows.md").read_text()
+    assert "preset version 0ld0000000" in (tmp_path / "rows_0ld0000000.md").read_text()
+    assert sorted(p.name for p in plots.iterdir()) == ["ssl_study_0ld0000000_100labels.png", "ssl_study_100labels.png"]
+    with pytest.raises(SystemExit, match="no rows of preset version f00"):
+        ssl_study.main(["--results", str(results), "--report", "--preset", "f00"])
+
+
 def test_changed_runs_must_name_their_preset(tmp_path):
     with pytest.raises(SystemExit, match="name them with --preset"):
         ssl_study.main(["--results", str(tmp_path / "rows.json"), "--game-extra", "model.alpha=0.3"])
