@@ -357,14 +357,20 @@ def main(argv: list[str] | None = None) -> None:
     done = {pair_key(r) for r in load_rows(args.results) if r["run"] == "game"} & {
         pair_key(r) for r in load_rows(args.results) if r["run"] == "ablation"
     }
+    version = args.preset or preset_version()
+    pairs = queue(args.minutes, version)
     todo = [
         p
-        for p in queue(args.minutes, args.preset or preset_version())
+        for p in pairs
         if pair_key(p) not in done
         and (not args.only or p["n_labeled"] in args.only)
         and (not args.splits or p["label_seed"] in args.splits)
     ]
-    print(f"{len(todo)} pairs of {args.minutes:g} min to run ({len(done)} done in {args.results})", flush=True)
+    print(
+        f"{len(todo)} pairs of {args.minutes:g} min to run, preset version {version} "
+        f"({sum(pair_key(p) in done for p in pairs)} of its {len(pairs)} done in {args.results})",
+        flush=True,
+    )
     for i, pair in enumerate(todo[: args.max_pairs]):
         ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)
         if args.stop_by:
