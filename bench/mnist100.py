@@ -178,7 +178,15 @@ def summary_table(results: list[dict]) -> str:
             f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
             f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |"
         )
-    keys = ("final_val_err_ema", "final_err_c", "final_err_ema", "best_err_ema", "final_ema_c_acc", "final_cond_acc", "final_fid")
+    keys = (
+        "final_val_err_ema",
+        "final_err_c",
+        "final_err_ema",
+        "best_err_ema",
+        "final_ema_c_acc",
+        "final_cond_acc",
+        "final_fid",
+    )
     for run in dict.fromkeys(r["run"] for r in results):
         group = [r for r in results if r["run"] == run and r["final_err_ema"] is not None]
         if len(group) > 1:

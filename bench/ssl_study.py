@@ -347,7 +347,11 @@ def main(argv: list[str] | None = None) -> None:
         default = REPORT if args.results == RESULTS else args.results.with_suffix(".md")
         suffix = "" if preset == latest else f"_{preset}"
         write_report(
-            rows, args.results, args.report_to or default.with_stem(default.stem + suffix), args.plots, "ssl_study" + suffix
+            rows,
+            args.results,
+            args.report_to or default.with_stem(default.stem + suffix),
+            args.plots,
+            "ssl_study" + suffix,
         )
         return
     if (args.extra or args.game_extra) and not args.preset:

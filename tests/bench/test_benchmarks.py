@@ -79,7 +79,9 @@ def test_combine_reports_of_separate_splits(tmp_path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(new))
     combine([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out" / "all")
     table = (tmp_path / "out" / "all.md").read_text()
-    assert "| fast, mean ± SD | 3 splits | | | – | 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |" in table  # no val. error
+    assert (
+        "| fast, mean ± SD | 3 splits | | | – | 1.73 ± 0.50 % | 1.63 ± 0.50 % | 1.63 ± 0.50 % |" in table
+    )  # no val. error
     assert [r["label_seed"] for r in json.loads((tmp_path / "out" / "all.json").read_text())["results"]] == [1, 2, 3]
     with pytest.raises(SystemExit, match="run fast on split 2 is in both"):
         combine([tmp_path / "b.json", tmp_path / "b.json"], tmp_path / "out" / "twice")
