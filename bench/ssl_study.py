@@ -68,6 +68,8 @@ SAME_PRESET: dict[str, str] = {
     "12c21de7e3": "b311edfd11",
     # grid_columns, grid_seed and g_ema_decay moved into model.samples (grid: null, 10 columns for a conditional game)
     "5042538fe4": "b311edfd11",
+    # the preset with cutout: RandomErase's fill value written out (its default, 0.0)
+    "27dc5ac5f9": "6e076e26ff",
 }
 
 

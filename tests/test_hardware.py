@@ -36,14 +36,20 @@ def test_fast_preset_takes_its_precision_from_the_cpu():
     from hydra.utils import instantiate
 
     from gan_lightning.hardware import cpu_precision
-    from gan_lightning.nets.blocks import RandomAffine
+    from gan_lightning.nets.blocks import RandomAffine, RandomErase
 
     cfg = compose_cfg(["experiment=triple_gan_mnist100_fast"])
     assert cfg.trainer.precision == cpu_precision() == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
     model = instantiate(cfg.model)
-    assert isinstance(model.augment, RandomAffine)
-    assert model.teacher_augment is model.augment
-    assert (model.augment.degrees, model.augment.translate, model.augment.scale) == (10, 2, (0.9, 1.1))
+    affine, erase = model.augment  # C's own view: the affine map, then cutout
+    assert isinstance(affine, RandomAffine)
+    assert isinstance(erase, RandomErase)
+    assert (erase.size, erase.value) == (10, 0.0)
+    teacher = model.teacher_augment  # the EMA teacher's view: the same affine map, its own module, no cutout
+    assert isinstance(teacher, RandomAffine)
+    assert teacher is not affine
+    for aug in (affine, teacher):
+        assert (aug.degrees, aug.translate, aug.scale) == (10, 2, (0.9, 1.1))
     for weights in (model.weights, model.pretrain_weights):
         assert weights["c_consistency"] > 0
         assert weights["c_confident"] > 0
