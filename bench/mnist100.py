@@ -160,6 +160,13 @@ def cpu_flags() -> dict:
     }
 
 
+def final_val(result: dict) -> float | None:
+    """The last epoch's EMA C validation error: the report's key, or its curve's (reports written before the key)."""
+    if "final_val_err_ema" in result:
+        return result["final_val_err_ema"]
+    return result["curve"][-1].get("val_err_ema") if result["curve"] else None
+
+
 def summary_table(results: list[dict]) -> str:
     """One row per run and split; with several splits of a run, a row with the mean and SD over them."""
     lines = [
@@ -171,10 +178,9 @@ def summary_table(results: list[dict]) -> str:
     num = lambda v: "–" if v is None else f"{v:.2f}"
     for r in results:
         last = r["curve"][-1] if r["curve"] else {}
-        r.setdefault("final_val_err_ema", last.get("val_err_ema"))  # reports written before the key existed
         lines.append(
             f"| {r['run']} | {r['label_seed']} | {r['wall_s'] / 60:.1f} | {last.get('epoch', -1) + 1} "
-            f"| {pct(r['final_val_err_ema'])} | {pct(r['final_err_c'])} "
+            f"| {pct(final_val(r))} | {pct(r['final_err_c'])} "
             f"| {pct(r['final_err_ema'])} | {pct(r['best_err_ema'])} | {pct(r.get('final_ema_c_acc'))} "
             f"| {pct(r.get('final_cond_acc'))} | {num(r.get('final_fid'))} |"
         )
@@ -192,7 +198,8 @@ def summary_table(results: list[dict]) -> str:
         if len(group) > 1:
             cells = []
             for k in keys:
-                col = [float(r[k]) for r in group if r.get(k) is not None]
+                get = final_val if k == "final_val_err_ema" else lambda r, k=k: r.get(k)
+                col = [float(v) for v in map(get, group) if v is not None]
                 if len(col) < len(group):
                     cells.append("–")
                 else:
