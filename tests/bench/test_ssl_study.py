@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from bench import ssl_study
 
@@ -168,18 +168,18 @@ def _first_table_naming(text: str, words: str) -> list[list[str]]:
 def test_the_readme_headline_is_the_latest_presets_rows_in_the_results_file():
     """The README's study table is typed by hand from the results file: each split's last-epoch test error of the game
     and the ablation, and their mean ± SD, as ``--report`` computes them from the latest preset version's rows."""
-    rows = ssl_study.load_rows(ssl_study.RESULTS)
+    rows = ssl_study.load_rows(ROOT / ssl_study.RESULTS)
     latest = [r for r in rows if r["preset"] == rows[-1]["preset"] and r["n_labeled"] == 100]
     test = ssl_study.paired(latest, 100, "final_test_err_ema")
-    table = _first_table_naming(Path("README.md").read_text(), "experiment=triple_gan_mnist100_fast")
+    table = _first_table_naming((ROOT / "README.md").read_text(), "experiment=triple_gan_mnist100_fast")
     header, body = table[0], table[2:]
     game = next(row for row in body if "experiment=triple_gan_mnist100_fast" in row[0])
     ablation = next(row for row in body if row[0].startswith("ablation"))
     columns = {int(h.split()[1]): i for i, h in enumerate(header) if h.startswith("split ")}
+    mean = next(i for i, h in enumerate(header) if h.startswith("mean ± SD"))
     assert sorted(columns) == test["splits"], "the README's split columns are not the latest preset's splits"
     for values, row in ((test["game"], game), (test["ablation"], ablation)):
         for split, value in zip(test["splits"], values):
             assert re.search(r"\d+\.\d+", row[columns[split]]).group() == f"{100 * value:.2f}", (row[0], split)
-        mean = next(i for i, h in enumerate(header) if h.startswith("mean ± SD"))
         assert row[mean].strip("*") == ssl_study._ms(values), row[0]
-        assert f"({len(values)} split" in header[mean]
+    assert f"({len(test['splits'])} split" in header[mean]
