@@ -73,6 +73,12 @@ class HasPhases(Protocol):
     schedule: Phases
 
 
+def in_pretraining(model: object, epoch: int) -> bool:
+    """Whether Lightning epoch ``epoch`` of ``model`` belongs to a pre-training, in which its generator is not trained
+    (False for a game without phases)."""
+    return isinstance(model, HasPhases) and model.schedule.in_pretraining(epoch)
+
+
 @runtime_checkable
 class RecordsCudaGraphs(Protocol):
     """A game whose iterations can be recorded as CUDA graphs (``trainer.cuda_graphs``, ``acceleration``):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from gan_lightning.capabilities import in_pretraining
 from gan_lightning.errors import ConfigError
 from gan_lightning.moved import upgrade
 from gan_lightning.safe_build import build_stored
@@ -106,9 +108,10 @@ def _check_same_split(stored: dict, current: dict, what: str) -> None:
             )
 
 
-def load_game(path: str | Path, what: str = "ckpt_path"):
+def load_game(path: str | Path, what: str = "ckpt_path", generator: bool = False):
     """(model in eval mode on CPU, run config) from a training checkpoint; one-line ConfigError when the file is
-    missing, unreadable, not from gan_lightning, or does not match the networks its config describes."""
+    missing, unreadable, not from gan_lightning, or does not match the networks its config describes. With
+    ``generator`` (the tasks that show or measure G) one line on stderr when G had not been trained yet."""
     ckpt = read_checkpoint(path, what)
     run_config = ckpt.get("run_config")
     if not isinstance(run_config, dict) or "model" not in run_config:
@@ -127,8 +130,26 @@ def load_game(path: str | Path, what: str = "ckpt_path"):
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)[:160]
         raise ConfigError(f"{what}={path} does not fit its model ({first})") from None
+    model.load_saved_states(ckpt)
     model.run_config = run_config
+    if generator and (why := untrained_generator(model, ckpt.get("epoch"))):
+        print(f"note: {what}={path} {why}", file=sys.stderr, flush=True)
     return model.eval(), run_config
+
+
+def untrained_generator(model, epoch: int | None) -> str | None:
+    """Why the generator of ``model``, saved in (0-based) Lightning epoch ``epoch``, has not been trained yet: a game
+    with phases saved during C's pre-training. None when it has been (or the game has no pre-training)."""
+    if epoch is None or not in_pretraining(model, epoch):
+        return None
+    schedule = model.schedule
+    length = f"{schedule.pretrain_end} epoch{'s' * (schedule.pretrain_end != 1)}"
+    if schedule.pretrain_time_share is not None:
+        length = f"at most {length}, or {schedule.pretrain_time_share:.0%} of trainer.max_time"
+    return (
+        f"was saved in epoch {epoch + 1} of C's pre-training ({length}): its generator has not been trained yet, "
+        "so its images are noise"
+    )
 
 
 def _no_pretrained_weights(node):

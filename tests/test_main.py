@@ -241,6 +241,17 @@ def test_resume_from_a_checkpoint_continues_where_it_stopped(tmp_path):
     assert len(ckpt["optimizer_states"]) == 4
     assert "run_config" in ckpt
     assert any(k.startswith("ema.") for k in ckpt["state_dict"])
+    # task=sample on the pre-training's checkpoint says in one line that G is untrained; on the game's it says nothing
+    for run, note in (
+        (first, "was saved in epoch 1 of C's pre-training (1 epoch): its generator has not been trained yet"),
+        (second, None),
+    ):
+        ckpt_path = run / "checkpoints" / "last.ckpt"
+        shown = run_cli(["task=sample", f"ckpt_path={ckpt_path}", "task.n=4"], tmp_path / f"sample_{run.name}")
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        notes = [line for line in shown.stderr.splitlines() if line.startswith("note:")]
+        assert notes == ([f"note: ckpt_path={ckpt_path} {note}, so its images are noise"] if note else [])
+        assert (tmp_path / f"sample_{run.name}" / "classes.png").is_file()  # written all the same
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

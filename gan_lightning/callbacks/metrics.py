@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from gan_lightning.capabilities import CanGenerate, HasPhases
+from gan_lightning.capabilities import CanGenerate, in_pretraining
 from gan_lightning.errors import ConfigError
 from gan_lightning.evaluation import GeneratorMetrics, load_reference, reference_path
 from gan_lightning.evaluation.generator_metrics import extra_metrics
@@ -92,9 +92,7 @@ class GeneratorEvaluation(L.Callback):
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict | None:
         """The generator's metrics now, or None without a reference network or while G is untrained (pre-training)."""
-        if self.metrics is None or (
-            isinstance(pl_module, HasPhases) and pl_module.schedule.in_pretraining(trainer.current_epoch)
-        ):
+        if self.metrics is None or in_pretraining(pl_module, trainer.current_epoch):
             return None
         self.last_step = trainer.global_step
         return self.metrics.to(pl_module.device).evaluate(pl_module)

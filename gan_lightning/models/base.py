@@ -323,5 +323,9 @@ class GameModule(L.LightningModule):
         """A resumed run continues with the random streams (latent codes, dropout, noise) of the saved one."""
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
+        self.load_saved_states(checkpoint)
+
+    def load_saved_states(self, checkpoint: dict) -> None:
+        """The states of ``saved_states`` as the checkpoint holds them (e.g. when the schedule ended pre-training)."""
         for key, part in self.saved_states().items():
             part.load_state_dict(checkpoint.get(key, {}))

@@ -52,7 +52,7 @@ def evaluate(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
     games = {
-        name: load_game(path, f"task.checkpoints.{name}") for name, path in checkpoints.items()
+        name: load_game(path, f"task.checkpoints.{name}", generator=True) for name, path in checkpoints.items()
     }  # all checked first
     for name, (model, _) in games.items():
         if not isinstance(model, CanGenerate):

@@ -49,7 +49,7 @@ def sample(
         raise ConfigError(f"task.npz={npz} must be >= 0")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"task.device={device} but no CUDA device is available (use task.device=cpu)")
-    model, _ = load_game(cfg.ckpt_path)
+    model, _ = load_game(cfg.ckpt_path, generator=True)
     if not isinstance(model, CanGenerate):
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} holds a {type(model).__name__}, which has no generator to sample from"
