@@ -110,10 +110,12 @@ def test_joblib_launcher_runs_the_jobs_and_a_resumed_sweep_skips_the_finished_on
     assert "Joblib" in proc.stdout + proc.stderr
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
-    # the same sweep again with resume=true: both jobs finished, neither is trained again
+    # the same sweep again with resume=true: both jobs finished, neither is trained again (one job at a time: joblib
+    # then runs them in the launching process, without starting workers that would only skip them)
     stamps = {job: (sweep / job / "checkpoints" / "last.ckpt").stat().st_mtime_ns for job in ("0", "1")}
+    sequential = ["launcher=joblib", "hydra.launcher.n_jobs=1"]
     again = run_cli(
-        ["-m", "model=gan", *TINY, "launcher=joblib", "seed=1,2", f"hydra.sweep.dir={sweep}", "resume=true"],
+        ["-m", "model=gan", *TINY, *sequential, "seed=1,2", f"hydra.sweep.dir={sweep}", "resume=true"],
         tmp_path / "unused",
     )
     assert again.returncode == 0, again.stderr[-3000:]
