@@ -249,7 +249,7 @@ def combine(reports: list[Path], stem: Path) -> None:
     print(table)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=["triple_gan_fast", "baseline"], choices=sorted(RUNS))
     parser.add_argument("--seed", type=int, default=1)
@@ -282,7 +282,7 @@ def main() -> None:
         metavar="JSON",
         help="run nothing: write one table (with mean and SD per run) from these reports to --out{.json,.md}",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.combine:
         combine([Path(f) for f in args.combine], Path(args.out))
         return

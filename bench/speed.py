@@ -429,9 +429,8 @@ def sharing(args) -> None:
     write_table(args, "sharing", f"Several runs at once on one machine ({meta['device']})", meta, rows, lines)
 
 
-def matmul_peak(device: str) -> float:
-    """Best of several timed fp32 matrix products: the FLOP/s this device reaches on dense work."""
-    n = 4096 if device == "cuda" else 2048
+def matmul_peak(device: str, n: int) -> float:
+    """Best of several timed fp32 products of ``n`` x ``n`` matrices: the FLOP/s this device reaches on dense work."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = 0.0
     for _ in range(3):
@@ -467,6 +466,14 @@ def main(argv: list[str] | None = None) -> None:
         "--cuda-graphs",
         action="store_true",
         help="the games' iterations recorded as CUDA graphs (trainer.cuda_graphs=true)",
+    )
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the matrices' size for the matmul peak (default 4096 on a GPU, 2048 on a CPU; smaller is quicker and "
+        "reads lower)",
     )
     parser.add_argument("--tag", default="", help="appended to the results' file names (e.g. before, after)")
     parser.add_argument(
@@ -509,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     reuse_memory = process_settings(args)
-    peak = matmul_peak(args.device)
+    peak_size = args.peak_size or (4096 if args.device == "cuda" else 2048)
+    peak = matmul_peak(args.device, peak_size)
     rows = []
     for name in args.models:
         plain: list[float] = []
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
         flops = 0.0
         peaks: list[float] = []  # the peak again before each repeat: this shared machine's speed drifts
         for _ in range(args.repeats):
-            peaks.append(matmul_peak(args.device))
+            peaks.append(matmul_peak(args.device, peak_size))
             its, flops = time_plain(name, args.overrides, args.device, warmup, args.iters)
             plain.append(its)
             fw.append(
@@ -552,7 +560,12 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     meta = run_meta(
-        args, warmup=warmup, reuse_cpu_memory=reuse_memory, compile=args.compile, matmul_peak_gflop_s=peak / 1e9
+        args,
+        warmup=warmup,
+        reuse_cpu_memory=reuse_memory,
+        compile=args.compile,
+        matmul_peak_gflop_s=peak / 1e9,
+        matmul_peak_size=peak_size,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -585,8 +598,9 @@ def main(argv: list[str] | None = None) -> None:
     row_peaks = ", ".join(f"{r['model']} {r['peak_flop_s'] / 1e9:.0f}" for r in rows)
     stem.with_suffix(".md").write_text(
         f"# Training speed ({meta['device']}, {meta['torch_threads']} threads)\n\n"
-        f"matmul peak: {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the median of the peaks measured "
-        f"before each repeat of the model: {row_peaks}); {meta['iters']} timed iterations after {warmup} warm-up, "
+        f"matmul peak ({peak_size}x{peak_size} fp32): {peak / 1e9:.0f} GFLOP/s at the start (% of peak: against the "
+        f"median of the peaks measured before each repeat of the model: {row_peaks}); {meta['iters']} timed "
+        f"iterations after {warmup} warm-up, "
         f"{args.repeats} repeats; options: {' '.join(args.overrides) or 'defaults'}"
         f"{', trainer.compile=true' if args.compile else ''}{', trainer.cuda_graphs=true' if args.cuda_graphs else ''}"
         f"; CPU memory reuse (plain loop too): {'on' if reuse_memory else 'off'}"

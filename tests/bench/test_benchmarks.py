@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import ROOT, compose_cfg, library_noise, needs_mnist
 
-from bench import split_errors
+from bench import mnist100, split_errors
 from bench.mnist100 import combine, summary_table
 
 pytestmark = pytest.mark.slow  # CLI runs (make test-fast leaves them out)
@@ -90,50 +90,51 @@ def test_combine_reports_of_separate_splits(tmp_path) -> None:
 
 
 @needs_mnist
-def test_bench_runs_each_split(tmp_path, data_root) -> None:
+def test_bench_runs_each_split(tmp_path, data_root, monkeypatch, capfd) -> None:
+    """Two labeled splits side by side, each run pinned to a core of its own (``--parallel``, as a study runs them;
+    one after the other where this process may use a single core)."""
     out = tmp_path / "results"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.mnist100",
-        "--runs",
-        "triple_gan_fast",
-        "--label-seeds",
-        "2",
-        "3",
-        "--out",
-        str(out),
-        "--extra",
-        "model.schedule.pretrain_epochs=1",
-        "model.epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.log_every_n_steps=1",  # a 2-batch epoch logs its steps (the default interval is longer)
-        "trainer.precision=32-true",
-        # the preset's generator metrics, on a few samples: the benchmark's columns are read, not their quality
-        "trainer.limit_val_batches=1",
-        "callbacks.generator_metrics.n_samples=200",
-        "callbacks.generator_metrics.n_real=500",
-        "callbacks.generator_metrics.per_class=false",
-        "model.schedule.trigger_samples=100",
-    ]
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "GAN_LIGHTNING_DATA": str(data_root)},
+    parallel = len(os.sched_getaffinity(0)) >= 2
+    monkeypatch.setenv("GAN_LIGHTNING_DATA", str(data_root))
+    mnist100.main(
+        [
+            "--runs",
+            "triple_gan_fast",
+            "--label-seeds",
+            "2",
+            "3",
+            *(["--parallel"] if parallel else []),
+            "--out",
+            str(out),
+            "--extra",
+            "model.schedule.pretrain_epochs=1",
+            "model.epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.log_every_n_steps=1",  # a 2-batch epoch logs its steps (the default interval is longer)
+            "trainer.precision=32-true",
+            # the preset's generator metrics, on a few samples: the benchmark's columns are read, not their quality
+            "trainer.limit_val_batches=1",
+            "callbacks.generator_metrics.n_samples=200",
+            "callbacks.generator_metrics.n_real=500",
+            "callbacks.generator_metrics.per_class=false",
+            "model.schedule.trigger_samples=100",
+        ]
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert library_noise(proc.stdout + proc.stderr) == []  # the benchmark's console and its runs'
-    runs = out / "runs" / "mnist100"
+    runs = out / "runs" / ("mnist100_parallel" if parallel else "mnist100")
+    console = capfd.readouterr()
+    logs = "".join(p.read_text() for p in runs.glob("*.log"))  # side by side, each run writes its own log
+    assert library_noise(console.out + console.err + logs) == []  # the benchmark's console and its runs'
+    assert console.out.count("$ ") == 2
+    if parallel:  # pinned to one core each
+        assert console.out.count("taskset -c") == 2
+        assert len(list(runs.glob("*.log"))) == 2
     splits = {
         ls: json.loads((runs / f"triple_gan_fast_labels{ls}" / "labeled_indices.json").read_text()) for ls in (2, 3)
     }
     assert [splits[ls]["label_seed"] for ls in (2, 3)] == [2, 3]
     assert splits[2]["indices"] != splits[3]["indices"]
     assert len(splits[2]["indices"]) == 100
-    stem = out / "mnist100_triple_gan_fast_labels2_3"
+    stem = out / ("mnist100_triple_gan_fast" + ("_parallel" if parallel else "") + "_labels2_3")
     rows = list(csv.DictReader(stem.with_suffix(".csv").open()))
     assert {r["label_seed"] for r in rows} == {"2", "3"}
     assert {r["run"] for r in rows} == {"triple_gan_fast"}
@@ -276,10 +277,11 @@ def _speed_smoke(tmp_path, *options: str) -> subprocess.CompletedProcess:
 def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     """``bench.speed`` runs the plain loop and the framework side by side and records both, with the CPU's flags and
     the matmul peak measured before each repeat (read back, not timed)."""
-    proc = _speed_smoke(tmp_path, "--iters", "2", "--repeats", "2")
+    proc = _speed_smoke(tmp_path, "--iters", "2", "--repeats", "2", "--peak-size", "512")
     assert library_noise(proc.stdout + proc.stderr) == []
     report = json.loads((tmp_path / "speed_cpu_smoke.json").read_text())
     assert {"avx512_bf16", "amx_bf16", "torch_threads", "matmul_peak_gflop_s"} <= set(report["meta"])
+    assert report["meta"]["matmul_peak_size"] == 512
     (row,) = report["rows"]
     assert row["model"] == "gan"
     assert len(row["plain_it_s"]["runs"]) == len(row["framework_it_s"]["runs"]) == 2
@@ -291,6 +293,7 @@ def test_speed_benchmark_writes_its_table_with_the_cpu_flags(tmp_path) -> None:
     assert row["lightning_overhead"] == pytest.approx(1 - row["framework_it_s"]["median"] / bare["median"])
     table = (tmp_path / "speed_cpu_smoke.md").read_text()
     assert "| gan | 64 |" in table
+    assert "matmul peak (512x512 fp32)" in table
     assert "trainer.precision=32-true" in table
 
 
