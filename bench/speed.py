@@ -501,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--cuda-graphs needs --device cuda")
     if args.sharing and min(args.sharing) < 1:
         parser.error("--sharing takes run counts >= 1")
+    if args.peak_size is not None and args.peak_size < 1:
+        parser.error(f"--peak-size takes a matrix size >= 1, not {args.peak_size}")
     filter_warnings()  # the library notices a user cannot act on, as the CLI drops them
     drop_notices()
     # the timed runs are shorter than the default logging interval on purpose (the logging cadence of a real run)
@@ -516,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     warmup = max(args.warmup, 5) if args.cuda_graphs else args.warmup  # 3 eager iterations, then the recording
     reuse_memory = process_settings(args)
-    peak_size = args.peak_size or (4096 if args.device == "cuda" else 2048)
+    peak_size = args.peak_size if args.peak_size is not None else 4096 if args.device == "cuda" else 2048
     peak = matmul_peak(args.device, peak_size)
     rows = []
     for name in args.models:

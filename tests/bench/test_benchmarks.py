@@ -315,11 +315,18 @@ def test_speed_benchmark_times_runs_sharing_the_machine_together(tmp_path) -> No
     assert "| gan | 2 |" in (tmp_path / "speed_sharing_cpu_smoke.md").read_text()
 
 
-def test_speed_benchmark_refuses_a_run_count_below_one(tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--sharing", "0"], "--sharing takes run counts >= 1"),
+        (["--peak-size", "0"], "--peak-size takes a matrix size"),
+    ],
+)
+def test_speed_benchmark_refuses_a_count_or_size_below_one(tmp_path, capsys, option, message) -> None:
     from bench import speed
 
     with pytest.raises(SystemExit) as stop:
-        speed.main(["--sharing", "0", "--out", str(tmp_path)])
+        speed.main([*option, "--out", str(tmp_path)])
     assert stop.value.code == 2
-    assert "--sharing takes run counts >= 1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
