@@ -73,6 +73,24 @@ SAME_PRESET: dict[str, str] = {
 }
 
 
+def time_of_day(text: str) -> tuple[int, int]:
+    """``--stop-by``'s HH:MM, checked (argparse turns the error into one line and exit status 2)."""
+    hour, sep, minute = text.partition(":")
+    if sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60:
+        return int(hour), int(minute)
+    raise argparse.ArgumentTypeError(f"takes a time of day HH:MM (00:00 to 23:59), not {text!r}")
+
+
+def deadline(hour: int, minute: int, now: float) -> float:
+    """The first moment at or after ``now`` when the clock shows hour:minute: tomorrow's if today's has passed."""
+    day = time.localtime(now)
+    today = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, hour, minute, 0, 0, 0, -1))
+    if today >= now:
+        return today
+    tomorrow = time.localtime(now + 86400)
+    return time.mktime((tomorrow.tm_year, tomorrow.tm_mon, tomorrow.tm_mday, hour, minute, 0, 0, 0, -1))
+
+
 def preset_version() -> str:
     """10 hex digits of the preset's composed config (model, data, trainer and callbacks, interpolations unresolved):
     another setting or default gives another version, a comment does not. Rows of different versions are never paired
@@ -316,7 +334,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="trainer.max_time of every run (default: the hour)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--max-pairs", type=int, default=None, help="stop after this many pairs")
-    parser.add_argument("--stop-by", metavar="HH:MM", help="start a pair only if it can end by this time of day")
+    parser.add_argument(
+        "--stop-by",
+        metavar="HH:MM",
+        type=time_of_day,
+        help="start a pair only if it can end by this time of day (the next one: past midnight when it is earlier "
+        "than now)",
+    )
     parser.add_argument("--commit", action="store_true", help="git-commit the results file after each pair")
     parser.add_argument("--only", nargs="+", type=int, metavar="N_LABELED", help="only these settings of the queue")
     parser.add_argument("--splits", nargs="+", type=int, metavar="SEED", help="only these labeled splits (label seeds)")
@@ -377,17 +401,15 @@ def main(argv: list[str] | None = None) -> None:
         f"({sum(pair_key(p) in done for p in pairs)} of its {len(pairs)} done in {args.results})",
         flush=True,
     )
+    limit = deadline(*args.stop_by, time.time()) if args.stop_by else math.inf
     for i, pair in enumerate(todo[: args.max_pairs]):
         ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)
-        if args.stop_by:
-            hour, minute = (int(v) for v in args.stop_by.split(":"))
-            limit = time.mktime((*time.localtime()[:3], hour, minute, 0, 0, 0, -1))
-            if ends > limit:
-                print(
-                    f"stopping: the next pair would end at {time.strftime('%H:%M', time.localtime(ends))}, "
-                    f"after {args.stop_by}"
-                )
-                return
+        if ends > limit:
+            print(
+                f"stopping: the next pair would end at {time.strftime('%a %H:%M', time.localtime(ends))}, "
+                f"after {time.strftime('%a %H:%M', time.localtime(limit))}"
+            )
+            return
         print(
             f"pair {i + 1}/{len(todo)}: {pair['n_labeled']} labels, split {pair['label_seed']}; ends about "
             f"{time.strftime('%H:%M', time.localtime(ends))}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 
 import pytest
 from conftest import ROOT
@@ -103,6 +104,30 @@ def test_the_queue_starts_no_pair_that_would_end_after_stop_by(tmp_path, monkeyp
     monkeypatch.setattr(ssl_study, "run_pair", lambda *a: pytest.fail("no pair may start"))
     ssl_study.main(["--results", str(tmp_path / "rows.json"), "--stop-by", "00:00", "--minutes", "1440"])
     assert "stopping: the next pair would end at" in capsys.readouterr().out
+
+
+def test_stop_by_is_the_next_time_the_clock_shows_it_past_midnight_included(tmp_path, monkeypatch):
+    evening = time.mktime((2026, 3, 10, 22, 34, 0, 0, 0, -1))
+    assert ssl_study.deadline(23, 40, evening) - evening == 66 * 60  # later today
+    assert ssl_study.deadline(22, 34, evening) == evening
+    after_midnight = ssl_study.deadline(0, 58, evening)  # earlier in the day than now: tomorrow's
+    assert time.localtime(after_midnight)[:5] == (2026, 3, 11, 0, 58)
+    # a stop-by a minute before now is almost a day away: a pair of a minute starts
+    ran = []
+    monkeypatch.setattr(ssl_study, "run_pair", lambda pair, *a: ran.append(pair) or [])
+    a_minute_ago = time.strftime("%H:%M", time.localtime(time.time() - 60))
+    ssl_study.main(["--results", str(tmp_path / "rows.json"), "--stop-by", a_minute_ago, "--minutes", "1"])
+    assert len(ran) == 5 + 3 + 3  # the whole queue of 1-minute pairs: 100 labels on 5 splits, 50 and 20 on 3
+
+
+@pytest.mark.parametrize("bad", ["24:00", "7", "12:60", "ab:cd", "1:30:00"])
+def test_a_stop_by_that_is_no_time_of_day_is_refused_in_one_line(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ssl_study.main(["--results", str(tmp_path / "rows.json"), "--stop-by", bad])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"error: argument --stop-by: takes a time of day HH:MM (00:00 to 23:59), not {bad!r}")
+    assert not (tmp_path / "rows.json").exists()
 
 
 def test_report_writes_the_tables_and_one_plot_per_setting(tmp_path):
