@@ -209,8 +209,13 @@ def confusion_figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: tor
             ax.imshow(x[i, 0], cmap="gray_r")
         for ax, i in zip(row[per + 1 :], wrong):
             ax.imshow(x[i, 0], cmap="Reds")
-        row[0].set_title(f"{name}: its labeled {true}s", fontsize=6, loc="left")
-        row[per + 1].set_title(f"validation {true}s it reads as {pred} ({count} of them)", fontsize=6, loc="left")
+        # each half-row's caption runs on over the small images to its right: kept out of the layout's sums (as a
+        # title it would be, and the layout would give up)
+        for ax, caption in (
+            (row[0], f"{name}: its labeled {true}s"),
+            (row[per + 1], f"validation {true}s it reads as {pred} ({count} of them)"),
+        ):
+            ax.text(0, 1.06, caption, transform=ax.transAxes, fontsize=6, ha="left", va="bottom", in_layout=False)
     write(fig, path, dpi=110)
 
 
