@@ -14,7 +14,7 @@ the run's own validation set (held-out training images):
   true label above the pair with the classifier's label (D then pushes C the right way).
 Writes ``<out>.json`` (every number), ``<out>.md`` (one table, one row per run), a figure of the validation images
 every run gets wrong (``--figure``, the first 90) and one of each run's top confusion beside its labeled images of
-that class (``--confusions``).
+that class (``--confusions``): the docs' two figures for the whole study's default ``--out``, else beside ``--out``.
 """
 
 from __future__ import annotations
@@ -219,15 +219,27 @@ def confusion_figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: tor
     write(fig, path, dpi=110)
 
 
+OUT = Path("bench/results/split_errors")  # the whole study's analysis, and the two figures the docs show of it
+FIGURES = (Path("docs/split_errors.png"), Path("docs/split_confusions.png"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, help="run directories (default: every run of --runs-dir)")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/results/runs/ssl_study"))
     parser.add_argument("--data", default=os.environ.get("GAN_LIGHTNING_DATA", "data"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/split_errors"))
-    parser.add_argument("--figure", type=Path, default=Path("docs/split_errors.png"))
-    parser.add_argument("--confusions", type=Path, default=Path("docs/split_confusions.png"))
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--figure", type=Path, help=f"default: {FIGURES[0]} for the whole study's --out, else <out>.png beside --out"
+    )
+    parser.add_argument(
+        "--confusions", type=Path, help=f"default: {FIGURES[1]} for the whole study's --out, else <out>_confusions.png"
+    )
     args = parser.parse_args(argv)
+    # the docs' figures are the whole study's: an analysis written elsewhere keeps its figures beside it
+    beside = (args.out.with_name(args.out.name + ".png"), args.out.with_name(args.out.name + "_confusions.png"))
+    args.figure = args.figure or (FIGURES if args.out == OUT else beside)[0]
+    args.confusions = args.confusions or (FIGURES if args.out == OUT else beside)[1]
     runs = args.runs or (find_runs(args.runs_dir) if args.runs_dir.is_dir() else [])
     if not runs:
         raise SystemExit(f"error: no finished run to analyse (give --runs, or runs under {args.runs_dir})")

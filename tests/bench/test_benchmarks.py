@@ -151,9 +151,9 @@ def test_bench_runs_each_split(tmp_path, data_root, monkeypatch, capfd) -> None:
     dirs = [runs / f"triple_gan_fast_labels{ls}" for ls in (2, 3)]
     errors = tmp_path / "split_errors"
     args = ["--runs", *map(str, dirs), "--out", str(errors), "--data", str(data_root)]
-    split_errors.main(
-        [*args, "--figure", str(tmp_path / "errors.png"), "--confusions", str(tmp_path / "confusions.png")]
-    )
+    docs = {path: (ROOT / path).read_bytes() for path in split_errors.FIGURES}
+    split_errors.main(args)  # written elsewhere than the study's own analysis: its figures beside it, not the docs'
+    assert all((ROOT / path).read_bytes() == png for path, png in docs.items())
     analysed = json.loads(errors.with_suffix(".json").read_text())
     for ls, run_dir in zip((2, 3), dirs):
         r, split = analysed[run_dir.name], splits[ls]
@@ -169,10 +169,11 @@ def test_bench_runs_each_split(tmp_path, data_root, monkeypatch, capfd) -> None:
     assert errors.with_suffix(".md").read_text().count("| triple_gan_fast_labels") == 2
     for r in analysed.values():
         assert set(r["labeled_indices"]) == set(splits[2 if "labels2" in r["run_dir"] else 3]["indices"])
-    assert (tmp_path / "confusions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the top confusion of each run
+    # the top confusion of each run
+    assert (tmp_path / "split_errors_confusions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the two barely trained runs share thousands of mistakes; the figure shows the first FIGURE_MAX (10 rows)
     assert min(r["wrong_in_every_run"] for r in analysed.values()) > split_errors.FIGURE_MAX
-    png = (tmp_path / "errors.png").read_bytes()
+    png = (tmp_path / "split_errors.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[20:24], "big") <= 10 * 1.15 * 120 + 0.4 * 120  # its height in pixels: 10 rows at most
 
