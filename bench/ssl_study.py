@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({sum(pair_key(p) in done for p in pairs)} of its {len(pairs)} done in {args.results})",
         flush=True,
     )
-    limit = deadline(*args.stop_by, time.time()) if args.stop_by else math.inf
+    limit = deadline(args.stop_by[0], args.stop_by[1], time.time()) if args.stop_by else math.inf
     for i, pair in enumerate(todo[: args.max_pairs]):
         ends = time.time() + 60 * (args.minutes + OVERHEAD_MIN)
         if ends > limit:
