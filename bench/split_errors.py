@@ -209,8 +209,8 @@ def confusion_figure(results: dict[str, dict[str, Any]], x: torch.Tensor, y: tor
             ax.imshow(x[i, 0], cmap="gray_r")
         for ax, i in zip(row[per + 1 :], wrong):
             ax.imshow(x[i, 0], cmap="Reds")
-        # each half-row's caption runs on over the small images to its right: kept out of the layout's sums (as a
-        # title it would be, and the layout would give up)
+        # each half-row's caption runs on over the small images to its right: kept out of the layout (as titles the
+        # captions were counted in, and the layout gave up)
         for ax, caption in (
             (row[0], f"{name}: its labeled {true}s"),
             (row[per + 1], f"validation {true}s it reads as {pred} ({count} of them)"),

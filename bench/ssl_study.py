@@ -76,7 +76,7 @@ SAME_PRESET: dict[str, str] = {
 def time_of_day(text: str) -> tuple[int, int]:
     """``--stop-by``'s HH:MM, checked (argparse turns the error into one line and exit status 2)."""
     hour, sep, minute = text.partition(":")
-    if sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60:
+    if sep and hour.isdecimal() and minute.isdecimal() and int(hour) < 24 and int(minute) < 60:
         return int(hour), int(minute)
     raise argparse.ArgumentTypeError(f"takes a time of day HH:MM (00:00 to 23:59), not {text!r}")
 

@@ -120,7 +120,7 @@ def test_stop_by_is_the_next_time_the_clock_shows_it_past_midnight_included(tmp_
     assert len(ran) == 5 + 3 + 3  # the whole queue of 1-minute pairs: 100 labels on 5 splits, 50 and 20 on 3
 
 
-@pytest.mark.parametrize("bad", ["24:00", "7", "12:60", "ab:cd", "1:30:00"])
+@pytest.mark.parametrize("bad", ["24:00", "7", "12:60", "ab:cd", "1:30:00", "²:30"])
 def test_a_stop_by_that_is_no_time_of_day_is_refused_in_one_line(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         ssl_study.main(["--results", str(tmp_path / "rows.json"), "--stop-by", bad])
